@@ -1,1 +1,42 @@
+//! cilc: compiles container network policy into specialised eBPF programs.
+//!
+//! The pipeline, one module per stage:
+//!
+//! ```text
+//! .cpl ──cilc_grammar::parse──▶ ast::File (spans)      [grammar/ crate]
+//!      ──resolve──────────────▶ resolve::Program + diagnostics
+//! ```
+//!
+//! Around it: `diag` (diagnostics as values and their renderers), `fmt`
+//! (the canonical printer of the AST, comments kept), `gen` (synthetic
+//! policies for tests and benchmarks) and `driver` (what the CLI verbs do,
+//! as plain functions that return text and exit codes).
 
+pub mod diag;
+pub mod driver;
+pub mod fmt;
+pub mod gen;
+pub mod resolve;
+
+use cilc_grammar::ast;
+use diag::Diagnostic;
+
+/// Parse and resolve one source text: the whole front end.
+pub fn check_source(src: &str) -> (ast::File, resolve::Program, Vec<Diagnostic>) {
+    let (file, syntax) = cilc_grammar::parse(src);
+    let mut diags: Vec<Diagnostic> = syntax.iter().map(diag::from_syntax).collect();
+    let (program, mut more) = resolve::resolve(&file);
+    if !diags.is_empty() {
+        // After a syntax error, names defined in the skipped text look
+        // undefined and definitions look unused: keep only what is sure.
+        more.retain(|d| {
+            !matches!(
+                d.code,
+                diag::Code::UndefinedName | diag::Code::UnusedDefinition
+            )
+        });
+    }
+    diags.append(&mut more);
+    diags.sort_by_key(|d| (d.span.start, d.span.end));
+    (file, program, diags)
+}

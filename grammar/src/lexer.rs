@@ -143,10 +143,12 @@ pub enum Tok<'a> {
     Hex(&'a str),
     #[regex(r"[A-Za-z_][A-Za-z0-9_\-]*")]
     Ident(&'a str),
-    /// A label key or value with dots or slashes (`app.kubernetes.io/name`,
-    /// `1.2.3`). One that starts with a digit is digits and dots only, so that
-    /// `8000-8099` stays a port range (logos does not backtrack).
-    #[regex(r"[A-Za-z_][A-Za-z0-9_\-]*([./][A-Za-z0-9_\-]+)+")]
+    /// A label key or value with dots, and a `/` after a dotted prefix
+    /// (`app.kubernetes.io/name`, `1.2.3`). One that starts with a digit is
+    /// digits and dots only, so that `8000-8099` stays a port range (logos
+    /// does not backtrack); a `/` needs a dot before it so that
+    /// `syn/syn|ack` and `tcp/udp` stay separate words.
+    #[regex(r"[A-Za-z_][A-Za-z0-9_\-]*(\.[A-Za-z0-9_\-]+)+(/[A-Za-z0-9_\-.]+)?")]
     #[regex(r"[0-9]+(\.[0-9]+)+", priority = 3)]
     LabelWord(&'a str),
     /// A string literal, quotes included; `ast::unescape` decodes it.
@@ -313,6 +315,19 @@ mod tests {
                 Tok::Ident("kube-dns"),
                 Tok::LabelWord("app.kubernetes.io/name"),
                 Tok::Hex("0x12"),
+            ]
+        );
+        assert_eq!(
+            kinds("syn/syn|ack tcp/udp"),
+            vec![
+                Tok::Ident("syn"),
+                Tok::Slash,
+                Tok::Ident("syn"),
+                Tok::Pipe,
+                Tok::Ident("ack"),
+                Tok::Tcp,
+                Tok::Slash,
+                Tok::Udp
             ]
         );
     }
