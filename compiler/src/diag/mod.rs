@@ -212,9 +212,18 @@ pub fn from_syntax(e: &cilc_grammar::SyntaxError) -> Diagnostic {
     use cilc_grammar::SyntaxErrorKind as K;
     match &e.kind {
         K::UnexpectedToken { found, expected } => {
+            // `80:90` reads as an IPv6 address; it is nearly always a range.
+            let range = found
+                .strip_prefix("address `")
+                .and_then(|s| s.strip_suffix('`'))
+                .and_then(|s| s.split_once(':'))
+                .filter(|(a, b)| {
+                    !a.is_empty() && a.bytes().chain(b.bytes()).all(|c| c.is_ascii_digit())
+                })
+                .map(|(a, b)| format!("port ranges are written `{a}-{b}`"));
             Diagnostic::error(Code::SyntaxError, e.span, format!("unexpected {found}"))
                 .label("not expected here")
-                .help_opt(expected_help(expected))
+                .help_opt(range.or_else(|| expected_help(expected)))
         }
         K::UnexpectedEof { expected } => {
             Diagnostic::error(Code::UnexpectedEof, e.span, "unexpected end of file")

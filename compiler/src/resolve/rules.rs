@@ -183,10 +183,10 @@ impl Resolver<'_> {
                     next.span,
                     "this rule can never match",
                 )
-                .label(if rest > 1 {
-                    format!("unreachable, and so are the {} rules after it", rest - 1)
-                } else {
-                    "unreachable".into()
+                .label(match rest {
+                    1 => "unreachable".to_string(),
+                    2 => "unreachable, and so is the rule after it".to_string(),
+                    n => format!("unreachable, and so are the {} rules after it", n - 1),
                 })
                 .related(bodies[i].span, "this rule matches every packet first")
                 .help("move the catch-all rule to the end of the chain");

@@ -1,0 +1,112 @@
+//! The `cilc` binary: exit codes, output formats, colour, stdin.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+fn cilc(args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cilc"));
+    cmd.args(args)
+        .env_remove("NO_COLOR")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let mut pipe = child.stdin.take().unwrap();
+    pipe.write_all(stdin.unwrap_or("").as_bytes()).unwrap();
+    drop(pipe);
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+const CLEAN: &str = "policy p on host {\n  ingress {\n    allow from world tcp 22\n  }\n}\n";
+const WARNING: &str =
+    "policy p on host {\n  ingress {\n    allow from 10.1.2.3/24 tcp 22\n  }\n}\n";
+const ERROR: &str = "policy p on host {\n  ingress {\n    allow from nowhere tcp 22\n  }\n}\n";
+
+#[test]
+fn exit_codes() {
+    assert_eq!(cilc(&["check", "-"], Some(CLEAN)).0, 0);
+    assert_eq!(cilc(&["check", "-"], Some(WARNING)).0, 0);
+    assert_eq!(cilc(&["check", "--deny-warnings", "-"], Some(WARNING)).0, 1);
+    assert_eq!(cilc(&["check", "-"], Some(ERROR)).0, 1);
+    let (code, _, err) = cilc(&["check", "/nonexistent/policy.cpl"], None);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("cannot read `/nonexistent/policy.cpl`"),
+        "{err}"
+    );
+    assert_eq!(cilc(&["check", "--format", "xml", "-"], Some(CLEAN)).0, 2);
+    assert_eq!(cilc(&["check"], None).0, 2);
+}
+
+#[test]
+fn human_output_has_location_caret_and_no_colour_when_piped() {
+    let (_, _, err) = cilc(&["check", "-"], Some(ERROR));
+    assert!(
+        err.contains("error[undefined-name]: undefined name `nowhere`"),
+        "{err}"
+    );
+    assert!(err.contains("┌─ -:3:16"), "{err}");
+    assert!(err.contains("^^^^^^^"), "{err}");
+    assert!(
+        !err.contains('\u{1b}'),
+        "colour escape codes on a pipe: {err:?}"
+    );
+    let (_, _, err) = cilc(&["check", "--color", "always", "-"], Some(ERROR));
+    assert!(err.contains('\u{1b}'), "no colour with --color always");
+}
+
+#[test]
+fn machine_formats_go_to_stdout() {
+    let (code, out, _) = cilc(&["check", "--format", "json", "-"], Some(ERROR));
+    assert_eq!(code, 1);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["diagnostics"][0]["code"], "undefined-name");
+    let (_, out, _) = cilc(&["check", "--format", "sarif", "-"], Some(ERROR));
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["runs"][0]["results"][0]["ruleId"], "undefined-name");
+    let (_, out, _) = cilc(&["check", "--format", "github", "-"], Some(ERROR));
+    assert!(out.starts_with("::error file=-,line=3,col=16,"), "{out}");
+}
+
+#[test]
+fn fmt_prints_checks_and_refuses_broken_input() {
+    let messy = "policy p on host {ingress {allow from world tcp 22}}";
+    let (code, out, _) = cilc(&["fmt", "-"], Some(messy));
+    assert_eq!(code, 0);
+    assert_eq!(out, CLEAN);
+    assert_eq!(cilc(&["fmt", "--check", "-"], Some(messy)).0, 1);
+    assert_eq!(cilc(&["fmt", "--check", "-"], Some(CLEAN)).0, 0);
+    let (code, out, err) = cilc(&["fmt", "-"], Some("policy p on {"));
+    assert_eq!(code, 1);
+    assert!(out.is_empty());
+    assert!(err.contains("has syntax errors"), "{err}");
+}
+
+#[test]
+fn fmt_write_rewrites_in_place() {
+    let dir = std::env::temp_dir().join(format!("cilc-fmt-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("p.cpl");
+    std::fs::write(
+        &path,
+        "policy p on host {ingress {allow from world tcp 22}}",
+    )
+    .unwrap();
+    assert_eq!(cilc(&["fmt", "--write", path.to_str().unwrap()], None).0, 0);
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), CLEAN);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn generated_policies_check_without_errors() {
+    let (code, text, _) = cilc(&["gen", "--rules", "2000", "--seed", "7"], None);
+    assert_eq!(code, 0);
+    let (code, _, err) = cilc(&["check", "-"], Some(&text));
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains(" 0 errors"), "{err}");
+}
