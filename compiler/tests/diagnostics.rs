@@ -9,6 +9,7 @@ const CASES: &[(&str, &str, &str)] = &[
     ("syntax_unexpected_token", "syntax-error", "policy p on host {\n  ingress {\n    allow from world tcp 443 443\n  }\n}\n"),
     ("syntax_unexpected_eof", "unexpected-eof", "policy p on host {\n  ingress {\n    allow from world tcp 443\n"),
     ("invalid_character", "invalid-character", "policy p on host {\n  ingress {\n    allow from $corp tcp 80\n  }\n}\n"),
+    ("reserved_word_as_name", "syntax-error", "select kafka = app=kafka\n"),
     ("colon_port_range", "syntax-error", "ports web = 8000:8099\n"),
     ("unterminated_string", "unterminated-string", "policy p on host {\n  ingress {\n    allow tcp 80 http { GET \"/index.html }\n  }\n}\n"),
     (

@@ -221,9 +221,15 @@ pub fn from_syntax(e: &cilc_grammar::SyntaxError) -> Diagnostic {
                     !a.is_empty() && a.bytes().chain(b.bytes()).all(|c| c.is_ascii_digit())
                 })
                 .map(|(a, b)| format!("port ranges are written `{a}-{b}`"));
+            // A reserved word where a name was expected.
+            let reserved = found
+                .strip_prefix('`')
+                .and_then(|s| s.strip_suffix('`'))
+                .filter(|w| cilc_grammar::lexer::is_keyword(w) && expected.iter().any(|e| e == "a name"))
+                .map(|w| format!("`{w}` is a reserved word and cannot be a name; choose another, e.g. `{w}-1`"));
             Diagnostic::error(Code::SyntaxError, e.span, format!("unexpected {found}"))
                 .label("not expected here")
-                .help_opt(range.or_else(|| expected_help(expected)))
+                .help_opt(range.or(reserved).or_else(|| expected_help(expected)))
         }
         K::UnexpectedEof { expected } => {
             Diagnostic::error(Code::UnexpectedEof, e.span, "unexpected end of file")
