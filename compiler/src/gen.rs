@@ -16,7 +16,7 @@ impl Rng {
     pub fn new(seed: u64) -> Rng {
         Rng(seed)
     }
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -25,7 +25,7 @@ impl Rng {
     }
     /// Uniform in `0..n` (n > 0).
     pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
+        self.next_u64() % n.max(1)
     }
     pub fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
         &items[self.below(items.len() as u64) as usize]
@@ -37,13 +37,13 @@ const RULES_PER_CHAIN: usize = 200;
 
 fn v4_prefix(r: &mut Rng) -> String {
     let len = 8 + r.below(25) as u32;
-    let addr = (r.next() as u32) & (u32::MAX << (32 - len));
+    let addr = (r.next_u64() as u32) & (u32::MAX << (32 - len));
     format!("{}/{len}", std::net::Ipv4Addr::from(addr))
 }
 
 fn v6_prefix(r: &mut Rng) -> String {
     let len = 32 + r.below(97) as u32;
-    let addr = ((0xfd00u128 << 112) | (r.next() as u128) << 48) & (u128::MAX << (128 - len));
+    let addr = ((0xfd00u128 << 112) | (r.next_u64() as u128) << 48) & (u128::MAX << (128 - len));
     format!("{}/{len}", std::net::Ipv6Addr::from(addr))
 }
 

@@ -12,6 +12,10 @@
 //! policies for tests and benchmarks) and `driver` (what the CLI verbs do,
 //! as plain functions that return text and exit codes).
 
+// Diagnostics are the error type of the checks; they are built once per
+// mistake, so their size does not matter.
+#![allow(clippy::result_large_err)]
+
 pub mod diag;
 pub mod driver;
 pub mod fmt;

@@ -126,3 +126,26 @@ proptest! {
         assert_roundtrip(&src);
     }
 }
+
+/// The resolved program of every example, in its stable text form.
+#[test]
+fn resolved_examples_print_stably() {
+    for (path, src) in examples() {
+        let (_, program, diags) = cilc::check_source(&src);
+        assert!(diags.is_empty());
+        let text = program.to_string();
+        // Formatting the source does not change what it means.
+        let (_, again, _) = cilc::check_source(&format(&src));
+        assert_eq!(text, again.to_string());
+        let name = format!(
+            "program_{}",
+            path.file_stem()
+                .unwrap()
+                .to_string_lossy()
+                .replace('-', "_")
+        );
+        insta::with_settings!({snapshot_path => "../../tests/snapshots", prepend_module_to_snapshot => false}, {
+            insta::assert_snapshot!(name, text);
+        });
+    }
+}

@@ -346,6 +346,7 @@ impl Action {
 /// One rule of a policy section or a chain. Every clause is optional; which
 /// combinations make sense is the resolver's business.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[allow(clippy::large_enum_variant)] // error rules are rare; boxing every rule is not worth it
 pub enum Rule {
     Rule(RuleBody),
     /// A rule the parser could not read (already reported).

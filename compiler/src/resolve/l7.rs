@@ -381,7 +381,7 @@ impl Resolver<'_> {
             );
             return None;
         }
-        if !body.starts_with('/') && !(prefix && body.is_empty()) {
+        if !(body.starts_with('/') || prefix && body.is_empty()) {
             self.report(
                 Diagnostic::warning(Code::HttpPath, s.span, "HTTP paths start with `/`")
                     .label("no request path can match this")

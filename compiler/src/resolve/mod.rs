@@ -18,6 +18,7 @@ mod l4;
 mod l7;
 mod labels;
 mod ports;
+mod print;
 mod rules;
 mod scope;
 
