@@ -401,12 +401,12 @@ impl Printer<'_> {
         };
         let (entries, sep) = l7_entries(l7);
         let span = l7.span();
-        let inline = format!(
-            "{head} {} {{ {} }}{tail}",
-            l7.keyword(),
-            join(&entries, &format!("{sep} "), |e| e.0.clone())
-        );
-        let inline = inline.replace("{  }", "{ }");
+        let body = join(&entries, &format!("{sep} "), |e| e.0.clone());
+        let inline = if body.is_empty() {
+            format!("{head} {} {{ }}{tail}", l7.keyword())
+        } else {
+            format!("{head} {} {{ {body} }}{tail}", l7.keyword())
+        };
         let has_comment = self
             .comments
             .get(self.next)

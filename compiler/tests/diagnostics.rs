@@ -69,6 +69,13 @@ const CASES: &[(&str, &str, &str)] = &[
     ("snat_to_prefix", "invalid-address", "policy p on host {\n  egress {\n    allow to world tcp 443 snat to 203.0.113.0/24\n  }\n}\n"),
     ("family_mismatch", "family-mismatch", "policy p on host {\n  ingress {\n    allow from 2001:db8::/32 icmp type echo-request\n  }\n}\n"),
     ("world_as_subject", "wrong-kind", "policy p on world {\n  ingress {\n    allow tcp 80\n  }\n}\n"),
+    (
+        "duplicate_section_rules_still_checked",
+        "undefined-name",
+        "policy p on host {\n  ingress {\n    allow tcp 80\n  }\n  ingress {\n    allow from nosuch tcp 22\n  }\n}\n",
+    ),
+    ("audit_in_chain", "action-not-allowed", "chain c on host ingress {\n  audit from world tcp 22\n}\n"),
+    ("l7_bad_port_only_one_error", "port-out-of-range", "policy p on host {\n  ingress {\n    allow tcp 99999 http { GET \"/\" }\n  }\n}\n"),
     ("duplicate_protocol", "duplicate-protocol", "policy p on host {\n  ingress {\n    allow tcp/tcp 80\n  }\n}\n"),
     ("except_wider", "except-outside", "cidr corp = 10.1.0.0/16 except 10.0.0.0/8\npolicy p on host {\n  ingress {\n    allow from corp\n  }\n}\n"),
 ];
@@ -108,6 +115,13 @@ fn every_kind_of_mistake_has_its_diagnostic() {
         );
         settings().bind(|| insta::assert_snapshot!(format!("diag_{name}"), human(name, src)));
     }
+}
+
+#[test]
+fn a_bad_port_does_not_also_report_a_missing_port() {
+    let src = "policy p on host {\n  ingress {\n    allow tcp 99999 http { GET \"/\" }\n  }\n}\n";
+    let codes: Vec<_> = diagnostics(src).iter().map(|d| d.code.slug()).collect();
+    assert_eq!(codes, vec!["port-out-of-range"]);
 }
 
 #[test]

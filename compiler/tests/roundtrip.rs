@@ -149,3 +149,12 @@ fn resolved_examples_print_stably() {
         });
     }
 }
+
+#[test]
+fn strings_keep_their_value_and_a_byte_order_mark_is_skipped() {
+    let src = "\u{feff}policy p on all {\n  ingress {\n    allow from world tcp 80 http { header \"X-J\" = \"{  }\" }\n    allow tcp 81 http { }\n  }\n}\n";
+    let out = format(src);
+    assert!(out.contains("\"{  }\""), "{out}");
+    assert!(out.contains("allow tcp 81 http { }"), "{out}");
+    assert_roundtrip(&out);
+}

@@ -10,7 +10,7 @@ use logos::Logos;
 use crate::ast::{Comment, Span};
 
 #[derive(Logos, Debug, Clone, Copy, PartialEq, Eq)]
-#[logos(skip r"[ \t\r\n\f]+")]
+#[logos(skip r"[ \t\r\n\f\u{FEFF}]+")]
 pub enum Tok<'a> {
     // Definitions and blocks.
     #[token("cidr")]

@@ -234,7 +234,10 @@ pub fn from_syntax(e: &cilc_grammar::SyntaxError) -> Diagnostic {
         K::UnexpectedEof { expected } => {
             Diagnostic::error(Code::UnexpectedEof, e.span, "unexpected end of file")
                 .label("the file ends here")
-                .help_opt(expected_help(expected).or(Some("is a closing `}` missing?".into())))
+                .help(match expected_help(expected) {
+                    Some(e) => format!("is a closing `}}` missing? ({e})"),
+                    None => "is a closing `}` missing?".to_string(),
+                })
         }
         K::InvalidChar(c) => Diagnostic::error(
             Code::InvalidChar,

@@ -79,6 +79,8 @@ pub struct RuleCtx<'r> {
     pub protos: &'r [u8],
     pub ports: &'r [PortSpec],
     pub rule_span: ast::Span,
+    /// Whether the rule wrote destination ports (even ones that failed).
+    pub wrote_ports: bool,
 }
 
 fn numeric_ports(ports: &[PortSpec]) -> impl Iterator<Item = (u16, u16)> + '_ {
@@ -188,7 +190,7 @@ impl Resolver<'_> {
                 .help(format!("write the rule for `{example}`")),
             );
             ok = false;
-        } else if cx.ports.is_empty() {
+        } else if !cx.wrote_ports {
             self.report(
                 Diagnostic::error(
                     Code::L7WithoutPort,

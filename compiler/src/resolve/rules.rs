@@ -131,6 +131,13 @@ impl Resolver<'_> {
                     .related(*first, "first section here")
                     .help("merge the rules into one section"),
                 );
+                // Still check its rules, so that their mistakes are reported.
+                let owner = Owner {
+                    name: &p.name.text,
+                    chain: false,
+                    direction: s.direction,
+                };
+                self.rules(&s.rules, &owner, &mut names);
                 continue;
             }
             seen.insert(s.direction, s.direction_span);
@@ -256,6 +263,7 @@ impl Resolver<'_> {
                 return None;
             }
             let cx = RuleCtx {
+                wrote_ports: b.l4.as_ref().is_some_and(|l| !l.ports.is_empty()),
                 allow,
                 protos: &l4.protos,
                 ports: &l4.ports,
@@ -288,7 +296,12 @@ impl Resolver<'_> {
         if chain_action == owner.chain {
             return;
         }
-        let (msg, help) = if owner.chain {
+        let (msg, help) = if owner.chain && b.action == Action::Audit {
+            (
+                "`audit` is not a chain action".to_string(),
+                "chains only `accept` or `drop`; to count without dropping, use an `audit` rule in a policy".to_string(),
+            )
+        } else if owner.chain {
             let instead = if b.action == Action::Allow {
                 "accept"
             } else {
