@@ -76,17 +76,11 @@ fn to_codespan(d: &Diagnostic) -> cs::Diagnostic<()> {
 
 /// Human-readable text with source snippets and carets.
 pub fn human(reports: &[Report<'_>], color: bool) -> String {
-    let choice = if color {
-        termcolor::ColorChoice::Always
-    } else {
-        termcolor::ColorChoice::Never
-    };
     let mut buffer = if color {
         termcolor::Buffer::ansi()
     } else {
         termcolor::Buffer::no_color()
     };
-    let _ = choice;
     let config = term::Config::default();
     for r in reports {
         let file = SimpleFile::new(r.name, r.source);

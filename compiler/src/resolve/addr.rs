@@ -18,6 +18,40 @@ pub enum Memo<T> {
 
 pub type Memos<T> = HashMap<String, Memo<T>>;
 
+impl Resolver<'_> {
+    /// Resolve the named set `name` once: later uses get the stored result,
+    /// and meeting it again while it is being resolved closes a cycle.
+    pub(super) fn memoised<T: Clone>(
+        &mut self,
+        memo: fn(&mut Self) -> &mut Memos<T>,
+        name: &Word,
+        compute: impl FnOnce(&mut Self) -> Option<T>,
+    ) -> Option<T> {
+        match memo(self).get(&name.text) {
+            Some(Memo::Done(v)) => return v.clone(),
+            Some(Memo::InProgress) => {
+                self.report(
+                    Diagnostic::error(
+                        Code::CyclicDefinition,
+                        name.span,
+                        format!("`{}` includes itself", name.text),
+                    )
+                    .label("this set refers back to itself through its references")
+                    .help(
+                        "a set cannot contain itself; remove the reference that closes the cycle",
+                    ),
+                );
+                return None;
+            }
+            None => {}
+        }
+        memo(self).insert(name.text.clone(), Memo::InProgress);
+        let value = compute(self);
+        memo(self).insert(name.text.clone(), Memo::Done(value.clone()));
+        value
+    }
+}
+
 /// Parse `10.0.0.0/8`, `2001:db8::1`, ... Host bits are cleared with a
 /// warning (pushed to `warnings`), since the intent is nearly always the
 /// network.
@@ -121,34 +155,18 @@ impl Resolver<'_> {
 
     /// The flattened set of a `cidr` definition (memoised).
     pub(super) fn cidr_set(&mut self, def: &ast::CidrDef) -> Option<AddrSet> {
-        let key = def.name.text.clone();
-        match self.cidr_memo.get(&key) {
-            Some(Memo::Done(set)) => return set.clone(),
-            Some(Memo::InProgress) => {
-                self.report(
-                    Diagnostic::error(
-                        Code::CyclicDefinition,
-                        def.name.span,
-                        format!("`{key}` includes itself"),
-                    )
-                    .label("this set refers back to itself through its references")
-                    .help(
-                        "a set cannot contain itself; remove the reference that closes the cycle",
-                    ),
-                );
-                return None;
-            }
-            None => {}
-        }
-        self.cidr_memo.insert(key.clone(), Memo::InProgress);
-        let include = self.addr_items(&def.include);
-        let except = self.addr_items(&def.except);
-        let set = match (include, except) {
-            (Some(include), Some(except)) => self.check_set(def, include, except),
-            _ => None,
-        };
-        self.cidr_memo.insert(key, Memo::Done(set.clone()));
-        set
+        self.memoised(
+            |r| &mut r.cidr_memo,
+            &def.name,
+            |r| {
+                let include = r.addr_items(&def.include);
+                let except = r.addr_items(&def.except);
+                match (include, except) {
+                    (Some(include), Some(except)) => r.check_set(def, include, except),
+                    _ => None,
+                }
+            },
+        )
     }
 
     /// The prefixes of each item (a referenced set is expanded exactly).

@@ -2,7 +2,6 @@
 
 use cilc_grammar::ast::{self, PortItem, Word};
 
-use super::addr::Memo;
 use super::scope::{Found, Kind};
 use super::{PortSet, PortSpec, Resolver};
 use crate::diag::{Code, Diagnostic};
@@ -123,30 +122,14 @@ impl Resolver<'_> {
     }
 
     fn port_set(&mut self, def: &ast::PortsDef) -> Option<Vec<PortSpec>> {
-        let key = def.name.text.clone();
-        match self.port_memo.get(&key) {
-            Some(Memo::Done(p)) => return p.clone(),
-            Some(Memo::InProgress) => {
-                self.report(
-                    Diagnostic::error(
-                        Code::CyclicDefinition,
-                        def.name.span,
-                        format!("`{key}` includes itself"),
-                    )
-                    .label("this set refers back to itself through its references")
-                    .help(
-                        "a set cannot contain itself; remove the reference that closes the cycle",
-                    ),
-                );
-                return None;
-            }
-            None => {}
-        }
-        self.port_memo.insert(key.clone(), Memo::InProgress);
-        let (ports, ok) = self.port_items(&def.items);
-        let result = ok.then_some(ports);
-        self.port_memo.insert(key, Memo::Done(result.clone()));
-        result
+        self.memoised(
+            |r| &mut r.port_memo,
+            &def.name,
+            |r| {
+                let (ports, ok) = r.port_items(&def.items);
+                ok.then_some(ports)
+            },
+        )
     }
 
     pub(super) fn ports_definition(&mut self, def: &ast::PortsDef) {

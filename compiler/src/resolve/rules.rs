@@ -426,22 +426,7 @@ impl Resolver<'_> {
             [ICMPV6] => true,
             _ => return,
         };
-        let sets: Vec<&super::AddrSet> = peers
-            .iter()
-            .filter_map(|p| match p {
-                Peer::Cidr { set, .. } => Some(set),
-                _ => None,
-            })
-            .collect();
-        if sets.is_empty() || sets.len() != peers.len() {
-            return;
-        }
-        let other = if v6 {
-            sets.iter().all(|s| !s.has_v6())
-        } else {
-            sets.iter().all(|s| !s.has_v4())
-        };
-        if other {
+        if only_other_family(peers, v6) {
             let (proto, fam) = if v6 {
                 ("icmpv6", "IPv4")
             } else {
@@ -516,19 +501,7 @@ impl Resolver<'_> {
                     return None;
                 }
                 let v4 = net.addr().is_ipv4();
-                let sets: Vec<&super::AddrSet> = peers
-                    .iter()
-                    .filter_map(|p| match p {
-                        Peer::Cidr { set, .. } => Some(set),
-                        _ => None,
-                    })
-                    .collect();
-                if !sets.is_empty()
-                    && sets.len() == peers.len()
-                    && sets
-                        .iter()
-                        .all(|x| if v4 { !x.has_v4() } else { !x.has_v6() })
-                {
+                if only_other_family(peers, !v4) {
                     self.report(
                         Diagnostic::warning(Code::FamilyMismatch, w.span, "SNAT address of the other IP family")
                             .label(format!("an {} address", if v4 { "IPv4" } else { "IPv6" }))
@@ -540,4 +513,20 @@ impl Resolver<'_> {
         };
         Some(SnatSpec { to })
     }
+}
+
+/// Are the peers all address sets, none of them of the `v6` family (so that
+/// traffic of that family can never reach them)?
+fn only_other_family(peers: &[&Peer], v6: bool) -> bool {
+    !peers.is_empty()
+        && peers.iter().all(|p| match p {
+            Peer::Cidr { set, .. } => {
+                if v6 {
+                    !set.has_v6()
+                } else {
+                    !set.has_v4()
+                }
+            }
+            _ => false,
+        })
 }
