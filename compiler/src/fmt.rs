@@ -53,7 +53,12 @@ pub fn word(text: &str) -> String {
     let first = lx.next();
     let bare = match (first, lx.next()) {
         (Some(Ok((0, tok, end))), None) if end == text.len() => match tok {
-            Tok::Ident(_) | Tok::LabelWord(_) | Tok::Number(_) | Tok::Hex(_) | Tok::Ipv4(_) => true,
+            Tok::Ident(_)
+            | Tok::LabelWord(_)
+            | Tok::DigitWord(_)
+            | Tok::Number(_)
+            | Tok::Hex(_)
+            | Tok::Ipv4(_) => true,
             Tok::In | Tok::NotIn => false,
             t => t
                 .keyword()
@@ -80,8 +85,17 @@ fn port_item(p: &PortItem) -> String {
     }
 }
 
+/// A label key: as `word`, but the words that start an item are quoted.
+fn key(text: &str) -> String {
+    if cilc_grammar::lexer::is_item_keyword(text) {
+        quote(text)
+    } else {
+        word(text)
+    }
+}
+
 fn term(t: &LabelTerm) -> String {
-    let k = word(&t.key.text);
+    let k = key(&t.key.text);
     match &t.op {
         LabelOp::Eq(v) => format!("{k}={}", word(&v.text)),
         LabelOp::Ne(v) => format!("{k}!={}", word(&v.text)),

@@ -10,6 +10,12 @@ const CASES: &[(&str, &str, &str)] = &[
     ("syntax_unexpected_eof", "unexpected-eof", "policy p on host {\n  ingress {\n    allow from world tcp 443\n"),
     ("invalid_character", "invalid-character", "policy p on host {\n  ingress {\n    allow from $corp tcp 80\n  }\n}\n"),
     ("reserved_word_as_name", "syntax-error", "select kafka = app=kafka\n"),
+    (
+        "stray_comma_before_next_item",
+        "port-out-of-range",
+        "select web = app=web,\npolicy p on web {\n  ingress {\n    allow from world tcp 99999\n  }\n}\n",
+    ),
+    ("digit_word_label_value_is_fine_but_not_a_port", "syntax-error", "ports p = 8080ab\n"),
     ("colon_port_range", "syntax-error", "ports web = 8000:8099\n"),
     ("unterminated_string", "unterminated-string", "policy p on host {\n  ingress {\n    allow tcp 80 http { GET \"/index.html }\n  }\n}\n"),
     (

@@ -151,6 +151,18 @@ fn resolved_examples_print_stably() {
 }
 
 #[test]
+fn regex_escapes_and_digit_words_survive() {
+    let src = "select s = pod-template-hash=5d8f7c9b4d, \"policy\"=x\npolicy p on s {\n  ingress {\n    allow tcp 80 http { GET regex \"^/orders/\\d+\\.json$\" }\n  }\n}\n";
+    assert_eq!(format(src), src);
+    assert_roundtrip(src);
+    let (_, program, diags) = cilc::check_source(src);
+    assert!(diags.is_empty(), "{diags:?}");
+    let text = program.to_string();
+    assert!(text.contains(r#"regex "^/orders/\\d+\\.json$""#), "{text}");
+    assert!(text.contains("pod-template-hash in (5d8f7c9b4d)"), "{text}");
+}
+
+#[test]
 fn strings_keep_their_value_and_a_byte_order_mark_is_skipped() {
     let src = "\u{feff}policy p on all {\n  ingress {\n    allow from world tcp 80 http { header \"X-J\" = \"{  }\" }\n    allow tcp 81 http { }\n  }\n}\n";
     let out = format(src);

@@ -82,8 +82,9 @@ impl Str {
     }
 }
 
-/// Decode a string literal (with its quotes): `\"`, `\\`, `\n`, `\t`; any
-/// other escaped character stands for itself.
+/// Decode a string literal (with its quotes): `\"`, `\\`, `\n`, `\t` are
+/// escapes; a backslash before any other character stays, so that regular
+/// expressions read as written (`"^/v\d+\.json$"`).
 pub fn unescape(quoted: &str) -> String {
     let inner = quoted.strip_prefix('"').unwrap_or(quoted);
     let inner = inner.strip_suffix('"').unwrap_or(inner);
@@ -97,21 +98,30 @@ pub fn unescape(quoted: &str) -> String {
         match chars.next() {
             Some('n') => out.push('\n'),
             Some('t') => out.push('\t'),
-            Some(other) => out.push(other),
+            Some(c @ ('"' | '\\')) => out.push(c),
+            Some(other) => {
+                out.push('\\');
+                out.push(other);
+            }
             None => out.push('\\'),
         }
     }
     out
 }
 
-/// Encode `value` as a string literal (the inverse of `unescape`).
+/// Encode `value` as a string literal (the inverse of `unescape`). A
+/// backslash is doubled only where it would otherwise start an escape.
 pub fn quote(value: &str) -> String {
     let mut out = String::with_capacity(value.len() + 2);
     out.push('"');
-    for c in value.chars() {
+    let mut chars = value.chars().peekable();
+    while let Some(c) = chars.next() {
         match c {
             '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
+            '\\' => match chars.peek() {
+                None | Some('n' | 't' | '"' | '\\') => out.push_str("\\\\"),
+                Some(_) => out.push('\\'),
+            },
             '\n' => out.push_str("\\n"),
             '\t' => out.push_str("\\t"),
             c => out.push(c),
@@ -119,6 +129,30 @@ pub fn quote(value: &str) -> String {
     }
     out.push('"');
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strings_round_trip_and_keep_regex_escapes() {
+        assert_eq!(unescape(r#""^/v\d+\.json$""#), r"^/v\d+\.json$");
+        assert_eq!(quote(r"^/v\d+\.json$"), r#""^/v\d+\.json$""#);
+        for v in [
+            "a\"b",
+            r"\",
+            r"\\",
+            r"\n",
+            "\n",
+            r"x\",
+            r"\d",
+            "tab\there",
+            "",
+        ] {
+            assert_eq!(unescape(&quote(v)), v, "{v:?}");
+        }
+    }
 }
 
 /// A parsed file: its items in order, and its comments.

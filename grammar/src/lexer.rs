@@ -151,6 +151,11 @@ pub enum Tok<'a> {
     #[regex(r"[A-Za-z_][A-Za-z0-9_\-]*(\.[A-Za-z0-9_\-]+)+(/[A-Za-z0-9_\-.]+)?")]
     #[regex(r"[0-9]+(\.[0-9]+)+", priority = 3)]
     LabelWord(&'a str),
+    /// Digits then letters (`2fa`, a pod-template-hash `5d8f7c9b4d`): a
+    /// label value, never a number. Without it logos would try to read the
+    /// word as an IPv6 address and fail on the first digit.
+    #[regex(r"[0-9]+[A-Za-z_][A-Za-z0-9_]*", priority = 2)]
+    DigitWord(&'a str),
     /// A string literal, quotes included; `ast::unescape` decodes it.
     #[regex(r#""([^"\\\n]|\\[^\n])*""#)]
     Str(&'a str),
@@ -170,7 +175,7 @@ impl Tok<'_> {
         match self {
             Tok::Ipv4(s) | Tok::Ipv6(s) => format!("address `{s}`"),
             Tok::Number(s) | Tok::Hex(s) => format!("number `{s}`"),
-            Tok::Ident(s) | Tok::LabelWord(s) => format!("`{s}`"),
+            Tok::Ident(s) | Tok::LabelWord(s) | Tok::DigitWord(s) => format!("`{s}`"),
             Tok::Str(s) | Tok::Unterminated(s) => format!("string {s}"),
             Tok::Comment(_) => "comment".into(),
             Tok::Error(c) => format!("`{c}`"),
@@ -244,6 +249,11 @@ pub const KEYWORDS: &[(&str, Tok<'static>)] = &[
     ("*", Tok::Star),
 ];
 
+/// Does `word` start a top-level item (and so cannot be a bare label key)?
+pub fn is_item_keyword(word: &str) -> bool {
+    matches!(word, "cidr" | "ports" | "select" | "policy" | "chain")
+}
+
 /// Is `word` a reserved word of the language?
 pub fn is_keyword(word: &str) -> bool {
     KEYWORDS
@@ -315,6 +325,15 @@ mod tests {
                 Tok::Ident("kube-dns"),
                 Tok::LabelWord("app.kubernetes.io/name"),
                 Tok::Hex("0x12"),
+            ]
+        );
+        assert_eq!(
+            kinds("5d8f7c9b4d 2fa 2a00:1450::/32 0x1f"),
+            vec![
+                Tok::DigitWord("5d8f7c9b4d"),
+                Tok::DigitWord("2fa"),
+                Tok::Ipv6("2a00:1450::/32"),
+                Tok::Hex("0x1f")
             ]
         );
         assert_eq!(

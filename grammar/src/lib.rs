@@ -144,7 +144,7 @@ fn readable(expected: &[String]) -> Vec<String> {
             "Ipv4" => "an IPv4 address".to_string(),
             "Ipv6" => "an IPv6 address".to_string(),
             "Str" => "a string".to_string(),
-            "Unterminated" | "BadChar" | "Comment" => continue,
+            "Unterminated" | "BadChar" | "Comment" | "DigitWord" => continue,
             quoted => {
                 let kw = quoted.trim_matches('"');
                 if any_word && lexer::is_keyword(kw) {

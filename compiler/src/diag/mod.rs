@@ -221,12 +221,18 @@ pub fn from_syntax(e: &cilc_grammar::SyntaxError) -> Diagnostic {
                     !a.is_empty() && a.bytes().chain(b.bytes()).all(|c| c.is_ascii_digit())
                 })
                 .map(|(a, b)| format!("port ranges are written `{a}-{b}`"));
-            // A reserved word where a name was expected.
-            let reserved = found
-                .strip_prefix('`')
-                .and_then(|s| s.strip_suffix('`'))
-                .filter(|w| cilc_grammar::lexer::is_keyword(w) && expected.iter().any(|e| e == "a name"))
-                .map(|w| format!("`{w}` is a reserved word and cannot be a name; choose another, e.g. `{w}-1`"));
+            // A reserved word where a name was expected; a word that starts
+            // an item usually means the previous one ended too early.
+            let word = found.strip_prefix('`').and_then(|s| s.strip_suffix('`'));
+            let reserved = word.filter(|w| cilc_grammar::lexer::is_keyword(w)).and_then(|w| {
+                if cilc_grammar::lexer::is_item_keyword(w) && expected.iter().any(|e| e == "a label") {
+                    Some(format!("`{w}` starts a new definition; does the one before it end with a stray `,` or miss a value?"))
+                } else if expected.iter().any(|e| e == "a name") {
+                    Some(format!("`{w}` is a reserved word and cannot be a name; choose another, e.g. `{w}-1`"))
+                } else {
+                    None
+                }
+            });
             Diagnostic::error(Code::SyntaxError, e.span, format!("unexpected {found}"))
                 .label("not expected here")
                 .help_opt(range.or(reserved).or_else(|| expected_help(expected)))
