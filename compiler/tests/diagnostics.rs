@@ -189,3 +189,14 @@ fn github_form() {
         .all(|l| l.starts_with("::error ") || l.starts_with("::warning ")));
     settings().bind(|| insta::assert_snapshot!("format_github", text));
 }
+
+#[test]
+fn except_over_a_referenced_sets_hole_is_fine() {
+    let src = "cidr a = 10.0.0.0/8 except 10.1.0.0/16\ncidr b = a except 10.0.0.0/9\npolicy p on host {\n  ingress {\n    allow from b\n  }\n}\n";
+    assert_eq!(diagnostics(src), vec![]);
+    let (_, program, _) = cilc::check_source(src);
+    let b = program.cidrs.iter().find(|c| c.name == "b").unwrap();
+    assert!(b.set.contains("10.200.0.1".parse().unwrap()));
+    assert!(!b.set.contains("10.1.0.1".parse().unwrap()));
+    assert!(!b.set.contains("10.100.0.1".parse().unwrap()));
+}

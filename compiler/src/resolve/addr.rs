@@ -124,19 +124,34 @@ pub fn parse_prefix(word: &Word, warnings: &mut Vec<Diagnostic>) -> Result<IpNet
     Ok(trunc)
 }
 
-/// Is `net` entirely covered by the union of `cover`?
+/// The prefixes of `sorted` (a sorted list) whose network address lies
+/// inside `net`. They are contiguous, so two binary searches find them; a
+/// prefix among them that contains `net` comes first.
+fn within(net: IpNet, sorted: &[IpNet]) -> &[IpNet] {
+    let (Ok(lo), Ok(hi)) = (
+        IpNet::new(net.network(), 0),
+        IpNet::new(net.broadcast(), net.max_prefix_len()),
+    ) else {
+        return &[];
+    };
+    let a = sorted.partition_point(|p| *p < lo);
+    let b = sorted.partition_point(|p| *p <= hi);
+    &sorted[a..b.max(a)]
+}
+
+/// Is `net` entirely covered by the union of `cover` (sorted)?
 pub fn covered(net: IpNet, cover: &[IpNet]) -> bool {
-    if cover.iter().any(|c| c.contains(&net)) {
-        return true;
+    fn go(net: IpNet, inner: &[IpNet]) -> bool {
+        match inner.first() {
+            None => false,
+            Some(c) if c.contains(&net) => true,
+            // Only prefixes strictly inside `net` are left: split.
+            _ => net
+                .subnets(net.prefix_len() + 1)
+                .is_ok_and(|mut halves| halves.all(|h| go(h, within(h, inner)))),
+        }
     }
-    // Only a prefix strictly inside `net` can help; split and recurse.
-    if !cover.iter().any(|c| net.contains(c)) {
-        return false;
-    }
-    match net.subnets(net.prefix_len() + 1) {
-        Ok(halves) => halves.into_iter().all(|h| covered(h, cover)),
-        Err(_) => false,
-    }
+    cover.iter().any(|c| c.contains(&net)) || go(net, within(net, cover))
 }
 
 fn normalise(nets: &mut Vec<IpNet>) {
@@ -205,13 +220,25 @@ impl Resolver<'_> {
     ) -> Option<AddrSet> {
         let mut inc: Vec<IpNet> = include.into_iter().flatten().collect();
         normalise(&mut inc);
+        // An except must lie inside what the set includes, counting a
+        // referenced set by its own includes: excepting over a hole that the
+        // referenced set already has is harmless.
+        let mut hull = inc.clone();
+        for item in &def.include {
+            if let AddrItem::Ref(w) = item {
+                if let Some(Memo::Done(Some(set))) = self.cidr_memo.get(&w.text) {
+                    hull.extend(set.include.iter().copied());
+                }
+            }
+        }
+        normalise(&mut hull);
         let mut ok = true;
         for (item, nets) in def.except.iter().zip(except.iter()) {
-            let Some(net) = nets.iter().find(|n| !inc.iter().any(|i| i.contains(*n))) else {
+            let Some(net) = nets.iter().find(|n| !covered(**n, &hull)) else {
                 continue;
             };
             let w = item.word();
-            let hint = match inc.iter().find(|i| net.contains(*i)) {
+            let hint = match hull.iter().find(|i| net.contains(*i)) {
                 Some(i) => format!("`{net}` is wider than `{i}`; an except only removes addresses from inside the set"),
                 None => "an except must lie inside one of the set's prefixes (and be of the same IP family)".to_string(),
             };
@@ -262,23 +289,25 @@ impl Resolver<'_> {
 
 /// A set as a list of disjoint prefixes (include minus except), exactly.
 pub fn expand(set: &AddrSet) -> Vec<IpNet> {
-    fn go(net: IpNet, except: &[IpNet], out: &mut Vec<IpNet>) {
-        if except.iter().any(|e| e.contains(&net)) {
-            return;
-        }
-        if !except.iter().any(|e| net.contains(e)) {
-            out.push(net);
-            return;
-        }
-        if let Ok(halves) = net.subnets(net.prefix_len() + 1) {
-            for h in halves {
-                go(h, except, out);
+    // `inner`: the excepts whose address lies inside `net` (see `within`).
+    fn go(net: IpNet, inner: &[IpNet], out: &mut Vec<IpNet>) {
+        match inner.first() {
+            None => out.push(net),
+            Some(e) if e.contains(&net) => {}
+            _ => {
+                if let Ok(halves) = net.subnets(net.prefix_len() + 1) {
+                    for h in halves {
+                        go(h, within(h, inner), out);
+                    }
+                }
             }
         }
     }
     let mut out = Vec::new();
     for n in &set.include {
-        go(*n, &set.except, &mut out);
+        if !set.except.iter().any(|e| e.contains(n)) {
+            go(*n, within(*n, &set.except), &mut out);
+        }
     }
     let mut merged = IpNet::aggregate(&out);
     merged.sort();
@@ -301,6 +330,57 @@ mod tests {
         ));
         assert!(!covered(net("10.0.0.0/8"), &[net("10.0.0.0/9")]));
         assert!(covered(net("10.1.0.0/16"), &[net("10.0.0.0/8")]));
+    }
+
+    proptest::proptest! {
+        /// `expand` and `covered` agree with address-by-address membership
+        /// on random prefixes inside one /24.
+        #[test]
+        fn expand_and_covered_match_brute_force(
+            inc in proptest::collection::vec((0u32..256, 24u8..=32), 1..4),
+            exc in proptest::collection::vec((0u32..256, 24u8..=32), 0..12),
+        ) {
+            let mk = |(a, l): (u32, u8)| IpNet::V4(Ipv4Net::new(Ipv4Addr::from(0x0a00_0000 + a), l).unwrap().trunc());
+            let mut include: Vec<IpNet> = inc.into_iter().map(mk).collect();
+            let mut except: Vec<IpNet> = exc.into_iter().map(mk).collect();
+            normalise(&mut include);
+            normalise(&mut except);
+            let set = AddrSet { include: include.clone(), except: except.clone() };
+            let pieces = expand(&set);
+            for a in 0..256u32 {
+                let ip = IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + a));
+                proptest::prop_assert_eq!(pieces.iter().any(|p| p.contains(&ip)), set.contains(ip));
+            }
+            for n in &include {
+                let all = n.hosts().chain([n.network(), n.broadcast()]).all(|ip| except.iter().any(|e| e.contains(&ip)));
+                proptest::prop_assert_eq!(covered(*n, &except), all, "{}", n);
+            }
+        }
+    }
+
+    #[test]
+    fn many_excepts_stay_fast_and_exact() {
+        // 4096 single addresses out of a /20: linear-ish, not quadratic.
+        let except: Vec<IpNet> = (0..4096u32)
+            .map(|i| IpNet::V4(Ipv4Net::new(Ipv4Addr::from(0x0a00_0000 + 2 * i), 32).unwrap()))
+            .collect();
+        let set = AddrSet {
+            include: vec![net("10.0.0.0/8")],
+            except,
+        };
+        let pieces = expand(&set);
+        assert!(pieces.contains(&net("10.0.0.1/32")));
+        assert!(!pieces
+            .iter()
+            .any(|p| p.contains(&"10.0.0.2".parse::<IpAddr>().unwrap())));
+        assert!(pieces
+            .iter()
+            .any(|p| p.contains(&"10.0.32.0".parse::<IpAddr>().unwrap())));
+        assert!(!covered(net("10.0.0.0/8"), &set.except));
+        assert!(covered(
+            net("10.0.0.0/31"),
+            &[net("10.0.0.0/32"), net("10.0.0.1/32")]
+        ));
     }
 
     #[test]
