@@ -123,11 +123,26 @@ fn every_kind_of_mistake_has_its_diagnostic() {
     }
 }
 
+/// One mistake, one diagnostic: what follows from an error already
+/// reported is not reported again.
 #[test]
-fn a_bad_port_does_not_also_report_a_missing_port() {
-    let src = "policy p on host {\n  ingress {\n    allow tcp 99999 http { GET \"/\" }\n  }\n}\n";
-    let codes: Vec<_> = diagnostics(src).iter().map(|d| d.code.slug()).collect();
-    assert_eq!(codes, vec!["port-out-of-range"]);
+fn no_consequential_diagnostics() {
+    let cases: &[(&str, &[&str])] = &[
+        ("policy p on host {\n  ingress {\n    allow tcp 99999 http { GET \"/\" }\n  }\n}\n", &["port-out-of-range"]),
+        ("policy p on host {\n  ingress {\n    allow proto gree 80 http { GET \"/\" }\n  }\n}\n", &["unknown-protocol"]),
+        (
+            "cidr bad = 10.0.0.0/33\npolicy p on host {\n  ingress {\n    allow from bad, 2001:db8::/32 icmp\n  }\n}\n",
+            &["invalid-address"],
+        ),
+        (
+            "cidr a = 10.0.0.0/8\ncidr a = 10.1.2.3/8, nosuch\nports p = 80\nports p = 99999\npolicy x on host {\n  ingress {\n    allow from a tcp p\n  }\n}\n",
+            &["duplicate-definition", "host-bits-set", "undefined-name", "duplicate-definition", "port-out-of-range"],
+        ),
+    ];
+    for (src, expected) in cases {
+        let codes: Vec<_> = diagnostics(src).iter().map(|d| d.code.slug()).collect();
+        assert_eq!(&codes, expected, "{src}");
+    }
 }
 
 #[test]

@@ -170,18 +170,18 @@ impl Resolver<'_> {
 
     /// The flattened set of a `cidr` definition (memoised).
     pub(super) fn cidr_set(&mut self, def: &ast::CidrDef) -> Option<AddrSet> {
-        self.memoised(
-            |r| &mut r.cidr_memo,
-            &def.name,
-            |r| {
-                let include = r.addr_items(&def.include);
-                let except = r.addr_items(&def.except);
-                match (include, except) {
-                    (Some(include), Some(except)) => r.check_set(def, include, except),
-                    _ => None,
-                }
-            },
-        )
+        self.memoised(|r| &mut r.cidr_memo, &def.name, |r| r.compute_cidr_set(def))
+    }
+
+    /// Resolve and check a `cidr` definition, without memoising (a second
+    /// definition of a name is checked this way, then dropped).
+    pub(super) fn compute_cidr_set(&mut self, def: &ast::CidrDef) -> Option<AddrSet> {
+        let include = self.addr_items(&def.include);
+        let except = self.addr_items(&def.except);
+        match (include, except) {
+            (Some(include), Some(except)) => self.check_set(def, include, except),
+            _ => None,
+        }
     }
 
     /// The prefixes of each item (a referenced set is expanded exactly).

@@ -99,6 +99,9 @@ pub struct L4Spec {
     pub sports: Vec<PortSpec>,
     pub icmp: Option<IcmpSpec>,
     pub flags: Option<FlagsSpec>,
+    /// A protocol could not be resolved (already reported): checks that
+    /// depend on the protocol list are skipped.
+    pub failed: bool,
 }
 
 fn byte(w: &Word, what: &str) -> Result<u8, Diagnostic> {
@@ -169,7 +172,7 @@ impl Resolver<'_> {
                 ),
                 Some(Some(n)) => spec.protos.push(n),
                 Some(None) => any = true,
-                None => {}
+                None => spec.failed = true,
             }
         }
         if any && l4.protos.len() > 1 {

@@ -81,6 +81,8 @@ pub struct RuleCtx<'r> {
     pub rule_span: ast::Span,
     /// Whether the rule wrote destination ports (even ones that failed).
     pub wrote_ports: bool,
+    /// A protocol of the rule failed to resolve (already reported).
+    pub protos_failed: bool,
 }
 
 fn numeric_ports(ports: &[PortSpec]) -> impl Iterator<Item = (u16, u16)> + '_ {
@@ -164,7 +166,9 @@ impl Resolver<'_> {
             }
             _ => cx.protos == [TCP],
         };
-        if !proto_ok {
+        if cx.protos_failed {
+            ok = false;
+        } else if !proto_ok {
             let (needs, example) = match l7 {
                 ast::L7::Dns(..) => ("UDP or TCP", "udp/tcp 53"),
                 ast::L7::Http(..) => ("TCP", "tcp 80"),

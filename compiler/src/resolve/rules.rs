@@ -21,10 +21,16 @@ impl Resolver<'_> {
     pub(super) fn definitions(&mut self, file: &ast::File) {
         for item in &file.items {
             // Only the first of duplicate definitions is in scope (the
-            // second was reported); check the others all the same.
+            // others were reported); their contents are checked all the same.
             match item {
                 Item::Cidr(d) if self.in_scope(&d.name.text, item) => self.cidr_definitions(d),
+                Item::Cidr(d) => {
+                    self.compute_cidr_set(d);
+                }
                 Item::Ports(d) if self.in_scope(&d.name.text, item) => self.ports_definition(d),
+                Item::Ports(d) => {
+                    self.port_items(&d.items);
+                }
                 Item::Select(d) => {
                     let before = self.program.selectors.len();
                     self.select_definition(d);
@@ -264,6 +270,7 @@ impl Resolver<'_> {
             }
             let cx = RuleCtx {
                 wrote_ports: b.l4.as_ref().is_some_and(|l| !l.ports.is_empty()),
+                protos_failed: l4.failed,
                 allow,
                 protos: &l4.protos,
                 ports: &l4.ports,
@@ -272,8 +279,16 @@ impl Resolver<'_> {
             self.l7(l7, &cx)
         });
         let peers: Vec<&Peer> = src.iter().chain(dst.iter()).collect();
-        self.check_icmp_family(b, &l4, &peers);
-        let snat = b.snat.as_ref().and_then(|s| self.snat(s, b, owner, &peers));
+        // Family checks need every peer: one that failed (already reported)
+        // could have been of the other family.
+        let written = |c: &Option<ast::PeerClause>| c.as_ref().map_or(0, |c| c.peers.len());
+        let all_peers = peers.len() == written(&b.from) + written(&b.to);
+        let family_peers: &[&Peer] = if all_peers { &peers } else { &[] };
+        self.check_icmp_family(b, &l4, family_peers);
+        let snat = b
+            .snat
+            .as_ref()
+            .and_then(|s| self.snat(s, b, owner, &peers, family_peers));
         Rule {
             name,
             span: b.span,
@@ -454,6 +469,7 @@ impl Resolver<'_> {
         b: &ast::RuleBody,
         owner: &Owner<'_>,
         peers: &[&Peer],
+        family_peers: &[&Peer],
     ) -> Option<SnatSpec> {
         if owner.chain || owner.direction != Direction::Egress || b.action != Action::Allow {
             self.report(
@@ -501,7 +517,7 @@ impl Resolver<'_> {
                     return None;
                 }
                 let v4 = net.addr().is_ipv4();
-                if only_other_family(peers, !v4) {
+                if only_other_family(family_peers, !v4) {
                     self.report(
                         Diagnostic::warning(Code::FamilyMismatch, w.span, "SNAT address of the other IP family")
                             .label(format!("an {} address", if v4 { "IPv4" } else { "IPv6" }))
