@@ -16,6 +16,10 @@ const CASES: &[(&str, &str, &str)] = &[
         "select web = app=web,\npolicy p on web {\n  ingress {\n    allow from world tcp 99999\n  }\n}\n",
     ),
     ("digit_word_label_value_is_fine_but_not_a_port", "syntax-error", "ports p = 8080ab\n"),
+    ("chain_family_mismatch", "family-mismatch", "chain c on host ingress {\n  accept from 10.0.0.0/8 to 2001:db8::/32 tcp 80\n}\n"),
+    ("named_source_port", "invalid-port-name", "chain c on host ingress {\n  accept udp sport named dns\n}\n"),
+    ("unreachable_after_any", "unreachable-rule", "chain c on host ingress {\n  drop any\n  accept tcp 22\n}\n"),
+    ("invalid_kafka_topic", "invalid-kafka-topic", "policy p on host {\n  egress {\n    allow to cluster tcp 9092 kafka { fetch topic \"a/b\" }\n  }\n}\n"),
     ("colon_port_range", "syntax-error", "ports web = 8000:8099\n"),
     ("unterminated_string", "unterminated-string", "policy p on host {\n  ingress {\n    allow tcp 80 http { GET \"/index.html }\n  }\n}\n"),
     (
@@ -214,4 +218,10 @@ fn except_over_a_referenced_sets_hole_is_fine() {
     assert!(b.set.contains("10.200.0.1".parse().unwrap()));
     assert!(!b.set.contains("10.1.0.1".parse().unwrap()));
     assert!(!b.set.contains("10.100.0.1".parse().unwrap()));
+}
+
+#[test]
+fn names_with_a_final_dot_and_hosts_with_a_port_are_fine() {
+    let src = "policy p on host {\n  egress {\n    allow to world tcp 443 tls { \"api.github.com.\" }\n    allow to cluster tcp 80 http { host \"api.example.com:8080\" }\n  }\n}\n";
+    assert_eq!(diagnostics(src), vec![]);
 }

@@ -92,6 +92,7 @@ codes! {
     InvalidHeader = "invalid-header": "An HTTP header name that is not a valid token.",
     InvalidDnsName = "invalid-dns-name": "A DNS name or pattern that can never match a query.",
     UnknownKafkaApi = "unknown-kafka-api": "A Kafka API key name or number that does not exist.",
+    InvalidKafkaTopic = "invalid-kafka-topic": "A Kafka topic name that Kafka would not accept.",
     // NAT.
     SnatNotAllowed = "snat-not-allowed": "SNAT on a rule that is not an egress allow.",
     SnatInsideCluster = "snat-inside-cluster": "SNAT to a peer inside the cluster.",

@@ -181,7 +181,7 @@ pub fn sarif(reports: &[Report<'_>]) -> String {
                     json!({
                         "id": i,
                         "message": {"text": n.message},
-                        "physicalLocation": {"artifactLocation": {"uri": r.name}, "region": region(n.span)},
+                        "physicalLocation": {"artifactLocation": {"uri": uri(r.name)}, "region": region(n.span)},
                     })
                 })
                 .collect();
@@ -191,7 +191,7 @@ pub fn sarif(reports: &[Report<'_>]) -> String {
                 "level": severity_str(d.severity),
                 "message": {"text": full_message(d)},
                 "locations": [{
-                    "physicalLocation": {"artifactLocation": {"uri": r.name}, "region": region(d.span)},
+                    "physicalLocation": {"artifactLocation": {"uri": uri(r.name)}, "region": region(d.span)},
                 }],
             });
             if !related.is_empty() {
@@ -215,6 +215,20 @@ pub fn sarif(reports: &[Report<'_>]) -> String {
         }],
     });
     serde_json::to_string_pretty(&doc).unwrap_or_default() + "\n"
+}
+
+/// A file name as a relative URI reference: every byte outside the
+/// unreserved set and `/` is percent-encoded.
+fn uri(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for b in name.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~/".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 /// GitHub Actions workflow commands (`::error file=...::message`), which
@@ -276,6 +290,12 @@ mod tests {
     fn github_escapes_newlines_and_separators() {
         assert_eq!(escape_data("a%b\nc"), "a%25b%0Ac");
         assert_eq!(escape_property("x:y,z"), "x%3Ay%2Cz");
+    }
+
+    #[test]
+    fn sarif_uris_are_percent_encoded() {
+        assert_eq!(uri("policies/web.cpl"), "policies/web.cpl");
+        assert_eq!(uri("a b,c:d.cpl"), "a%20b%2Cc%3Ad.cpl");
     }
 
     #[test]

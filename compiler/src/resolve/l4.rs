@@ -245,6 +245,17 @@ impl Resolver<'_> {
             }
             let (ports, _) = self.port_items(list);
             if is_src {
+                if let Some(named) = list.iter().find(|p| matches!(p, ast::PortItem::Named(_))) {
+                    self.report(
+                        Diagnostic::error(
+                            Code::InvalidPortName,
+                            named.span(),
+                            "a named port cannot match a source port",
+                        )
+                        .label("named ports are the ports an endpoint listens on")
+                        .help("give source ports as numbers or ranges"),
+                    );
+                }
                 spec.sports = ports;
             } else {
                 spec.ports = ports;

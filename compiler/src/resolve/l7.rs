@@ -100,12 +100,8 @@ fn misses_port(ports: &[PortSpec], port: u16) -> bool {
 
 /// Check a DNS name or pattern (also TLS server names). `*` matches any run
 /// of name characters within one label.
-pub fn name_pattern_error(name: &str, trailing_dot: bool) -> Option<&'static str> {
-    let name = if trailing_dot {
-        name.strip_suffix('.').unwrap_or(name)
-    } else {
-        name
-    };
+pub fn name_pattern_error(name: &str) -> Option<&'static str> {
+    let name = name.strip_suffix('.').unwrap_or(name);
     if name.is_empty() {
         return Some("a name cannot be empty");
     }
@@ -238,7 +234,7 @@ impl Resolver<'_> {
                 L7Spec::Dns(
                     names
                         .iter()
-                        .filter_map(|n| self.name(n, true, "DNS name"))
+                        .filter_map(|n| self.name(n, "DNS name", false))
                         .collect(),
                 )
             }
@@ -261,7 +257,7 @@ impl Resolver<'_> {
                 L7Spec::Tls(
                     names
                         .iter()
-                        .filter_map(|n| self.name(n, false, "TLS server name"))
+                        .filter_map(|n| self.name(n, "TLS server name", false))
                         .collect(),
                 )
             }
@@ -335,7 +331,7 @@ impl Resolver<'_> {
             }),
         };
         let host = match &r.host {
-            Some(h) => self.name(h, false, "host name").or_else(|| {
+            Some(h) => self.name(h, "host name", true).or_else(|| {
                 ok = false;
                 None
             }),
@@ -411,14 +407,21 @@ impl Resolver<'_> {
         })
     }
 
-    fn name(&mut self, s: &Str, trailing_dot: bool, what: &str) -> Option<NamePattern> {
-        match name_pattern_error(&s.value, trailing_dot) {
-            None => Some(name_pattern(
-                s.value
-                    .strip_suffix('.')
-                    .filter(|_| trailing_dot)
-                    .unwrap_or(&s.value),
-            )),
+    /// A DNS name, TLS server name or HTTP host (which may carry a
+    /// `:port`); a final dot is allowed and dropped.
+    fn name(&mut self, s: &Str, what: &str, port_allowed: bool) -> Option<NamePattern> {
+        let (name, port) = match s.value.rsplit_once(':') {
+            Some((n, p)) if port_allowed && p.parse::<u16>().is_ok() => (n, Some(p)),
+            _ => (s.value.as_str(), None),
+        };
+        match name_pattern_error(name) {
+            None => {
+                let name = name.strip_suffix('.').unwrap_or(name);
+                Some(name_pattern(&match port {
+                    Some(p) => format!("{name}:{p}"),
+                    None => name.to_string(),
+                }))
+            }
             Some(why) => {
                 self.report(
                     Diagnostic::error(
@@ -473,7 +476,7 @@ impl Resolver<'_> {
             if !ok {
                 self.report(
                     Diagnostic::error(
-                        Code::UnknownKafkaApi,
+                        Code::InvalidKafkaTopic,
                         t.span,
                         format!("`{}` is not a valid Kafka topic", t.value),
                     )
@@ -496,10 +499,10 @@ mod tests {
 
     #[test]
     fn dns_patterns() {
-        assert!(name_pattern_error("*.example.com", true).is_none());
-        assert!(name_pattern_error("example.com.", true).is_none());
-        assert!(name_pattern_error("example..com", true).is_some());
-        assert!(name_pattern_error("exa mple.com", true).is_some());
-        assert!(name_pattern_error("", true).is_some());
+        assert!(name_pattern_error("*.example.com").is_none());
+        assert!(name_pattern_error("example.com.").is_none());
+        assert!(name_pattern_error("example..com").is_some());
+        assert!(name_pattern_error("exa mple.com").is_some());
+        assert!(name_pattern_error("").is_some());
     }
 }

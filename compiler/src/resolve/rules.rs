@@ -185,10 +185,7 @@ impl Resolver<'_> {
                 ast::Rule::Error(_) => None,
             })
             .collect();
-        if let Some(i) = bodies
-            .iter()
-            .position(|b| b.from.is_none() && b.to.is_none() && b.l4.is_none())
-        {
+        if let Some(i) = bodies.iter().position(|b| catch_all(b)) {
             if let Some(next) = bodies.get(i + 1) {
                 let rest = bodies.len() - i - 1;
                 let d = Diagnostic::warning(
@@ -285,6 +282,9 @@ impl Resolver<'_> {
         let all_peers = peers.len() == written(&b.from) + written(&b.to);
         let family_peers: &[&Peer] = if all_peers { &peers } else { &[] };
         self.check_icmp_family(b, &l4, family_peers);
+        if all_peers {
+            self.check_endpoint_families(b, &src, &dst);
+        }
         let snat = b
             .snat
             .as_ref()
@@ -433,6 +433,29 @@ impl Resolver<'_> {
         }
     }
 
+    /// A source of one IP family and a destination of the other never meet.
+    fn check_endpoint_families(&mut self, b: &ast::RuleBody, src: &[Peer], dst: &[Peer]) {
+        let (src, dst): (Vec<&Peer>, Vec<&Peer>) = (src.iter().collect(), dst.iter().collect());
+        let v4_to_v6 = only_other_family(&src, true) && only_other_family(&dst, false);
+        let v6_to_v4 = only_other_family(&src, false) && only_other_family(&dst, true);
+        if v4_to_v6 || v6_to_v4 {
+            let (a, z) = if v4_to_v6 {
+                ("IPv4", "IPv6")
+            } else {
+                ("IPv6", "IPv4")
+            };
+            self.report(
+                Diagnostic::warning(
+                    Code::FamilyMismatch,
+                    b.span,
+                    format!("{a} sources and {z} destinations never meet"),
+                )
+                .label("no packet has addresses of both families")
+                .help("split the rule by family, or fix the addresses"),
+            );
+        }
+    }
+
     /// ICMP for one family towards peers that are all of the other family
     /// can never match.
     fn check_icmp_family(&mut self, b: &ast::RuleBody, l4: &L4Spec, peers: &[&Peer]) {
@@ -544,5 +567,21 @@ fn only_other_family(peers: &[&Peer], v6: bool) -> bool {
                 }
             }
             _ => false,
+        })
+}
+
+/// Does a chain rule match every packet (no peers, no protocol or `any`
+/// alone, nothing else)?
+fn catch_all(b: &ast::RuleBody) -> bool {
+    b.from.is_none()
+        && b.to.is_none()
+        && b.l4.as_ref().is_none_or(|l| {
+            l.protos
+                .iter()
+                .all(|p| matches!(p, ast::Proto::Kw(ast::ProtoKw::Any, _)))
+                && l.ports.is_empty()
+                && l.sports.is_empty()
+                && l.icmp.is_none()
+                && l.flags.is_none()
         })
 }
