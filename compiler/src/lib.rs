@@ -18,8 +18,10 @@
 
 pub mod diag;
 pub mod driver;
+pub mod eval;
 pub mod fmt;
 pub mod gen;
+pub mod ir;
 pub mod resolve;
 
 use cilc_grammar::ast;

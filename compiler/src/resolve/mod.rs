@@ -30,6 +30,7 @@ use serde::Serialize;
 
 use crate::diag::Diagnostic;
 
+pub use addr::expand;
 pub use ast::{Action, Direction};
 pub use l4::{icmp_type_name, protocol_name};
 
