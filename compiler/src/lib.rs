@@ -5,6 +5,8 @@
 //! ```text
 //! .cpl ──cilc_grammar::parse──▶ ast::File (spans)      [grammar/ crate]
 //!      ──resolve──────────────▶ resolve::Program + diagnostics
+//!      ──ir::lower/validate───▶ ir::Validated (normalised rules)
+//!      ──eval::evaluate───────▶ the reference verdict of a packet
 //! ```
 //!
 //! Around it: `diag` (diagnostics as values and their renderers), `fmt`
@@ -45,4 +47,21 @@ pub fn check_source(src: &str) -> (ast::File, resolve::Program, Vec<Diagnostic>)
     diags.append(&mut more);
     diags.sort_by_key(|d| (d.span.start, d.span.end));
     (file, program, diags)
+}
+
+/// The whole front end and the IR: source text → validated IR, or the
+/// diagnostics (errors and warnings) when there is an error.
+pub fn compile_ir(src: &str) -> Result<(ir::Validated, Vec<Diagnostic>), Vec<Diagnostic>> {
+    let (_, program, diags) = check_source(src);
+    if diags.iter().any(Diagnostic::is_error) {
+        return Err(diags);
+    }
+    let validated = ir::validate(ir::lower(&program)).map_err(|e| {
+        vec![Diagnostic::error(
+            diag::Code::Internal,
+            Default::default(),
+            e.to_string(),
+        )]
+    })?;
+    Ok((validated, diags))
 }

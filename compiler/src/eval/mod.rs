@@ -6,6 +6,7 @@
 //! plain — every rule is tried, in order — because it is the oracle that the
 //! decision diagram and the kernel programs are tested against.
 
+pub mod cases;
 pub mod packet;
 
 use std::collections::BTreeMap;
