@@ -155,3 +155,210 @@ pub fn internal_error(message: &str) -> String {
         Code::Internal.slug()
     )
 }
+
+/// `cilc import classbench FILE`: the filter set as a first-match chain.
+pub fn import_classbench(input: &Input, name: &str) -> Outcome {
+    let result = crate::classbench::parse_filters(&input.text)
+        .and_then(|f| crate::classbench::to_cpl(&f, name, &input.name));
+    match result {
+        Ok(text) => Outcome {
+            stdout: text,
+            ..Outcome::default()
+        },
+        Err(e) => Outcome {
+            stderr: format!("error: {}: {e}\n", input.name),
+            code: 1,
+            ..Outcome::default()
+        },
+    }
+}
+
+/// `cilc trace FILTERS TRACE [--truth FILE]`: run a ClassBench trace through
+/// the reference evaluator and compare the deciding rule with the truth.
+pub fn trace_classbench(filters: &Input, trace: &Input, truth: Option<&Input>) -> Outcome {
+    let fail = |e: String| Outcome {
+        stderr: format!("error: {e}\n"),
+        code: 1,
+        ..Outcome::default()
+    };
+    let cpl = match crate::classbench::parse_filters(&filters.text)
+        .and_then(|f| crate::classbench::to_cpl(&f, "classbench", &filters.name))
+    {
+        Ok(c) => c,
+        Err(e) => return fail(format!("{}: {e}", filters.name)),
+    };
+    let ir = match crate::compile_ir(&cpl) {
+        Ok((ir, _)) => ir,
+        Err(d) => {
+            return fail(format!(
+                "{}: the imported policy does not compile: {:?}",
+                filters.name,
+                d.first()
+            ))
+        }
+    };
+    let lines = match crate::classbench::parse_trace(&trace.text) {
+        Ok(l) => l,
+        Err(e) => return fail(format!("{}: {e}", trace.name)),
+    };
+    let truth = match truth
+        .map(|t| crate::classbench::parse_truth(&t.text).map_err(|e| format!("{}: {e}", t.name)))
+    {
+        Some(Err(e)) => return fail(e),
+        Some(Ok(t)) => Some(t),
+        None => None,
+    };
+    // Traces of six columns carry the exact first match; seven-column
+    // traces only an upper bound (see ../shared/bench/classbench).
+    let six = trace
+        .text
+        .lines()
+        .next()
+        .is_some_and(|l| l.split_whitespace().count() == 6);
+    let started = std::time::Instant::now();
+    let report = match crate::classbench::run_trace(&ir, &lines, truth.as_deref(), six) {
+        Ok(r) => r,
+        Err(e) => return fail(e),
+    };
+    let elapsed = started.elapsed();
+    let mut out = Outcome::default();
+    let what = if report.exact {
+        "the expected first-match rule"
+    } else {
+        "a rule within the trace's bound"
+    };
+    out.stdout.push_str(&format!(
+        "{} packets, {} rules: {} ({:.2}%) decided by {what}; {:.0} ns/packet in the reference evaluator\n",
+        report.packets,
+        ir.rules.len(),
+        report.agree,
+        100.0 * report.agree as f64 / report.packets.max(1) as f64,
+        elapsed.as_nanos() as f64 / report.packets.max(1) as f64,
+    ));
+    for (i, want, got) in report.disagree.iter().take(10) {
+        let got = got
+            .map(|g| format!("r{g}"))
+            .unwrap_or_else(|| "no rule".into());
+        out.stdout.push_str(&format!(
+            "  trace line {}: expected r{want}, got {got}\n",
+            i + 1
+        ));
+    }
+    out.code = i32::from(!report.disagree.is_empty());
+    out
+}
+
+/// `cilc explain`: what happens to a packet, and which rules say so.
+pub fn explain(input: &Input, packet_line: &str, format: Format, color: bool) -> Outcome {
+    let mut out = Outcome::default();
+    let (ir, _) = match crate::compile_ir(&input.text) {
+        Ok(x) => x,
+        Err(diags) => {
+            let report = Report {
+                name: &input.name,
+                source: &input.text,
+                diagnostics: &diags,
+            };
+            out.stderr = render::human(&[report], color);
+            out.stderr.push_str(&format!(
+                "error: `{}` has errors; nothing to explain\n",
+                input.name
+            ));
+            out.code = 1;
+            return out;
+        }
+    };
+    let pkt = match crate::eval::packet::parse_packet(packet_line) {
+        Ok(p) => p,
+        Err(e) => {
+            out.stderr = format!("error: bad packet `{packet_line}`: {e}\n");
+            out.code = 2;
+            return out;
+        }
+    };
+    let d = crate::eval::evaluate(&ir, &pkt);
+    let rule_json = |id: u32| {
+        let r = &ir.rules[id as usize];
+        let p = render::position(&input.text, r.span.start as usize);
+        serde_json::json!({
+            "id": id, "name": r.name, "action": r.action.keyword(), "line": p.line, "column": p.column,
+            "source": &input.text[r.span.range()],
+        })
+    };
+    if matches!(format, Format::Json) {
+        let doc = serde_json::json!({
+            "packet": pkt.to_string(),
+            "verdict": d.verdict,
+            "reason": d.reason.as_str(),
+            "rule": d.rule.map(rule_json),
+            "also_matched": d.matched.iter().filter(|id| Some(**id) != d.rule).map(|id| rule_json(*id)).collect::<Vec<_>>(),
+            "l7_mismatch": d.l7_mismatch.iter().map(|id| rule_json(*id)).collect::<Vec<_>>(),
+            "snat": d.snat,
+        });
+        out.stdout = serde_json::to_string_pretty(&doc).unwrap_or_default() + "\n";
+        return out;
+    }
+    let verdict = match d.verdict {
+        crate::eval::Verdict::Allow => "ALLOW",
+        crate::eval::Verdict::Drop => "DROP",
+    };
+    let why = match d.reason {
+        crate::eval::Reason::MatchedAllow => "an allow rule matches and no deny does",
+        crate::eval::Reason::MatchedDeny => "a deny rule matches (deny beats allow)",
+        crate::eval::Reason::DefaultDeny => {
+            "policies select this side in this direction and no allow rule matches"
+        }
+        crate::eval::Reason::NoPolicy => "no policy selects this side in this direction",
+        crate::eval::Reason::ChainAccept => {
+            "a chain accepts it and no policy selects this side in this direction"
+        }
+        crate::eval::Reason::ChainDrop => "a chain rule drops it (first match)",
+        crate::eval::Reason::Malformed => "the packet cannot be parsed",
+        crate::eval::Reason::LaterFragment => {
+            "a later fragment follows its first fragment's verdict"
+        }
+    };
+    let snippet = |id: u32| {
+        let r = &ir.rules[id as usize];
+        let p = render::position(&input.text, r.span.start as usize);
+        let text = input.text[r.span.range()]
+            .lines()
+            .next()
+            .unwrap_or("")
+            .trim();
+        format!(
+            "{} ({}:{}:{})\n      {text}\n",
+            r.name, input.name, p.line, p.column
+        )
+    };
+    out.stdout.push_str(&format!(
+        "packet:  {pkt}\nverdict: {verdict} ({}): {why}\n",
+        d.reason.as_str()
+    ));
+    if let Some(id) = d.rule {
+        out.stdout.push_str(&format!("decided by: {}", snippet(id)));
+    }
+    for id in d.matched.iter().filter(|id| Some(**id) != d.rule) {
+        let r = &ir.rules[*id as usize];
+        let role = match (r.action, d.verdict) {
+            (crate::resolve::Action::Audit, _) => "audit (counted, never decides)",
+            (crate::resolve::Action::Allow, crate::eval::Verdict::Drop) => "allow, overridden",
+            (crate::resolve::Action::Accept, _) => "chain accept, then policies decided",
+            _ => "also matched",
+        };
+        out.stdout.push_str(&format!("{role}: {}", snippet(*id)));
+    }
+    for id in &d.l7_mismatch {
+        out.stdout.push_str(&format!(
+            "L4 matched but the request is not in its L7 block: {}",
+            snippet(*id)
+        ));
+    }
+    if let Some(s) = &d.snat {
+        let to =
+            s.to.map(|a| a.to_string())
+                .unwrap_or_else(|| "the host address of the egress interface".into());
+        out.stdout.push_str(&format!("source NAT: to {to}\n"));
+    }
+    out
+}

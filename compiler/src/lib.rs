@@ -18,6 +18,7 @@
 // mistake, so their size does not matter.
 #![allow(clippy::result_large_err)]
 
+pub mod classbench;
 pub mod diag;
 pub mod driver;
 pub mod eval;

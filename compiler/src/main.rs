@@ -21,6 +21,29 @@ struct Cli {
     color: Color,
 }
 
+#[derive(Subcommand)]
+enum Import {
+    /// A ClassBench filter file → a first-match chain (`rN` = line N).
+    Classbench {
+        file: PathBuf,
+        /// Name of the chain.
+        #[arg(long, default_value = "classbench")]
+        name: String,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Dir {
+    Ingress,
+    Egress,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ExplainFormat {
+    Human,
+    Json,
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum Color {
     /// Colour when stderr is a terminal and NO_COLOR is not set.
@@ -54,6 +77,94 @@ enum Command {
         /// Rewrite the files in place.
         #[arg(long, short)]
         write: bool,
+    },
+    /// Explain what happens to a packet, and which rules decide.
+    ///
+    /// Give the packet with flags, or as one line with --packet (the form
+    /// of tests/semantics, e.g. "ingress local app=web peer world
+    /// 192.0.2.1 -> 10.0.0.5 tcp 40000 443").
+    Explain {
+        /// The policy file.
+        file: PathBuf,
+        /// The whole packet as one line (overrides the other packet flags).
+        #[arg(long)]
+        packet: Option<String>,
+        /// Source address.
+        #[arg(long, required_unless_present = "packet")]
+        from: Option<String>,
+        /// Destination address.
+        #[arg(long, required_unless_present = "packet")]
+        to: Option<String>,
+        /// Ingress (the packet arrives at the local side) or egress.
+        #[arg(long, value_enum, default_value_t = Dir::Ingress)]
+        direction: Dir,
+        /// The local side: `host` or an endpoint `LABELS[@NAMESPACE][+PORTNAME=PORT]`,
+        /// e.g. `app=web,tier=front@shop+http=8080`.
+        #[arg(long, default_value = "host")]
+        endpoint: String,
+        /// The peer: `world`, `host`, or an endpoint as for --endpoint.
+        #[arg(long, default_value = "world")]
+        peer: String,
+        /// TCP destination port.
+        #[arg(long, group = "l4")]
+        tcp: Option<u16>,
+        /// UDP destination port.
+        #[arg(long, group = "l4")]
+        udp: Option<u16>,
+        /// SCTP destination port.
+        #[arg(long, group = "l4")]
+        sctp: Option<u16>,
+        /// ICMP TYPE[/CODE].
+        #[arg(long, group = "l4")]
+        icmp: Option<String>,
+        /// ICMPv6 TYPE[/CODE].
+        #[arg(long, group = "l4")]
+        icmpv6: Option<String>,
+        /// Another IP protocol, by number.
+        #[arg(long, group = "l4")]
+        proto: Option<u8>,
+        /// Source port (TCP, UDP, SCTP).
+        #[arg(long, default_value_t = 40000)]
+        sport: u16,
+        /// TCP flags, e.g. `syn` or `syn|ack`.
+        #[arg(long)]
+        flags: Option<String>,
+        /// An HTTP request: "METHOD PATH", e.g. "GET /api/v1/items".
+        #[arg(long)]
+        http: Option<String>,
+        /// The HTTP Host header.
+        #[arg(long, requires = "http")]
+        host: Option<String>,
+        /// An HTTP header NAME=VALUE (repeatable).
+        #[arg(long, requires = "http")]
+        header: Vec<String>,
+        /// A DNS query name.
+        #[arg(long)]
+        dns: Option<String>,
+        /// A TLS server name (SNI).
+        #[arg(long)]
+        sni: Option<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = ExplainFormat::Human)]
+        format: ExplainFormat,
+    },
+    /// Convert a rule set of another tool to `.cpl`.
+    Import {
+        #[command(subcommand)]
+        what: Import,
+    },
+    /// Run a ClassBench trace through the reference evaluator and compare
+    /// each packet's deciding rule with the expected first match.
+    Trace {
+        /// The ClassBench filter file.
+        filters: PathBuf,
+        /// The trace file.
+        trace: PathBuf,
+        /// A file of 0-based first-match indices, one per trace line (without
+        /// it, a six-column trace's last column is the exact 1-based match and
+        /// a seven-column trace's an upper bound).
+        #[arg(long)]
+        truth: Option<PathBuf>,
     },
     /// Write a synthetic policy (for tests and benchmarks) to stdout.
     Gen {
@@ -125,6 +236,106 @@ fn main() -> ExitCode {
         } => {
             let inputs = driver::read_inputs(&files, &mut out);
             let r = driver::fmt(&inputs, check, write, color);
+            merge(out, r)
+        }
+        Command::Explain {
+            file,
+            packet,
+            from,
+            to,
+            direction,
+            endpoint,
+            peer,
+            tcp,
+            udp,
+            sctp,
+            icmp,
+            icmpv6,
+            proto,
+            sport,
+            flags,
+            http,
+            host,
+            header,
+            dns,
+            sni,
+            format,
+        } => {
+            let line = packet.unwrap_or_else(|| {
+                let dir = match direction {
+                    Dir::Ingress => "ingress",
+                    Dir::Egress => "egress",
+                };
+                let icmp_of =
+                    |t: &str| t.replace('/', " ") + if t.contains('/') { "" } else { " 0" };
+                let l4 = match (tcp, udp, sctp, &icmp, &icmpv6, proto) {
+                    (Some(p), ..) => format!("tcp {sport} {p}"),
+                    (_, Some(p), ..) => format!("udp {sport} {p}"),
+                    (_, _, Some(p), ..) => format!("sctp {sport} {p}"),
+                    (_, _, _, Some(t), ..) => format!("icmp {}", icmp_of(t)),
+                    (_, _, _, _, Some(t), _) => format!("icmpv6 {}", icmp_of(t)),
+                    (.., Some(p)) => format!("proto {p}"),
+                    _ => "proto 0".to_string(),
+                };
+                let mut line = format!(
+                    "{dir} local {endpoint} peer {peer} {} -> {} {l4}",
+                    from.unwrap_or_default(),
+                    to.unwrap_or_default()
+                );
+                if let Some(f) = flags {
+                    line += &format!(" flags {f}");
+                }
+                if let Some(h) = http {
+                    line += &format!(" http {h}");
+                    if let Some(host) = host {
+                        line += &format!(" host {host}");
+                    }
+                    for h in header {
+                        line += &format!(" header {h}");
+                    }
+                }
+                if let Some(n) = dns {
+                    line += &format!(" dns {n}");
+                }
+                if let Some(n) = sni {
+                    line += &format!(" tls {n}");
+                }
+                line
+            });
+            let inputs = driver::read_inputs(&[file], &mut out);
+            let format = match format {
+                ExplainFormat::Human => Format::Human,
+                ExplainFormat::Json => Format::Json,
+            };
+            let r = match inputs.first() {
+                Some(input) => driver::explain(input, &line, format, color),
+                None => Outcome::default(),
+            };
+            merge(out, r)
+        }
+        Command::Import {
+            what: Import::Classbench { file, name },
+        } => {
+            let inputs = driver::read_inputs(&[file], &mut out);
+            let r = inputs
+                .first()
+                .map(|i| driver::import_classbench(i, &name))
+                .unwrap_or_default();
+            merge(out, r)
+        }
+        Command::Trace {
+            filters,
+            trace,
+            truth,
+        } => {
+            let mut paths = vec![filters, trace];
+            paths.extend(truth);
+            let inputs = driver::read_inputs(&paths, &mut out);
+            let r = if inputs.len() == paths.len() {
+                driver::trace_classbench(&inputs[0], &inputs[1], inputs.get(2))
+            } else {
+                Outcome::default()
+            };
             merge(out, r)
         }
         Command::Gen { rules, seed } => Outcome {

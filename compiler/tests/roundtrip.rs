@@ -170,3 +170,27 @@ fn strings_keep_their_value_and_a_byte_order_mark_is_skipped() {
     assert!(out.contains("allow tcp 81 http { }"), "{out}");
     assert_roundtrip(&out);
 }
+
+/// The policy IR of every example, in its stable text form; it validates.
+#[test]
+fn ir_of_examples_prints_stably() {
+    for (path, src) in examples() {
+        let (ir, _) =
+            cilc::compile_ir(&src).unwrap_or_else(|d| panic!("{}: {d:?}", path.display()));
+        let text = ir.to_string();
+        assert_eq!(
+            text.lines().filter(|l| l.starts_with('r')).count(),
+            ir.rules.len()
+        );
+        let name = format!(
+            "ir_{}",
+            path.file_stem()
+                .unwrap()
+                .to_string_lossy()
+                .replace('-', "_")
+        );
+        insta::with_settings!({snapshot_path => "../../tests/snapshots", prepend_module_to_snapshot => false}, {
+            insta::assert_snapshot!(name, text);
+        });
+    }
+}
