@@ -52,6 +52,8 @@ enum Color {
     Never,
 }
 
+// Parsed once per run: the size of the explain variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Check policies: syntax, names, values and rule combinations.

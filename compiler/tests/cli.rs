@@ -110,3 +110,99 @@ fn generated_policies_check_without_errors() {
     assert_eq!(code, 0, "{err}");
     assert!(err.contains(" 0 errors"), "{err}");
 }
+
+fn temp_dir(tag: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("cilc-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+const LAYERED: &str = "select web = app=web\npolicy open on web {\n  ingress {\n    allow from world tcp 80\n    audit from world\n  }\n}\npolicy block on web {\n  ingress {\n    deny from 192.0.2.0/24\n  }\n}\n";
+
+#[test]
+fn explain_names_the_deciding_rule_and_the_losers() {
+    let dir = temp_dir("explain");
+    let p = dir.join("p.cpl");
+    std::fs::write(&p, LAYERED).unwrap();
+    let f = p.to_str().unwrap();
+    let args = [
+        "explain",
+        f,
+        "--endpoint",
+        "app=web",
+        "--from",
+        "192.0.2.7",
+        "--to",
+        "10.0.0.5",
+        "--tcp",
+        "80",
+    ];
+    let (code, out, err) = cilc(&args, None);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("verdict: DROP (matched-deny)"), "{out}");
+    assert!(out.contains("decided by: block/ingress/1 ("), "{out}");
+    assert!(out.contains("deny from 192.0.2.0/24"), "{out}");
+    assert!(out.contains("allow, overridden: open/ingress/1"), "{out}");
+    assert!(
+        out.contains("audit (counted, never decides): open/ingress/2"),
+        "{out}"
+    );
+    let (_, out, _) = cilc(&[&args[..], &["--format", "json"]].concat(), None);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["verdict"], "drop");
+    assert_eq!(v["rule"]["name"], "block/ingress/1");
+    assert_eq!(v["rule"]["line"], 10);
+    let line = "ingress local app=web 198.51.100.1 -> 10.0.0.5 tcp 1 80";
+    let (_, out, _) = cilc(&["explain", f, "--packet", line], None);
+    assert!(out.contains("verdict: ALLOW (matched-allow)"), "{out}");
+    let (code, _, err) = cilc(
+        &["explain", f, "--packet", "ingress 1.2.3.4 5.6.7.8 tcp 1 2"],
+        None,
+    );
+    assert_eq!(code, 2);
+    assert!(err.contains("bad packet"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn import_and_trace_classbench() {
+    let dir = temp_dir("classbench");
+    let filters = dir.join("f");
+    std::fs::write(
+        &filters,
+        "@10.0.0.0/8\t0.0.0.0/0\t0 : 65535\t80 : 80\t0x06/0xFF\t0x0000/0x0000\n@0.0.0.0/0\t0.0.0.0/0\t0 : 65535\t0 : 65535\t0x00/0x00\t0x0000/0x0000\n",
+    )
+    .unwrap();
+    let (code, out, _) = cilc(
+        &[
+            "import",
+            "classbench",
+            filters.to_str().unwrap(),
+            "--name",
+            "edge",
+        ],
+        None,
+    );
+    assert_eq!(code, 0);
+    assert!(out.contains("chain edge on host ingress {\n  accept from 10.0.0.0/8 tcp 80 as r1\n  accept as r2\n}"), "{out}");
+    // 10.0.0.1 -> tcp 80 is rule 1; 11.0.0.1 is rule 2 (six columns: exact).
+    let trace = dir.join("t");
+    std::fs::write(&trace, "167772161 1 5 80 6 1\n184549377 1 5 80 6 2\n").unwrap();
+    let (code, out, _) = cilc(
+        &["trace", filters.to_str().unwrap(), trace.to_str().unwrap()],
+        None,
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.starts_with("2 packets, 2 rules: 2 (100.00%) decided by the expected first-match rule"),
+        "{out}"
+    );
+    std::fs::write(&trace, "167772161 1 5 80 6 2\n").unwrap();
+    let (code, out, _) = cilc(
+        &["trace", filters.to_str().unwrap(), trace.to_str().unwrap()],
+        None,
+    );
+    assert_eq!(code, 1);
+    assert!(out.contains("trace line 1: expected r2, got r1"), "{out}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
