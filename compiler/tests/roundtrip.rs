@@ -120,6 +120,39 @@ fn keywords_as_label_words_are_kept_and_quoted_only_when_needed() {
 proptest! {
     #![proptest_config(ProptestConfig { cases: 48, .. ProptestConfig::default() })]
 
+    /// Lowering always yields a valid IR, formatting the source does not
+    /// change it, and the evaluator decides any packet against it.
+    #[test]
+    fn generated_policies_lower_to_valid_ir(seed in any::<u64>(), rules in 1usize..300, pkts in proptest::collection::vec((any::<bool>(), 0usize..4, any::<u32>(), any::<u32>(), 0usize..6, any::<u16>(), any::<u16>()), 20)) {
+        let src = cilc::gen::policy(seed, rules);
+        let (ir, _) = cilc::compile_ir(&src).unwrap();
+        let (again, _) = cilc::compile_ir(&format(&src)).unwrap();
+        prop_assert_eq!(ir.to_string(), again.to_string());
+        for (ingress, local, a, b, proto, sport, dport) in pkts {
+            let local = ["host", "app=app0,tier=frontend@ns-1", "app=app1,tier=backend@x[env=prod,team=t1]", "app=app0,canary=1@ns-0"][local];
+            let proto = ["tcp", "udp", "sctp", "icmp", "proto 47", "icmpv6"][proto];
+            let (src_ip, dst_ip) = if proto == "icmpv6" {
+                (format!("fd00::{:x}", a & 0xffff), format!("fd00:1::{:x}", b & 0xffff))
+            } else {
+                (std::net::Ipv4Addr::from(a).to_string(), std::net::Ipv4Addr::from(b).to_string())
+            };
+            let l4 = match proto {
+                "icmp" | "icmpv6" => format!("{proto} {} 0", sport % 256),
+                p => format!("{p} {sport} {dport}"),
+            };
+            let dir = if ingress { "ingress" } else { "egress" };
+            let line = format!("{dir} local {local} peer world {src_ip} -> {dst_ip} {l4}");
+            let pkt = cilc::eval::packet::parse_packet(&line).unwrap();
+            let d = cilc::eval::evaluate(&ir, &pkt);
+            // A decision names a rule exactly when a rule decided.
+            let by_rule = !matches!(d.reason, cilc::eval::Reason::DefaultDeny | cilc::eval::Reason::NoPolicy);
+            prop_assert_eq!(d.rule.is_some(), by_rule, "{}", line);
+            if let Some(id) = d.rule {
+                prop_assert!(d.matched.contains(&id));
+            }
+        }
+    }
+
     #[test]
     fn generated_policies_round_trip(seed in any::<u64>(), rules in 1usize..400) {
         let src = cilc::gen::policy(seed, rules);

@@ -209,3 +209,63 @@ fn check_rule(ir: &Ir, r: &Rule) -> Result<(), ValidationError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resolve::{FlagsSpec, IcmpSpec, SnatSpec};
+
+    fn ir(src: &str) -> Ir {
+        let (_, program, diags) = crate::check_source(src);
+        assert!(!diags.iter().any(|d| d.is_error()), "{diags:?}");
+        super::super::lower(&program)
+    }
+
+    const SRC: &str = "policy p on host {\n  ingress {\n    allow from 10.0.0.0/8 tcp 80\n  }\n  egress {\n    allow to world tcp 443 snat\n  }\n}\nchain c on host ingress {\n  drop from 192.0.2.0/24\n  accept\n}\n";
+
+    fn broken(f: impl FnOnce(&mut Ir)) -> String {
+        let mut x = ir(SRC);
+        f(&mut x);
+        validate(x)
+            .expect_err("the validator accepted a broken IR")
+            .what
+    }
+
+    #[test]
+    fn lowered_ir_is_valid() {
+        let v = validate(ir(SRC)).unwrap();
+        assert_eq!(v.rules.len(), 4);
+        assert_eq!(v.chains[0].rules, vec![2, 3]);
+    }
+
+    #[test]
+    fn every_invariant_is_checked() {
+        assert!(broken(|x| x.rules[1].id = 7).contains("id"));
+        assert!(broken(|x| x.rules.swap(0, 1)).contains("id"));
+        assert!(broken(|x| x.rules[0].action = Action::Accept).contains("wrong layer"));
+        assert!(broken(|x| x.rules[2].action = Action::Allow).contains("wrong layer"));
+        assert!(broken(|x| x.chains[0].rules = vec![3, 2]).contains("increasing"));
+        assert!(broken(|x| x.chains[0].rules = vec![2]).contains("not listed"));
+        assert!(broken(|x| x.rules[0].dst = x.rules[0].src.clone()).contains("local side"));
+        assert!(
+            broken(|x| x.rules[0].src = vec![Peer::Addrs(vec!["10.0.0.1/8".parse().unwrap()])])
+                .contains("host bits")
+        );
+        assert!(broken(|x| x.rules[0].src = vec![Peer::Addrs(vec![
+            "10.0.0.0/8".parse().unwrap(),
+            "10.1.0.0/16".parse().unwrap()
+        ])])
+        .contains("disjoint"));
+        assert!(broken(|x| x.rules[0].protos = vec![1]).contains("without ports"));
+        assert!(broken(|x| x.rules[0].dports = vec![PortSpec::Range(9, 1)]).contains("inverted"));
+        assert!(broken(|x| x.rules[0].sports = vec![PortSpec::Range(1, 9)]).contains("policy"));
+        assert!(
+            broken(|x| x.rules[0].icmp = Some(IcmpSpec { ty: 8, code: None })).contains("ICMP")
+        );
+        assert!(
+            broken(|x| x.rules[0].flags = Some(FlagsSpec { value: 3, mask: 1 })).contains("mask")
+        );
+        assert!(broken(|x| x.rules[0].snat = Some(SnatSpec { to: None })).contains("SNAT"));
+        assert!(broken(|x| x.rules[2].l7 = Some(L7Spec::Dns(vec![]))).contains("L7"));
+    }
+}
