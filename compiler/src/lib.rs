@@ -26,6 +26,7 @@ pub mod fmt;
 pub mod gen;
 pub mod ir;
 pub mod resolve;
+pub mod tree;
 
 use cilc_grammar::ast;
 use diag::Diagnostic;

@@ -1,0 +1,329 @@
+//! Construction: IR rules → terms → HyperSplit-style first-match diagrams.
+//!
+//! Terms: a rule becomes one term per combination of its peer kinds (an
+//! address set, a selector or an entity on each side) and of its port kinds
+//! (numeric ranges, or a named port), so each term is a plain conjunction of
+//! numeric interval sets and atoms.
+//!
+//! Diagram: a node sees a region (one range per field, and the atoms known
+//! true on its path) and the terms that can still match there, in priority
+//! order. If the first one covers the region it decides (after testing the
+//! atoms it still needs); if few terms are left they become a linear leaf;
+//! otherwise the region is cut in two along the field and point that best
+//! balance the terms (the median of the term boundaries inside the region,
+//! per field, scored by the larger side). Equal children collapse and
+//! identical nodes are shared.
+
+use std::collections::HashMap;
+
+use ipnet::IpNet;
+
+use super::{Atom, AtomId, Diagram, EndIs, Field, Forest, Hook, Node, NodeId, Outcome, Side, Term, TermId, FIELDS};
+use crate::ir::{Layer, Peer, Rule, Validated};
+use crate::resolve::{Action, Direction, Entity, PortSpec};
+
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// Terms at or below this count become a linear leaf (1: never).
+    pub leaf_size: usize,
+    /// Deeper nodes become linear leaves.
+    pub max_depth: usize,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options { leaf_size: 4, max_depth: 64 }
+    }
+}
+
+/// Interns atoms of one hook.
+#[derive(Default)]
+struct Atoms {
+    list: Vec<Atom>,
+    index: HashMap<String, AtomId>,
+}
+
+impl Atoms {
+    fn id(&mut self, a: Atom) -> AtomId {
+        let key = format!("{a:?}");
+        *self.index.entry(key).or_insert_with(|| {
+            self.list.push(a);
+            (self.list.len() - 1) as AtomId
+        })
+    }
+}
+
+type Set = Vec<(u128, u128)>;
+
+/// One alternative for a side: a numeric address set or an atom.
+enum Alt {
+    Any,
+    Addrs(Set),
+    Atom(AtomId),
+}
+
+fn nets(list: &[IpNet], v6: bool) -> Set {
+    let mut out: Set = list
+        .iter()
+        .filter_map(|n| match (n, v6) {
+            (IpNet::V4(n), false) => Some((u32::from(n.network()) as u128, u32::from(n.broadcast()) as u128)),
+            (IpNet::V6(n), true) => Some((u128::from(n.network()), u128::from(n.broadcast()))),
+            _ => None,
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+fn side_alts(peers: &[Peer], side: Side, v6: bool, atoms: &mut Atoms) -> Vec<Alt> {
+    if peers.is_empty() {
+        return vec![Alt::Any];
+    }
+    let mut alts = Vec::new();
+    let mut addrs: Set = Vec::new();
+    for p in peers {
+        match p {
+            Peer::Entity(Entity::All) => return vec![Alt::Any],
+            Peer::Entity(Entity::World) => alts.push(Alt::Atom(atoms.id(Atom::End(side, EndIs::World)))),
+            Peer::Entity(Entity::Host) => alts.push(Alt::Atom(atoms.id(Atom::End(side, EndIs::Host)))),
+            Peer::Entity(Entity::Cluster) => alts.push(Alt::Atom(atoms.id(Atom::End(side, EndIs::Cluster)))),
+            Peer::Selector(s) => alts.push(Alt::Atom(atoms.id(Atom::End(side, EndIs::Selector(s.clone()))))),
+            Peer::Addrs(list) => addrs.extend(nets(list, v6)),
+        }
+    }
+    if !addrs.is_empty() {
+        addrs.sort();
+        alts.push(Alt::Addrs(addrs));
+    }
+    alts
+}
+
+fn ranges(specs: &[PortSpec]) -> Set {
+    specs
+        .iter()
+        .filter_map(|s| match s {
+            PortSpec::Range(a, b) => Some((*a as u128, *b as u128)),
+            PortSpec::Named(_) => None,
+        })
+        .collect()
+}
+
+/// The terms of one rule in one hook (none when it cannot match there).
+fn terms_of(r: &Rule, v6: bool, outcome: Outcome, atoms: &mut Atoms) -> Vec<Term> {
+    let mut base_atoms = vec![atoms.id(Atom::Subject(r.subject.clone()))];
+    let mut fields: [Option<Set>; 7] = Default::default();
+    if !r.protos.is_empty() {
+        let mut p: Set = r.protos.iter().map(|p| (*p as u128, *p as u128)).collect();
+        p.sort();
+        fields[Field::Proto.index()] = Some(p);
+    }
+    if !r.sports.is_empty() {
+        fields[Field::SrcPort.index()] = Some(ranges(&r.sports));
+    }
+    if let Some(i) = r.icmp {
+        fields[Field::IcmpType.index()] = Some(vec![(i.ty as u128, i.ty as u128)]);
+        if let Some(c) = i.code {
+            fields[Field::IcmpCode.index()] = Some(vec![(c as u128, c as u128)]);
+        }
+    }
+    if let Some(f) = r.flags {
+        base_atoms.push(atoms.id(Atom::Flags(f.value, f.mask)));
+    }
+    if r.l7.is_some() {
+        base_atoms.push(atoms.id(Atom::L7(r.id)));
+    }
+    // Destination ports: numeric ranges as one alternative, each named port
+    // as another.
+    let mut dport_alts: Vec<(Option<Set>, Option<AtomId>)> = Vec::new();
+    if r.dports.is_empty() {
+        dport_alts.push((None, None));
+    } else {
+        let numeric = ranges(&r.dports);
+        if !numeric.is_empty() {
+            dport_alts.push((Some(numeric), None));
+        }
+        for p in &r.dports {
+            if let PortSpec::Named(n) = p {
+                dport_alts.push((None, Some(atoms.id(Atom::NamedPort(n.clone())))));
+            }
+        }
+    }
+    let src = side_alts(&r.src, Side::Src, v6, atoms);
+    let dst = side_alts(&r.dst, Side::Dst, v6, atoms);
+    let mut out = Vec::new();
+    for s in &src {
+        for d in &dst {
+            for (dp, named) in &dport_alts {
+                let mut t = Term { fields: fields.clone(), atoms: base_atoms.clone(), outcome };
+                for (alt, field) in [(s, Field::SrcAddr), (d, Field::DstAddr)] {
+                    match alt {
+                        Alt::Any => {}
+                        Alt::Addrs(set) => t.fields[field.index()] = Some(set.clone()),
+                        Alt::Atom(a) => t.atoms.push(*a),
+                    }
+                }
+                if let Some(dp) = dp {
+                    t.fields[Field::DstPort.index()] = Some(dp.clone());
+                }
+                t.atoms.extend(named);
+                t.atoms.sort_unstable();
+                t.atoms.dedup();
+                out.push(t);
+            }
+        }
+    }
+    out
+}
+
+/// Build every hook's diagrams.
+pub fn build(ir: &Validated, opts: &Options) -> Forest {
+    let mut hooks = Vec::new();
+    for direction in [Direction::Ingress, Direction::Egress] {
+        for v6 in [false, true] {
+            let mut atoms = Atoms::default();
+            let mut chains = Vec::new();
+            for (ci, c) in ir.chains.iter().enumerate().filter(|(_, c)| c.direction == direction) {
+                let terms: Vec<Term> = c
+                    .rules
+                    .iter()
+                    .flat_map(|id| terms_of(&ir.rules[*id as usize], v6, Outcome::Rule(*id), &mut atoms))
+                    .collect();
+                if !terms.is_empty() {
+                    chains.push((ci as u32, diagram(terms, v6, opts)));
+                }
+            }
+            let policy_rules = |action: Action| {
+                ir.rules.iter().filter(move |r| r.layer == Layer::Policy && r.direction == direction && r.action == action)
+            };
+            let mut terms: Vec<Term> = Vec::new();
+            for r in policy_rules(Action::Deny).chain(policy_rules(Action::Allow)) {
+                terms.extend(terms_of(r, v6, Outcome::Rule(r.id), &mut atoms));
+            }
+            for s in ir.sections.iter().filter(|s| s.direction == direction) {
+                let a = atoms.id(Atom::Subject(s.subject.clone()));
+                terms.push(Term { fields: Default::default(), atoms: vec![a], outcome: Outcome::DefaultDeny });
+            }
+            let policy = diagram(terms, v6, opts);
+            hooks.push(Hook { direction, v6, chains, policy, atoms: atoms.list });
+        }
+    }
+    Forest { hooks }
+}
+
+struct Builder<'a> {
+    terms: &'a [Term],
+    opts: Options,
+    nodes: Vec<Node>,
+    interned: HashMap<Node, NodeId>,
+}
+
+fn intersects(set: &Option<Set>, (lo, hi): (u128, u128)) -> bool {
+    set.as_ref().is_none_or(|s| s.iter().any(|(a, b)| *a <= hi && lo <= *b))
+}
+
+fn covers(set: &Option<Set>, (lo, hi): (u128, u128)) -> bool {
+    set.as_ref().is_none_or(|s| s.iter().any(|(a, b)| *a <= lo && hi <= *b))
+}
+
+pub fn diagram(terms: Vec<Term>, v6: bool, opts: &Options) -> Diagram {
+    let mut b = Builder { terms: &terms, opts: *opts, nodes: Vec::new(), interned: HashMap::new() };
+    let mut region = FIELDS.map(|f| (0u128, f.top(v6)));
+    let live: Vec<TermId> = (0..terms.len() as TermId).collect();
+    let root = b.node(&mut region, &mut Vec::new(), live, 0);
+    let nodes = std::mem::take(&mut b.nodes);
+    Diagram { nodes, root, terms }
+}
+
+impl Builder<'_> {
+    fn add(&mut self, n: Node) -> NodeId {
+        if let Some(id) = self.interned.get(&n) {
+            return *id;
+        }
+        let id = self.nodes.len() as NodeId;
+        self.nodes.push(n.clone());
+        self.interned.insert(n, id);
+        id
+    }
+
+    fn node(&mut self, region: &mut [(u128, u128); 7], known: &mut Vec<AtomId>, live: Vec<TermId>, depth: usize) -> NodeId {
+        let Some(&first) = live.first() else { return self.add(Node::Leaf(None)) };
+        let t0 = &self.terms[first as usize];
+        if t0.fields.iter().zip(region.iter()).all(|(s, r)| covers(s, *r)) {
+            return match t0.atoms.iter().find(|a| !known.contains(a)) {
+                None => self.add(Node::Leaf(Some(t0.outcome))),
+                Some(&atom) => {
+                    let no_live: Vec<TermId> =
+                        live.iter().copied().filter(|t| !self.terms[*t as usize].atoms.contains(&atom)).collect();
+                    known.push(atom);
+                    let yes = self.node(region, known, live, depth + 1);
+                    known.pop();
+                    let no = self.node(region, known, no_live, depth + 1);
+                    if yes == no {
+                        yes
+                    } else {
+                        self.add(Node::Test { atom, yes, no })
+                    }
+                }
+            };
+        }
+        if live.len() <= self.opts.leaf_size || depth >= self.opts.max_depth {
+            return self.add(Node::Linear(live));
+        }
+        let (field, cut) = self.choose_cut(region, &live);
+        let i = field.index();
+        let (lo, hi) = region[i];
+        let side = |b: &Self, r: (u128, u128)| -> Vec<TermId> {
+            live.iter().copied().filter(|t| intersects(&b.terms[*t as usize].fields[i], r)).collect()
+        };
+        let (left, right) = (side(self, (lo, cut - 1)), side(self, (cut, hi)));
+        region[i] = (lo, cut - 1);
+        let lo_node = self.node(region, known, left, depth + 1);
+        region[i] = (cut, hi);
+        let hi_node = self.node(region, known, right, depth + 1);
+        region[i] = (lo, hi);
+        if lo_node == hi_node {
+            lo_node
+        } else {
+            self.add(Node::Split { field, cut, lo: lo_node, hi: hi_node })
+        }
+    }
+
+    /// The field and cut point (`< cut` / `>= cut`) that best balance the
+    /// live terms. The first term does not cover the region, so some field
+    /// has a term boundary strictly inside it.
+    fn choose_cut(&self, region: &[(u128, u128); 7], live: &[TermId]) -> (Field, u128) {
+        let mut best: Option<(usize, usize, Field, u128)> = None;
+        for f in FIELDS {
+            let (lo, hi) = region[f.index()];
+            let mut cuts: Vec<u128> = Vec::new();
+            for t in live {
+                if let Some(set) = &self.terms[*t as usize].fields[f.index()] {
+                    for (a, b) in set {
+                        if *a > lo && *a <= hi {
+                            cuts.push(*a);
+                        }
+                        if *b >= lo && *b < hi {
+                            cuts.push(b + 1);
+                        }
+                    }
+                }
+            }
+            if cuts.is_empty() {
+                continue;
+            }
+            cuts.sort_unstable();
+            cuts.dedup();
+            let cut = cuts[cuts.len() / 2];
+            let count = |r: (u128, u128)| {
+                live.iter().filter(|t| intersects(&self.terms[**t as usize].fields[f.index()], r)).count()
+            };
+            let (l, r) = (count((lo, cut - 1)), count((cut, hi)));
+            let score = (l.max(r), l + r);
+            if best.is_none_or(|(m, s, ..)| score < (m, s)) {
+                best = Some((score.0, score.1, f, cut));
+            }
+        }
+        let (_, _, f, cut) = best.expect("a term that does not cover the region has a boundary inside it");
+            (f, cut)
+    }
+}

@@ -1,0 +1,187 @@
+//! Text dump and statistics of diagrams.
+
+use std::collections::HashMap;
+use std::fmt::Write;
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use serde::Serialize;
+
+use super::{Atom, Diagram, EndIs, Field, Forest, Node, NodeId, Outcome, Side};
+use crate::ir::Validated;
+
+fn value(field: Field, v: u128, v6: bool) -> String {
+    match field {
+        Field::SrcAddr | Field::DstAddr if v6 => Ipv6Addr::from(v).to_string(),
+        Field::SrcAddr | Field::DstAddr => Ipv4Addr::from(v as u32).to_string(),
+        _ => v.to_string(),
+    }
+}
+
+pub fn atom(a: &Atom) -> String {
+    match a {
+        Atom::Subject(s) => format!("local is {s}"),
+        Atom::End(side, what) => {
+            let side = if *side == Side::Src { "src" } else { "dst" };
+            let what = match what {
+                EndIs::World => "world".to_string(),
+                EndIs::Host => "host".to_string(),
+                EndIs::Cluster => "cluster".to_string(),
+                EndIs::Selector(s) => s.to_string(),
+            };
+            format!("{side} is {what}")
+        }
+        Atom::NamedPort(n) => format!("dport is named {n}"),
+        Atom::Flags(v, m) => format!("flags & {m:#x} == {v:#x}"),
+        Atom::L7(r) => format!("l7 request matches r{r}"),
+    }
+}
+
+fn outcome(ir: &Validated, o: Option<Outcome>) -> String {
+    match o {
+        None => "none".into(),
+        Some(Outcome::DefaultDeny) => "default-deny".into(),
+        Some(Outcome::Rule(r)) => format!("r{r} ({})", ir.rules[r as usize].name),
+    }
+}
+
+/// The diagram, nodes numbered in depth-first order from the root.
+pub fn diagram(ir: &Validated, d: &Diagram, atoms: &[Atom], v6: bool) -> String {
+    let mut order: Vec<NodeId> = Vec::new();
+    let mut seen: HashMap<NodeId, usize> = HashMap::new();
+    let mut stack = vec![d.root];
+    while let Some(n) = stack.pop() {
+        if seen.contains_key(&n) {
+            continue;
+        }
+        seen.insert(n, order.len());
+        order.push(n);
+        match &d.nodes[n as usize] {
+            Node::Split { lo, hi, .. } => stack.extend([*hi, *lo]),
+            Node::Test { yes, no, .. } => stack.extend([*no, *yes]),
+            _ => {}
+        }
+    }
+    let name = |n: &NodeId| format!("n{}", seen[n]);
+    let mut out = String::new();
+    for n in &order {
+        let _ = match &d.nodes[*n as usize] {
+            Node::Split { field, cut, lo, hi } => writeln!(
+                out,
+                "{}: {} < {} ? {} : {}",
+                name(n),
+                field.name(),
+                value(*field, *cut, v6),
+                name(lo),
+                name(hi)
+            ),
+            Node::Test { atom: a, yes, no } => {
+                writeln!(out, "{}: {} ? {} : {}", name(n), atom(&atoms[*a as usize]), name(yes), name(no))
+            }
+            Node::Leaf(o) => writeln!(out, "{}: {}", name(n), outcome(ir, *o)),
+            Node::Linear(ts) => {
+                let list: Vec<String> = ts.iter().map(|t| outcome(ir, Some(d.terms[*t as usize].outcome))).collect();
+                writeln!(out, "{}: first of [{}]", name(n), list.join(", "))
+            }
+        };
+    }
+    out
+}
+
+pub fn forest(ir: &Validated, f: &Forest) -> String {
+    let mut out = String::new();
+    for h in &f.hooks {
+        let fam = if h.v6 { "ipv6" } else { "ipv4" };
+        for (ci, d) in &h.chains {
+            let _ = writeln!(out, "== {} {fam} chain {}", h.direction.keyword(), ir.chains[*ci as usize].name);
+            out.push_str(&diagram(ir, d, &h.atoms, h.v6));
+        }
+        if !h.policy.terms.is_empty() {
+            let _ = writeln!(out, "== {} {fam} policy", h.direction.keyword());
+            out.push_str(&diagram(ir, &h.policy, &h.atoms, h.v6));
+        }
+    }
+    out
+}
+
+/// Size and shape of a diagram.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Stats {
+    /// Reachable nodes (shared nodes count once).
+    pub nodes: usize,
+    pub leaves: usize,
+    pub terms: usize,
+    pub max_depth: usize,
+    /// Mean depth of the leaves over all root-to-leaf paths.
+    pub mean_depth: f64,
+    /// Comparisons on the longest path, linear leaves counted in full.
+    pub worst_comparisons: usize,
+    /// Term references in leaves per term.
+    pub replication: f64,
+}
+
+pub fn stats(d: &Diagram) -> Stats {
+    // Per node: (paths, sum of depths below, max depth, worst comparisons).
+    let mut memo: HashMap<NodeId, (f64, f64, usize, usize)> = HashMap::new();
+    fn go(d: &Diagram, n: NodeId, memo: &mut HashMap<NodeId, (f64, f64, usize, usize)>) -> (f64, f64, usize, usize) {
+        if let Some(v) = memo.get(&n) {
+            return *v;
+        }
+        let v = match &d.nodes[n as usize] {
+            Node::Leaf(_) => (1.0, 0.0, 0, 1),
+            Node::Linear(ts) => (1.0, 0.0, 0, 1 + ts.len()),
+            Node::Split { lo: a, hi: b, .. } | Node::Test { yes: a, no: b, .. } => {
+                let (x, y) = (go(d, *a, memo), go(d, *b, memo));
+                (x.0 + y.0, x.1 + x.0 + y.1 + y.0, 1 + x.2.max(y.2), 1 + x.3.max(y.3))
+            }
+        };
+        memo.insert(n, v);
+        v
+    }
+    let (paths, sum, max_depth, worst) = go(d, d.root, &mut memo);
+    let mut leaves = 0;
+    let mut refs = 0;
+    for n in memo.keys() {
+        match &d.nodes[*n as usize] {
+            Node::Leaf(o) => {
+                leaves += 1;
+                refs += usize::from(o.is_some());
+            }
+            Node::Linear(ts) => {
+                leaves += 1;
+                refs += ts.len();
+            }
+            _ => {}
+        }
+    }
+    Stats {
+        nodes: memo.len(),
+        leaves,
+        terms: d.terms.len(),
+        max_depth,
+        mean_depth: sum / paths,
+        worst_comparisons: worst,
+        replication: refs as f64 / d.terms.len().max(1) as f64,
+    }
+}
+
+/// Statistics summed over every diagram of a forest (max for depths).
+pub fn forest_stats(f: &Forest) -> Stats {
+    let all: Vec<Stats> = f.hooks.iter().flat_map(|h| h.chains.iter().map(|(_, d)| d).chain([&h.policy])).map(stats).collect();
+    let mut s = Stats::default();
+    let mut paths_weight = 0.0;
+    for x in &all {
+        s.nodes += x.nodes;
+        s.leaves += x.leaves;
+        s.terms += x.terms;
+        s.max_depth = s.max_depth.max(x.max_depth);
+        s.worst_comparisons = s.worst_comparisons.max(x.worst_comparisons);
+        s.mean_depth += x.mean_depth * x.terms as f64;
+        s.replication += x.replication * x.terms as f64;
+        paths_weight += x.terms as f64;
+    }
+    if paths_weight > 0.0 {
+        s.mean_depth /= paths_weight;
+        s.replication /= paths_weight;
+    }
+    s
+}
