@@ -362,3 +362,64 @@ pub fn explain(input: &Input, packet_line: &str, format: Format, color: bool) ->
     }
     out
 }
+
+/// `cilc tree`: build the decision diagrams and print them or their stats.
+pub fn tree(input: &Input, stats: bool, classbench: bool, leaf_size: usize) -> Outcome {
+    let fail = |e: String| Outcome {
+        stderr: format!("error: {e}\n"),
+        code: 1,
+        ..Outcome::default()
+    };
+    let text = if classbench {
+        match crate::classbench::parse_filters(&input.text)
+            .and_then(|f| crate::classbench::to_cpl(&f, "classbench", &input.name))
+        {
+            Ok(t) => t,
+            Err(e) => return fail(format!("{}: {e}", input.name)),
+        }
+    } else {
+        input.text.clone()
+    };
+    let started = std::time::Instant::now();
+    let ir = match crate::compile_ir(&text) {
+        Ok((ir, _)) => ir,
+        Err(d) => {
+            return fail(format!(
+                "{} has errors: {:?}",
+                input.name,
+                d.first().map(|d| &d.message)
+            ))
+        }
+    };
+    let front = started.elapsed();
+    let opts = crate::tree::build::Options {
+        leaf_size,
+        ..Default::default()
+    };
+    let started = std::time::Instant::now();
+    let forest = crate::tree::build::build(&ir, &opts);
+    let built = started.elapsed();
+    if !stats {
+        return Outcome {
+            stdout: crate::tree::dump::forest(&ir, &forest),
+            ..Outcome::default()
+        };
+    }
+    let s = crate::tree::dump::forest_stats(&forest);
+    Outcome {
+        stdout: format!(
+            "rules {} terms {} nodes {} leaves {} max-depth {} mean-depth {:.1} worst-comparisons {} replication {:.2} front-end {:.3}s build {:.3}s\n",
+            ir.rules.len(),
+            s.terms,
+            s.nodes,
+            s.leaves,
+            s.max_depth,
+            s.mean_depth,
+            s.worst_comparisons,
+            s.replication,
+            front.as_secs_f64(),
+            built.as_secs_f64()
+        ),
+        ..Outcome::default()
+    }
+}

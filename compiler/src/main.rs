@@ -168,6 +168,21 @@ enum Command {
         #[arg(long)]
         truth: Option<PathBuf>,
     },
+    /// Build the decision diagrams of a policy: print them, or their
+    /// statistics and build time with --stats.
+    Tree {
+        /// A policy file, or a ClassBench filter file with --classbench.
+        file: PathBuf,
+        /// Print statistics instead of the diagrams.
+        #[arg(long)]
+        stats: bool,
+        /// Read FILE as a ClassBench filter set.
+        #[arg(long)]
+        classbench: bool,
+        /// Terms at or below this count become a linear leaf.
+        #[arg(long, default_value_t = 4)]
+        leaf_size: usize,
+    },
     /// Write a synthetic policy (for tests and benchmarks) to stdout.
     Gen {
         /// Number of rules.
@@ -338,6 +353,19 @@ fn main() -> ExitCode {
             } else {
                 Outcome::default()
             };
+            merge(out, r)
+        }
+        Command::Tree {
+            file,
+            stats,
+            classbench,
+            leaf_size,
+        } => {
+            let inputs = driver::read_inputs(&[file], &mut out);
+            let r = inputs
+                .first()
+                .map(|i| driver::tree(i, stats, classbench, leaf_size))
+                .unwrap_or_default();
             merge(out, r)
         }
         Command::Gen { rules, seed } => Outcome {

@@ -18,7 +18,10 @@ use std::collections::HashMap;
 
 use ipnet::IpNet;
 
-use super::{Atom, AtomId, Diagram, EndIs, Field, Forest, Hook, Node, NodeId, Outcome, Side, Term, TermId, FIELDS};
+use super::{
+    Atom, AtomId, Diagram, EndIs, Field, Forest, Hook, Node, NodeId, Outcome, Side, Term, TermId,
+    FIELDS,
+};
 use crate::ir::{Layer, Peer, Rule, Validated};
 use crate::resolve::{Action, Direction, Entity, PortSpec};
 
@@ -32,7 +35,10 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Options {
-        Options { leaf_size: 4, max_depth: 64 }
+        Options {
+            leaf_size: 4,
+            max_depth: 64,
+        }
     }
 }
 
@@ -66,7 +72,10 @@ fn nets(list: &[IpNet], v6: bool) -> Set {
     let mut out: Set = list
         .iter()
         .filter_map(|n| match (n, v6) {
-            (IpNet::V4(n), false) => Some((u32::from(n.network()) as u128, u32::from(n.broadcast()) as u128)),
+            (IpNet::V4(n), false) => Some((
+                u32::from(n.network()) as u128,
+                u32::from(n.broadcast()) as u128,
+            )),
             (IpNet::V6(n), true) => Some((u128::from(n.network()), u128::from(n.broadcast()))),
             _ => None,
         })
@@ -84,10 +93,18 @@ fn side_alts(peers: &[Peer], side: Side, v6: bool, atoms: &mut Atoms) -> Vec<Alt
     for p in peers {
         match p {
             Peer::Entity(Entity::All) => return vec![Alt::Any],
-            Peer::Entity(Entity::World) => alts.push(Alt::Atom(atoms.id(Atom::End(side, EndIs::World)))),
-            Peer::Entity(Entity::Host) => alts.push(Alt::Atom(atoms.id(Atom::End(side, EndIs::Host)))),
-            Peer::Entity(Entity::Cluster) => alts.push(Alt::Atom(atoms.id(Atom::End(side, EndIs::Cluster)))),
-            Peer::Selector(s) => alts.push(Alt::Atom(atoms.id(Atom::End(side, EndIs::Selector(s.clone()))))),
+            Peer::Entity(Entity::World) => {
+                alts.push(Alt::Atom(atoms.id(Atom::End(side, EndIs::World))))
+            }
+            Peer::Entity(Entity::Host) => {
+                alts.push(Alt::Atom(atoms.id(Atom::End(side, EndIs::Host))))
+            }
+            Peer::Entity(Entity::Cluster) => {
+                alts.push(Alt::Atom(atoms.id(Atom::End(side, EndIs::Cluster))))
+            }
+            Peer::Selector(s) => alts.push(Alt::Atom(
+                atoms.id(Atom::End(side, EndIs::Selector(s.clone()))),
+            )),
             Peer::Addrs(list) => addrs.extend(nets(list, v6)),
         }
     }
@@ -154,7 +171,11 @@ fn terms_of(r: &Rule, v6: bool, outcome: Outcome, atoms: &mut Atoms) -> Vec<Term
     for s in &src {
         for d in &dst {
             for (dp, named) in &dport_alts {
-                let mut t = Term { fields: fields.clone(), atoms: base_atoms.clone(), outcome };
+                let mut t = Term {
+                    fields: fields.clone(),
+                    atoms: base_atoms.clone(),
+                    outcome,
+                };
                 for (alt, field) in [(s, Field::SrcAddr), (d, Field::DstAddr)] {
                     match alt {
                         Alt::Any => {}
@@ -182,18 +203,27 @@ pub fn build(ir: &Validated, opts: &Options) -> Forest {
         for v6 in [false, true] {
             let mut atoms = Atoms::default();
             let mut chains = Vec::new();
-            for (ci, c) in ir.chains.iter().enumerate().filter(|(_, c)| c.direction == direction) {
+            for (ci, c) in ir
+                .chains
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| c.direction == direction)
+            {
                 let terms: Vec<Term> = c
                     .rules
                     .iter()
-                    .flat_map(|id| terms_of(&ir.rules[*id as usize], v6, Outcome::Rule(*id), &mut atoms))
+                    .flat_map(|id| {
+                        terms_of(&ir.rules[*id as usize], v6, Outcome::Rule(*id), &mut atoms)
+                    })
                     .collect();
                 if !terms.is_empty() {
                     chains.push((ci as u32, diagram(terms, v6, opts)));
                 }
             }
             let policy_rules = |action: Action| {
-                ir.rules.iter().filter(move |r| r.layer == Layer::Policy && r.direction == direction && r.action == action)
+                ir.rules.iter().filter(move |r| {
+                    r.layer == Layer::Policy && r.direction == direction && r.action == action
+                })
             };
             let mut terms: Vec<Term> = Vec::new();
             for r in policy_rules(Action::Deny).chain(policy_rules(Action::Allow)) {
@@ -201,10 +231,20 @@ pub fn build(ir: &Validated, opts: &Options) -> Forest {
             }
             for s in ir.sections.iter().filter(|s| s.direction == direction) {
                 let a = atoms.id(Atom::Subject(s.subject.clone()));
-                terms.push(Term { fields: Default::default(), atoms: vec![a], outcome: Outcome::DefaultDeny });
+                terms.push(Term {
+                    fields: Default::default(),
+                    atoms: vec![a],
+                    outcome: Outcome::DefaultDeny,
+                });
             }
             let policy = diagram(terms, v6, opts);
-            hooks.push(Hook { direction, v6, chains, policy, atoms: atoms.list });
+            hooks.push(Hook {
+                direction,
+                v6,
+                chains,
+                policy,
+                atoms: atoms.list,
+            });
         }
     }
     Forest { hooks }
@@ -218,15 +258,22 @@ struct Builder<'a> {
 }
 
 fn intersects(set: &Option<Set>, (lo, hi): (u128, u128)) -> bool {
-    set.as_ref().is_none_or(|s| s.iter().any(|(a, b)| *a <= hi && lo <= *b))
+    set.as_ref()
+        .is_none_or(|s| s.iter().any(|(a, b)| *a <= hi && lo <= *b))
 }
 
 fn covers(set: &Option<Set>, (lo, hi): (u128, u128)) -> bool {
-    set.as_ref().is_none_or(|s| s.iter().any(|(a, b)| *a <= lo && hi <= *b))
+    set.as_ref()
+        .is_none_or(|s| s.iter().any(|(a, b)| *a <= lo && hi <= *b))
 }
 
 pub fn diagram(terms: Vec<Term>, v6: bool, opts: &Options) -> Diagram {
-    let mut b = Builder { terms: &terms, opts: *opts, nodes: Vec::new(), interned: HashMap::new() };
+    let mut b = Builder {
+        terms: &terms,
+        opts: *opts,
+        nodes: Vec::new(),
+        interned: HashMap::new(),
+    };
     let mut region = FIELDS.map(|f| (0u128, f.top(v6)));
     let live: Vec<TermId> = (0..terms.len() as TermId).collect();
     let root = b.node(&mut region, &mut Vec::new(), live, 0);
@@ -245,15 +292,31 @@ impl Builder<'_> {
         id
     }
 
-    fn node(&mut self, region: &mut [(u128, u128); 7], known: &mut Vec<AtomId>, live: Vec<TermId>, depth: usize) -> NodeId {
-        let Some(&first) = live.first() else { return self.add(Node::Leaf(None)) };
+    fn node(
+        &mut self,
+        region: &mut [(u128, u128); 7],
+        known: &mut Vec<AtomId>,
+        live: Vec<TermId>,
+        depth: usize,
+    ) -> NodeId {
+        let Some(&first) = live.first() else {
+            return self.add(Node::Leaf(None));
+        };
         let t0 = &self.terms[first as usize];
-        if t0.fields.iter().zip(region.iter()).all(|(s, r)| covers(s, *r)) {
+        if t0
+            .fields
+            .iter()
+            .zip(region.iter())
+            .all(|(s, r)| covers(s, *r))
+        {
             return match t0.atoms.iter().find(|a| !known.contains(a)) {
                 None => self.add(Node::Leaf(Some(t0.outcome))),
                 Some(&atom) => {
-                    let no_live: Vec<TermId> =
-                        live.iter().copied().filter(|t| !self.terms[*t as usize].atoms.contains(&atom)).collect();
+                    let no_live: Vec<TermId> = live
+                        .iter()
+                        .copied()
+                        .filter(|t| !self.terms[*t as usize].atoms.contains(&atom))
+                        .collect();
                     known.push(atom);
                     let yes = self.node(region, known, live, depth + 1);
                     known.pop();
@@ -273,9 +336,21 @@ impl Builder<'_> {
         let i = field.index();
         let (lo, hi) = region[i];
         let side = |b: &Self, r: (u128, u128)| -> Vec<TermId> {
-            live.iter().copied().filter(|t| intersects(&b.terms[*t as usize].fields[i], r)).collect()
+            live.iter()
+                .copied()
+                .filter(|t| intersects(&b.terms[*t as usize].fields[i], r))
+                .collect()
         };
         let (left, right) = (side(self, (lo, cut - 1)), side(self, (cut, hi)));
+        // A cut that leaves nearly every term on both sides only replicates
+        // them (wildcard-heavy sets): a short list is cheaper to scan.
+        let larger = left.len().max(right.len());
+        if self.opts.leaf_size > 1
+            && live.len() <= self.opts.leaf_size * 8
+            && larger * 20 >= live.len() * 19
+        {
+            return self.add(Node::Linear(live));
+        }
         region[i] = (lo, cut - 1);
         let lo_node = self.node(region, known, left, depth + 1);
         region[i] = (cut, hi);
@@ -284,7 +359,12 @@ impl Builder<'_> {
         if lo_node == hi_node {
             lo_node
         } else {
-            self.add(Node::Split { field, cut, lo: lo_node, hi: hi_node })
+            self.add(Node::Split {
+                field,
+                cut,
+                lo: lo_node,
+                hi: hi_node,
+            })
         }
     }
 
@@ -315,7 +395,9 @@ impl Builder<'_> {
             cuts.dedup();
             let cut = cuts[cuts.len() / 2];
             let count = |r: (u128, u128)| {
-                live.iter().filter(|t| intersects(&self.terms[**t as usize].fields[f.index()], r)).count()
+                live.iter()
+                    .filter(|t| intersects(&self.terms[**t as usize].fields[f.index()], r))
+                    .count()
             };
             let (l, r) = (count((lo, cut - 1)), count((cut, hi)));
             let score = (l.max(r), l + r);
@@ -323,7 +405,8 @@ impl Builder<'_> {
                 best = Some((score.0, score.1, f, cut));
             }
         }
-        let (_, _, f, cut) = best.expect("a term that does not cover the region has a boundary inside it");
-            (f, cut)
+        let (_, _, f, cut) =
+            best.expect("a term that does not cover the region has a boundary inside it");
+        (f, cut)
     }
 }

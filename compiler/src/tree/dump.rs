@@ -75,11 +75,21 @@ pub fn diagram(ir: &Validated, d: &Diagram, atoms: &[Atom], v6: bool) -> String 
                 name(hi)
             ),
             Node::Test { atom: a, yes, no } => {
-                writeln!(out, "{}: {} ? {} : {}", name(n), atom(&atoms[*a as usize]), name(yes), name(no))
+                writeln!(
+                    out,
+                    "{}: {} ? {} : {}",
+                    name(n),
+                    atom(&atoms[*a as usize]),
+                    name(yes),
+                    name(no)
+                )
             }
             Node::Leaf(o) => writeln!(out, "{}: {}", name(n), outcome(ir, *o)),
             Node::Linear(ts) => {
-                let list: Vec<String> = ts.iter().map(|t| outcome(ir, Some(d.terms[*t as usize].outcome))).collect();
+                let list: Vec<String> = ts
+                    .iter()
+                    .map(|t| outcome(ir, Some(d.terms[*t as usize].outcome)))
+                    .collect();
                 writeln!(out, "{}: first of [{}]", name(n), list.join(", "))
             }
         };
@@ -92,7 +102,12 @@ pub fn forest(ir: &Validated, f: &Forest) -> String {
     for h in &f.hooks {
         let fam = if h.v6 { "ipv6" } else { "ipv4" };
         for (ci, d) in &h.chains {
-            let _ = writeln!(out, "== {} {fam} chain {}", h.direction.keyword(), ir.chains[*ci as usize].name);
+            let _ = writeln!(
+                out,
+                "== {} {fam} chain {}",
+                h.direction.keyword(),
+                ir.chains[*ci as usize].name
+            );
             out.push_str(&diagram(ir, d, &h.atoms, h.v6));
         }
         if !h.policy.terms.is_empty() {
@@ -122,7 +137,11 @@ pub struct Stats {
 pub fn stats(d: &Diagram) -> Stats {
     // Per node: (paths, sum of depths below, max depth, worst comparisons).
     let mut memo: HashMap<NodeId, (f64, f64, usize, usize)> = HashMap::new();
-    fn go(d: &Diagram, n: NodeId, memo: &mut HashMap<NodeId, (f64, f64, usize, usize)>) -> (f64, f64, usize, usize) {
+    fn go(
+        d: &Diagram,
+        n: NodeId,
+        memo: &mut HashMap<NodeId, (f64, f64, usize, usize)>,
+    ) -> (f64, f64, usize, usize) {
         if let Some(v) = memo.get(&n) {
             return *v;
         }
@@ -131,7 +150,12 @@ pub fn stats(d: &Diagram) -> Stats {
             Node::Linear(ts) => (1.0, 0.0, 0, 1 + ts.len()),
             Node::Split { lo: a, hi: b, .. } | Node::Test { yes: a, no: b, .. } => {
                 let (x, y) = (go(d, *a, memo), go(d, *b, memo));
-                (x.0 + y.0, x.1 + x.0 + y.1 + y.0, 1 + x.2.max(y.2), 1 + x.3.max(y.3))
+                (
+                    x.0 + y.0,
+                    x.1 + x.0 + y.1 + y.0,
+                    1 + x.2.max(y.2),
+                    1 + x.3.max(y.3),
+                )
             }
         };
         memo.insert(n, v);
@@ -166,7 +190,12 @@ pub fn stats(d: &Diagram) -> Stats {
 
 /// Statistics summed over every diagram of a forest (max for depths).
 pub fn forest_stats(f: &Forest) -> Stats {
-    let all: Vec<Stats> = f.hooks.iter().flat_map(|h| h.chains.iter().map(|(_, d)| d).chain([&h.policy])).map(stats).collect();
+    let all: Vec<Stats> = f
+        .hooks
+        .iter()
+        .flat_map(|h| h.chains.iter().map(|(_, d)| d).chain([&h.policy]))
+        .map(stats)
+        .collect();
     let mut s = Stats::default();
     let mut paths_weight = 0.0;
     for x in &all {

@@ -46,8 +46,15 @@ pub enum Field {
     IcmpCode,
 }
 
-pub const FIELDS: [Field; 7] =
-    [Field::SrcAddr, Field::DstAddr, Field::Proto, Field::SrcPort, Field::DstPort, Field::IcmpType, Field::IcmpCode];
+pub const FIELDS: [Field; 7] = [
+    Field::SrcAddr,
+    Field::DstAddr,
+    Field::Proto,
+    Field::SrcPort,
+    Field::DstPort,
+    Field::IcmpType,
+    Field::IcmpCode,
+];
 
 impl Field {
     pub fn index(self) -> usize {
@@ -130,8 +137,17 @@ pub struct Term {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 pub enum Node {
     /// Values `< cut` go to `lo`.
-    Split { field: Field, cut: u128, lo: NodeId, hi: NodeId },
-    Test { atom: AtomId, yes: NodeId, no: NodeId },
+    Split {
+        field: Field,
+        cut: u128,
+        lo: NodeId,
+        hi: NodeId,
+    },
+    Test {
+        atom: AtomId,
+        yes: NodeId,
+        no: NodeId,
+    },
     Leaf(Option<Outcome>),
     /// Terms tried in order; the first that matches decides.
     Linear(Vec<TermId>),
@@ -192,10 +208,14 @@ pub fn atom_holds(ir: &Validated, atom: &Atom, pkt: &Packet) -> bool {
                 EndIs::World => *who == Identity::World,
                 EndIs::Host => *who == Identity::Host,
                 EndIs::Cluster => *who != Identity::World,
-                EndIs::Selector(s) => matches!(who, Identity::Endpoint(e) if eval::selector_matches(s, e)),
+                EndIs::Selector(s) => {
+                    matches!(who, Identity::Endpoint(e) if eval::selector_matches(s, e))
+                }
             }
         }
-        Atom::NamedPort(n) => matches!(dst, Identity::Endpoint(e) if e.named_ports.get(n) == Some(&pkt.dport)),
+        Atom::NamedPort(n) => {
+            matches!(dst, Identity::Endpoint(e) if e.named_ports.get(n) == Some(&pkt.dport))
+        }
         Atom::Flags(v, m) => pkt.tcp_flags & m == *v,
         Atom::L7(r) => eval::l7_matches(&ir.rules[*r as usize], pkt),
     }
@@ -203,20 +223,28 @@ pub fn atom_holds(ir: &Validated, atom: &Atom, pkt: &Packet) -> bool {
 
 impl Term {
     pub fn matches(&self, key: &[u128; 7], atom: &mut impl FnMut(AtomId) -> bool) -> bool {
-        self.fields.iter().zip(key).all(|(set, v)| set.as_ref().is_none_or(|s| s.iter().any(|(a, b)| a <= v && v <= b)))
-            && self.atoms.iter().all(|a| atom(*a))
+        self.fields.iter().zip(key).all(|(set, v)| {
+            set.as_ref()
+                .is_none_or(|s| s.iter().any(|(a, b)| a <= v && v <= b))
+        }) && self.atoms.iter().all(|a| atom(*a))
     }
 }
 
 impl Diagram {
     /// Walk the diagram; also returns the number of comparisons made.
-    pub fn classify(&self, key: &[u128; 7], mut atom: impl FnMut(AtomId) -> bool) -> (Option<Outcome>, usize) {
+    pub fn classify(
+        &self,
+        key: &[u128; 7],
+        mut atom: impl FnMut(AtomId) -> bool,
+    ) -> (Option<Outcome>, usize) {
         let mut n = self.root;
         let mut steps = 0;
         loop {
             steps += 1;
             match &self.nodes[n as usize] {
-                Node::Split { field, cut, lo, hi } => n = if key[field.index()] < *cut { *lo } else { *hi },
+                Node::Split { field, cut, lo, hi } => {
+                    n = if key[field.index()] < *cut { *lo } else { *hi }
+                }
                 Node::Test { atom: a, yes, no } => n = if atom(*a) { *yes } else { *no },
                 Node::Leaf(o) => return (*o, steps),
                 Node::Linear(terms) => {
@@ -233,7 +261,9 @@ impl Diagram {
 
 impl Forest {
     pub fn hook(&self, direction: Direction, v6: bool) -> Option<&Hook> {
-        self.hooks.iter().find(|h| h.direction == direction && h.v6 == v6)
+        self.hooks
+            .iter()
+            .find(|h| h.direction == direction && h.v6 == v6)
     }
 
     /// Decide a packet with the diagrams. Gives the evaluator's verdict,
@@ -258,7 +288,9 @@ impl Forest {
         };
         let k = key(pkt);
         let mut cache: Vec<Option<bool>> = vec![None; hook.atoms.len()];
-        let mut atom = |a: AtomId| *cache[a as usize].get_or_insert_with(|| atom_holds(ir, &hook.atoms[a as usize], pkt));
+        let mut atom = |a: AtomId| {
+            *cache[a as usize].get_or_insert_with(|| atom_holds(ir, &hook.atoms[a as usize], pkt))
+        };
         let mut accepted = None;
         for (_, d) in &hook.chains {
             if let (Some(Outcome::Rule(r)), _) = d.classify(&k, &mut atom) {
@@ -272,7 +304,9 @@ impl Forest {
         }
         let (outcome, _) = hook.policy.classify(&k, &mut atom);
         let mut d = match outcome {
-            Some(Outcome::Rule(r)) if ir.rules[r as usize].action == Action::Deny => early(Verdict::Drop, Reason::MatchedDeny),
+            Some(Outcome::Rule(r)) if ir.rules[r as usize].action == Action::Deny => {
+                early(Verdict::Drop, Reason::MatchedDeny)
+            }
             Some(Outcome::Rule(_)) => early(Verdict::Allow, Reason::MatchedAllow),
             Some(Outcome::DefaultDeny) => early(Verdict::Drop, Reason::DefaultDeny),
             None if accepted.is_some() => early(Verdict::Allow, Reason::ChainAccept),

@@ -25,7 +25,10 @@ pub fn structure(d: &Diagram, v6: bool) -> Result<(), String> {
         match n {
             Node::Split { field, cut, lo, hi } => {
                 if *cut == 0 || *cut > field.top(v6) {
-                    return Err(format!("n{i}: cut {cut} outside the domain of {}", field.name()));
+                    return Err(format!(
+                        "n{i}: cut {cut} outside the domain of {}",
+                        field.name()
+                    ));
                 }
                 child(*lo)?;
                 child(*hi)?;
@@ -34,11 +37,17 @@ pub fn structure(d: &Diagram, v6: bool) -> Result<(), String> {
                 child(*yes)?;
                 child(*no)?;
             }
-            Node::Leaf(Some(o)) if !outcomes.contains(o) => return Err(format!("n{i}: leaf outcome {o:?} of no term")),
+            Node::Leaf(Some(o)) if !outcomes.contains(o) => {
+                return Err(format!("n{i}: leaf outcome {o:?} of no term"))
+            }
             Node::Leaf(_) => {}
             Node::Linear(ts) => {
-                if ts.iter().any(|t| *t as usize >= d.terms.len()) || ts.windows(2).any(|w| w[0] >= w[1]) {
-                    return Err(format!("n{i}: linear leaf terms out of range or out of order"));
+                if ts.iter().any(|t| *t as usize >= d.terms.len())
+                    || ts.windows(2).any(|w| w[0] >= w[1])
+                {
+                    return Err(format!(
+                        "n{i}: linear leaf terms out of range or out of order"
+                    ));
                 }
             }
         }
@@ -47,8 +56,15 @@ pub fn structure(d: &Diagram, v6: bool) -> Result<(), String> {
 }
 
 /// Linear first match over the terms.
-pub fn reference(d: &Diagram, key: &[u128; 7], mut atom: impl FnMut(AtomId) -> bool) -> Option<Outcome> {
-    d.terms.iter().find(|t| t.matches(key, &mut atom)).map(|t| t.outcome)
+pub fn reference(
+    d: &Diagram,
+    key: &[u128; 7],
+    mut atom: impl FnMut(AtomId) -> bool,
+) -> Option<Outcome> {
+    d.terms
+        .iter()
+        .find(|t| t.matches(key, &mut atom))
+        .map(|t| t.outcome)
 }
 
 /// Keys where the diagram and its terms disagree (with the atom valuation
@@ -58,7 +74,9 @@ pub fn agrees(d: &Diagram, keys: &[[u128; 7]], atoms: &[bool]) -> Result<(), Str
         let want = reference(d, k, |a| atoms[a as usize]);
         let (got, _) = d.classify(k, |a| atoms[a as usize]);
         if got != want {
-            return Err(format!("key {k:?}: diagram says {got:?}, first match says {want:?}"));
+            return Err(format!(
+                "key {k:?}: diagram says {got:?}, first match says {want:?}"
+            ));
         }
     }
     Ok(())

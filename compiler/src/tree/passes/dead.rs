@@ -10,7 +10,13 @@ use crate::tree::{AtomId, Diagram, Node, NodeId, FIELDS};
 type Ctx = ([(u128, u128); 7], Vec<(AtomId, bool)>);
 
 pub fn run(d: &Diagram, v6: bool) -> Diagram {
-    fn go(d: &Diagram, n: NodeId, ctx: &mut Ctx, arena: &mut Arena, memo: &mut HashMap<(NodeId, Ctx), NodeId>) -> NodeId {
+    fn go(
+        d: &Diagram,
+        n: NodeId,
+        ctx: &mut Ctx,
+        arena: &mut Arena,
+        memo: &mut HashMap<(NodeId, Ctx), NodeId>,
+    ) -> NodeId {
         let key = (n, ctx.clone());
         if let Some(m) = memo.get(&key) {
             return *m;
@@ -29,7 +35,12 @@ pub fn run(d: &Diagram, v6: bool) -> Diagram {
                     ctx.0[i] = (*cut, b);
                     let h = go(d, *hi, ctx, arena, memo);
                     ctx.0[i] = (a, b);
-                    arena.add(Node::Split { field: *field, cut: *cut, lo: l, hi: h })
+                    arena.add(Node::Split {
+                        field: *field,
+                        cut: *cut,
+                        lo: l,
+                        hi: h,
+                    })
                 }
             }
             Node::Test { atom, yes, no } => match ctx.1.iter().find(|(a, _)| a == atom) {
@@ -41,7 +52,11 @@ pub fn run(d: &Diagram, v6: bool) -> Diagram {
                     ctx.1.last_mut().expect("pushed").1 = false;
                     let o = go(d, *no, ctx, arena, memo);
                     ctx.1.pop();
-                    arena.add(Node::Test { atom: *atom, yes: y, no: o })
+                    arena.add(Node::Test {
+                        atom: *atom,
+                        yes: y,
+                        no: o,
+                    })
                 }
             },
             leaf => arena.add(leaf.clone()),

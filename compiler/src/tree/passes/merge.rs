@@ -13,11 +13,20 @@ pub fn run(d: &Diagram) -> Diagram {
         let new = match &d.nodes[n as usize] {
             Node::Split { field, cut, lo, hi } => {
                 let (lo, hi) = (go(d, *lo, arena, memo), go(d, *hi, arena, memo));
-                arena.add(Node::Split { field: *field, cut: *cut, lo, hi })
+                arena.add(Node::Split {
+                    field: *field,
+                    cut: *cut,
+                    lo,
+                    hi,
+                })
             }
             Node::Test { atom, yes, no } => {
                 let (yes, no) = (go(d, *yes, arena, memo), go(d, *no, arena, memo));
-                arena.add(Node::Test { atom: *atom, yes, no })
+                arena.add(Node::Test {
+                    atom: *atom,
+                    yes,
+                    no,
+                })
             }
             leaf => arena.add(leaf.clone()),
         };

@@ -22,7 +22,10 @@ pub(crate) struct Arena {
 
 impl Arena {
     pub fn new() -> Arena {
-        Arena { nodes: Vec::new(), interned: HashMap::new() }
+        Arena {
+            nodes: Vec::new(),
+            interned: HashMap::new(),
+        }
     }
 
     /// Add a node, collapsing a test with equal children to the child.
@@ -42,6 +45,10 @@ impl Arena {
     }
 
     pub fn finish(self, old: &Diagram, root: NodeId) -> Diagram {
-        Diagram { nodes: self.nodes, root, terms: old.terms.clone() }
+        Diagram {
+            nodes: self.nodes,
+            root,
+            terms: old.terms.clone(),
+        }
     }
 }

@@ -1,0 +1,277 @@
+//! Decision diagrams against the reference evaluator: the semantic cases,
+//! generated policies with random packets, and ClassBench traces must get
+//! the same verdict, reason and deciding rule. Passes keep diagrams
+//! well-formed and their decisions unchanged.
+
+use std::path::{Path, PathBuf};
+
+use cilc::eval::{cases, evaluate, packet::parse_packet, Decision};
+use cilc::tree::{self, build::Options, passes, verify};
+use proptest::prelude::*;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn same(a: &Decision, b: &Decision) -> bool {
+    (a.verdict, a.reason, a.rule, &a.snat) == (b.verdict, b.reason, b.rule, &b.snat)
+}
+
+#[test]
+fn semantic_cases_through_the_diagrams() {
+    let mut n = 0;
+    for e in std::fs::read_dir(root().join("tests/semantics")).unwrap() {
+        let p = e.unwrap().path();
+        let file = cases::parse_case_file(&std::fs::read_to_string(&p).unwrap()).unwrap();
+        let (ir, _) = cilc::compile_ir(&file.policy).unwrap();
+        for opts in [
+            Options::default(),
+            Options {
+                leaf_size: 1,
+                max_depth: 64,
+            },
+        ] {
+            let forest = tree::build::build(&ir, &opts);
+            let failures = cases::run(&file, &ir, |pkt| forest.decide(&ir, pkt));
+            assert!(
+                failures.is_empty(),
+                "{}:\n{}",
+                p.display(),
+                failures.join("\n")
+            );
+        }
+        n += file.cases.len();
+    }
+    assert!(n > 100);
+}
+
+fn random_line(pick: (bool, usize, u32, u32, usize, u16, u16, usize)) -> String {
+    let (ingress, local, a, b, proto, sport, dport, peer) = pick;
+    let local = [
+        "host",
+        "app=app0,tier=frontend@ns-1",
+        "app=app1,tier=backend@x[env=prod,team=t1]+web-1=80",
+        "app=app2,tier=web@ns-2",
+    ][local];
+    let peer = [
+        "world",
+        "host",
+        "app=app3,tier=backend@ns-3+metrics-1=9090",
+        "app=app0,tier=frontend@ns-0[env=prod,team=t0]",
+    ][peer];
+    let proto = ["tcp", "udp", "sctp", "icmp", "proto 47", "icmpv6", "tcp6"][proto];
+    // Addresses in the generator's ranges half of the time, anywhere else.
+    let v4 = |x: u32| {
+        if x & 1 == 0 {
+            std::net::Ipv4Addr::from(0x0a00_0000 | (x >> 9))
+        } else {
+            std::net::Ipv4Addr::from(x)
+        }
+    };
+    let v6 = |x: u32| format!("fd00:{:x}::{:x}", (x >> 16) & 0x3f, x & 0xffff);
+    let (src, dst, l4) = match proto {
+        "icmpv6" => (v6(a), v6(b), format!("icmpv6 {} 0", sport % 256)),
+        "tcp6" => (v6(a), v6(b), format!("tcp {sport} {}", dport % 2048)),
+        "icmp" => (
+            v4(a).to_string(),
+            v4(b).to_string(),
+            format!("icmp {} 0", if sport & 1 == 0 { 8 } else { sport % 256 }),
+        ),
+        p => (
+            v4(a).to_string(),
+            v4(b).to_string(),
+            format!(
+                "{p} {sport} {}",
+                if dport & 1 == 0 { dport % 2048 } else { dport }
+            ),
+        ),
+    };
+    let dir = if ingress { "ingress" } else { "egress" };
+    let flags = if sport % 3 == 0 { " flags syn" } else { "" };
+    format!("{dir} local {local} peer {peer} {src} -> {dst} {l4}{flags}")
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, .. ProptestConfig::default() })]
+
+    #[test]
+    fn generated_policies_decide_like_the_evaluator(
+        seed in any::<u64>(),
+        rules in 1usize..120,
+        leaf in 1usize..6,
+        pkts in proptest::collection::vec((any::<bool>(), 0usize..4, any::<u32>(), any::<u32>(), 0usize..7, any::<u16>(), any::<u16>(), 0usize..4), 64),
+    ) {
+        let src = cilc::gen::policy(seed, rules);
+        let (ir, _) = cilc::compile_ir(&src).unwrap();
+        let forest = tree::build::build(&ir, &Options { leaf_size: leaf, max_depth: 64 });
+        for pick in pkts {
+            let line = random_line(pick);
+            let pkt = parse_packet(&line).unwrap();
+            let (want, got) = (evaluate(&ir, &pkt), forest.decide(&ir, &pkt));
+            prop_assert!(same(&want, &got), "{}\nevaluator: {:?}\ndiagram:   {:?}", line, want, got);
+        }
+    }
+
+    /// Passes keep every diagram well-formed and deciding as its terms do.
+    #[test]
+    fn passes_keep_meaning(seed in any::<u64>(), rules in 1usize..60, valuation in any::<u64>()) {
+        let src = cilc::gen::policy(seed, rules);
+        let (ir, _) = cilc::compile_ir(&src).unwrap();
+        let forest = tree::build::build(&ir, &Options::default());
+        for h in &forest.hooks {
+            let atoms: Vec<bool> = (0..h.atoms.len()).map(|i| valuation >> (i % 64) & 1 == 1).collect();
+            for d in h.chains.iter().map(|(_, d)| d).chain([&h.policy]) {
+                let keys = verify::boundary_keys(d, 400);
+                prop_assert!(verify::structure(d, h.v6).is_ok());
+                prop_assert_eq!(verify::agrees(d, &keys, &atoms), Ok(()));
+                for after in [passes::merge::run(d), passes::dead::run(d, h.v6)] {
+                    prop_assert_eq!(verify::structure(&after, h.v6), Ok(()));
+                    prop_assert_eq!(verify::agrees(&after, &keys, &atoms), Ok(()));
+                    prop_assert!(tree::dump::stats(&after).nodes <= tree::dump::stats(d).nodes);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn the_verifier_catches_a_wrong_diagram() {
+    let src = "chain c on host ingress {\n  drop from 10.0.0.0/8 tcp 22\n  accept from 10.1.0.0/16\n  drop\n}\n";
+    let (ir, _) = cilc::compile_ir(src).unwrap();
+    let forest = tree::build::build(
+        &ir,
+        &Options {
+            leaf_size: 1,
+            max_depth: 64,
+        },
+    );
+    let d = &forest
+        .hook(cilc::resolve::Direction::Ingress, false)
+        .unwrap()
+        .chains[0]
+        .1;
+    let keys = verify::boundary_keys(d, 1000);
+    let atoms = vec![true; 8];
+    assert_eq!(verify::agrees(d, &keys, &atoms), Ok(()));
+    // Move one cut by one: some boundary key must now be misclassified.
+    let mut broken = d.clone();
+    let i = broken
+        .nodes
+        .iter()
+        .position(|n| matches!(n, tree::Node::Split { .. }))
+        .unwrap();
+    if let tree::Node::Split { cut, .. } = &mut broken.nodes[i] {
+        *cut += 1;
+    }
+    assert!(verify::agrees(&broken, &keys, &atoms).is_err());
+    // A child pointing forward is a structural error.
+    let mut cyclic = d.clone();
+    let last = cyclic.nodes.len() as u32 - 1;
+    if let tree::Node::Split { lo, .. } = &mut cyclic.nodes[i] {
+        *lo = last;
+    }
+    assert!(verify::structure(&cyclic, false).is_err());
+}
+
+#[test]
+fn dump_of_a_small_policy() {
+    let src = "select web = app=web\n\npolicy web on web {\n  ingress {\n    allow from 10.0.0.0/8 tcp 80, 443\n    deny from 10.1.0.0/16\n    allow from { app=lb } tcp 8080\n  }\n}\n\nchain edge on host ingress {\n  drop from 192.0.2.0/24\n  accept tcp 22 flags syn/syn|ack\n  drop\n}\n";
+    let (ir, _) = cilc::compile_ir(src).unwrap();
+    let forest = tree::build::build(
+        &ir,
+        &Options {
+            leaf_size: 1,
+            max_depth: 64,
+        },
+    );
+    let text = tree::dump::forest(&ir, &forest);
+    insta::with_settings!({snapshot_path => "../../tests/snapshots", prepend_module_to_snapshot => false}, {
+        insta::assert_snapshot!("tree_small_policy", text);
+    });
+}
+
+fn shared() -> Option<PathBuf> {
+    let p = root().join("../shared/bench/classbench");
+    if p.is_dir() {
+        Some(p)
+    } else {
+        eprintln!(
+            "NOT RUN: {} is absent, so the ClassBench traces cannot be checked here",
+            p.display()
+        );
+        None
+    }
+}
+
+fn classbench_trace(filters: &str, trace: &str, truth: Option<&str>) {
+    let Some(dir) = shared() else { return };
+    let read = |p: &str| std::fs::read_to_string(dir.join(p)).unwrap();
+    let f = cilc::classbench::parse_filters(&read(filters)).unwrap();
+    let (ir, _) = cilc::compile_ir(&cilc::classbench::to_cpl(&f, "cb", filters).unwrap()).unwrap();
+    let forest = tree::build::build(&ir, &Options::default());
+    let lines = cilc::classbench::parse_trace(&read(trace)).unwrap();
+    let truth = truth.map(|t| cilc::classbench::parse_truth(&read(t)).unwrap());
+    let mut wrong = Vec::new();
+    for (i, t) in lines.iter().enumerate() {
+        let want = truth.as_ref().map(|t| t[i] + 1).unwrap_or(t.last);
+        let d = forest.decide(&ir, &cilc::classbench::packet(t));
+        let got = d.rule.and_then(|r| {
+            ir.rules[r as usize]
+                .name
+                .rsplit_once("/r")
+                .and_then(|(_, n)| n.parse::<usize>().ok())
+        });
+        if got != Some(want) {
+            wrong.push((i, want, got));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "{trace}: {} of {} wrong, first {:?}",
+        wrong.len(),
+        lines.len(),
+        &wrong[..wrong.len().min(5)]
+    );
+}
+
+#[test]
+fn classbench_wustl_through_the_diagram() {
+    for set in ["acl1", "fw1", "ipc1"] {
+        classbench_trace(
+            &format!("wustl_hs1/{set}_1K"),
+            &format!("wustl_hs1/{set}_1K_trace"),
+            None,
+        );
+    }
+}
+
+#[test]
+fn classbench_lyxocs_1k_through_the_diagram() {
+    for set in ["acl1_1k", "fw1_1k", "ipc1_1k"] {
+        classbench_trace(
+            &format!("lyxocs_ruleSet/{set}"),
+            &format!("lyxocs_ruleSet/{set}_trace"),
+            Some(&format!("lyxocs_ruleSet/derived/{set}_trace.first_match0")),
+        );
+    }
+}
+
+#[test]
+fn classbench_lyxocs_fw1_10k_through_the_diagram() {
+    classbench_trace(
+        "lyxocs_ruleSet/fw1_10k",
+        "lyxocs_ruleSet/fw1_10k_trace",
+        Some("lyxocs_ruleSet/derived/fw1_10k_trace.first_match0"),
+    );
+}
+
+#[test]
+fn classbench_lyxocs_ipc1_10k_through_the_diagram() {
+    for set in ["ipc1_10k"] {
+        classbench_trace(
+            &format!("lyxocs_ruleSet/{set}"),
+            &format!("lyxocs_ruleSet/{set}_trace"),
+            Some(&format!("lyxocs_ruleSet/derived/{set}_trace.first_match0")),
+        );
+    }
+}
