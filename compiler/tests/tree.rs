@@ -267,11 +267,9 @@ fn classbench_lyxocs_fw1_10k_through_the_diagram() {
 
 #[test]
 fn classbench_lyxocs_ipc1_10k_through_the_diagram() {
-    for set in ["ipc1_10k"] {
-        classbench_trace(
-            &format!("lyxocs_ruleSet/{set}"),
-            &format!("lyxocs_ruleSet/{set}_trace"),
-            Some(&format!("lyxocs_ruleSet/derived/{set}_trace.first_match0")),
-        );
-    }
+    classbench_trace(
+        "lyxocs_ruleSet/ipc1_10k",
+        "lyxocs_ruleSet/ipc1_10k_trace",
+        Some("lyxocs_ruleSet/derived/ipc1_10k_trace.first_match0"),
+    );
 }
