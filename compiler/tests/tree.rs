@@ -153,17 +153,23 @@ fn the_verifier_catches_a_wrong_diagram() {
     let keys = verify::boundary_keys(d, 1000);
     let atoms = vec![true; 8];
     assert_eq!(verify::agrees(d, &keys, &atoms), Ok(()));
-    // Move one cut by one: some boundary key must now be misclassified.
-    let mut broken = d.clone();
-    let i = broken
-        .nodes
-        .iter()
-        .position(|n| matches!(n, tree::Node::Split { .. }))
-        .unwrap();
-    if let tree::Node::Split { cut, .. } = &mut broken.nodes[i] {
-        *cut += 1;
+    // Swap the children of every cut in turn: each swap sends the packets
+    // on one side of a term boundary down the other side.
+    let splits: Vec<usize> = (0..d.nodes.len())
+        .filter(|i| matches!(d.nodes[*i], tree::Node::Split { .. }))
+        .collect();
+    assert!(!splits.is_empty());
+    for &i in &splits {
+        let mut broken = d.clone();
+        if let tree::Node::Split { lo, hi, .. } = &mut broken.nodes[i] {
+            std::mem::swap(lo, hi);
+        }
+        assert!(
+            verify::agrees(&broken, &keys, &atoms).is_err(),
+            "swapping the children of n{i} went unnoticed"
+        );
     }
-    assert!(verify::agrees(&broken, &keys, &atoms).is_err());
+    let i = splits[0];
     // A child pointing forward is a structural error.
     let mut cyclic = d.clone();
     let last = cyclic.nodes.len() as u32 - 1;

@@ -267,18 +267,41 @@ fn covers(set: &Option<Set>, (lo, hi): (u128, u128)) -> bool {
         .is_none_or(|s| s.iter().any(|(a, b)| *a <= lo && hi <= *b))
 }
 
+/// Is the field's set wide: unconstrained, or with one interval covering at
+/// least half of the field's domain?
+fn wide(set: &Option<Set>, top: u128) -> bool {
+    set.as_ref()
+        .is_none_or(|s| s.iter().any(|(a, b)| b - a >= top / 2))
+}
+
 pub fn diagram(terms: Vec<Term>, v6: bool, opts: &Options) -> Diagram {
+    // EffiCuts-style parts: terms with a wide source, a wide destination,
+    // both or neither are cut separately, so that wide terms are not copied
+    // into every region of the narrow ones.
+    let mut parts: [Vec<TermId>; 4] = Default::default();
+    for (i, t) in terms.iter().enumerate() {
+        let top = Field::SrcAddr.top(v6);
+        let p = usize::from(wide(&t.fields[Field::SrcAddr.index()], top)) * 2
+            + usize::from(wide(&t.fields[Field::DstAddr.index()], top));
+        parts[p].push(i as TermId);
+    }
     let mut b = Builder {
         terms: &terms,
         opts: *opts,
         nodes: Vec::new(),
         interned: HashMap::new(),
     };
-    let mut region = FIELDS.map(|f| (0u128, f.top(v6)));
-    let live: Vec<TermId> = (0..terms.len() as TermId).collect();
-    let root = b.node(&mut region, &mut Vec::new(), live, 0);
+    let mut roots = Vec::new();
+    for live in parts.into_iter().filter(|p| !p.is_empty()) {
+        let mut region = FIELDS.map(|f| (0u128, f.top(v6)));
+        roots.push(b.node(&mut region, &mut Vec::new(), live, 0));
+    }
     let nodes = std::mem::take(&mut b.nodes);
-    Diagram { nodes, root, terms }
+    Diagram {
+        nodes,
+        roots,
+        terms,
+    }
 }
 
 impl Builder<'_> {
@@ -310,7 +333,7 @@ impl Builder<'_> {
             .all(|(s, r)| covers(s, *r))
         {
             return match t0.atoms.iter().find(|a| !known.contains(a)) {
-                None => self.add(Node::Leaf(Some(t0.outcome))),
+                None => self.add(Node::Leaf(Some(first))),
                 Some(&atom) => {
                     let no_live: Vec<TermId> = live
                         .iter()

@@ -48,7 +48,7 @@ fn outcome(ir: &Validated, o: Option<Outcome>) -> String {
 pub fn diagram(ir: &Validated, d: &Diagram, atoms: &[Atom], v6: bool) -> String {
     let mut order: Vec<NodeId> = Vec::new();
     let mut seen: HashMap<NodeId, usize> = HashMap::new();
-    let mut stack = vec![d.root];
+    let mut stack: Vec<NodeId> = d.roots.iter().rev().copied().collect();
     while let Some(n) = stack.pop() {
         if seen.contains_key(&n) {
             continue;
@@ -63,6 +63,10 @@ pub fn diagram(ir: &Validated, d: &Diagram, atoms: &[Atom], v6: bool) -> String 
     }
     let name = |n: &NodeId| format!("n{}", seen[n]);
     let mut out = String::new();
+    if d.roots.len() > 1 {
+        let r: Vec<String> = d.roots.iter().map(name).collect();
+        let _ = writeln!(out, "parts: {}", r.join(" "));
+    }
     for n in &order {
         let _ = match &d.nodes[*n as usize] {
             Node::Split { field, cut, lo, hi } => writeln!(
@@ -84,7 +88,12 @@ pub fn diagram(ir: &Validated, d: &Diagram, atoms: &[Atom], v6: bool) -> String 
                     name(no)
                 )
             }
-            Node::Leaf(o) => writeln!(out, "{}: {}", name(n), outcome(ir, *o)),
+            Node::Leaf(t) => writeln!(
+                out,
+                "{}: {}",
+                name(n),
+                outcome(ir, t.map(|t| d.terms[t as usize].outcome))
+            ),
             Node::Linear(ts) => {
                 let list: Vec<String> = ts
                     .iter()
@@ -161,7 +170,16 @@ pub fn stats(d: &Diagram) -> Stats {
         memo.insert(n, v);
         v
     }
-    let (paths, sum, max_depth, worst) = go(d, d.root, &mut memo);
+    // Every part is walked: depths are per part, comparisons add up.
+    let (mut paths, mut sum, mut max_depth, mut worst) = (0.0, 0.0, 0, 0);
+    for r in &d.roots {
+        let (p, s, m, w) = go(d, *r, &mut memo);
+        paths += p;
+        sum += s;
+        max_depth = max_depth.max(m);
+        worst += w;
+    }
+    let paths = if paths == 0.0 { 1.0 } else { paths };
     let mut leaves = 0;
     let mut refs = 0;
     for n in memo.keys() {

@@ -148,7 +148,8 @@ pub enum Node {
         yes: NodeId,
         no: NodeId,
     },
-    Leaf(Option<Outcome>),
+    /// The first matching term of this part, if any.
+    Leaf(Option<TermId>),
     /// Terms tried in order; the first that matches decides.
     Linear(Vec<TermId>),
 }
@@ -157,7 +158,10 @@ pub enum Node {
 #[derive(Debug, Clone, Serialize)]
 pub struct Diagram {
     pub nodes: Vec<Node>,
-    pub root: NodeId,
+    /// One root per part: terms are partitioned by how wide their address
+    /// sets are, each part is its own tree (in one shared arena), and the
+    /// first match over all parts (the lowest term id) decides.
+    pub roots: Vec<NodeId>,
     /// Terms in priority order (earlier wins).
     pub terms: Vec<Term>,
 }
@@ -231,31 +235,38 @@ impl Term {
 }
 
 impl Diagram {
-    /// Walk the diagram; also returns the number of comparisons made.
+    /// Walk every part; the lowest matching term decides. Also returns the
+    /// number of comparisons made.
     pub fn classify(
         &self,
         key: &[u128; 7],
         mut atom: impl FnMut(AtomId) -> bool,
     ) -> (Option<Outcome>, usize) {
-        let mut n = self.root;
+        let mut best: Option<TermId> = None;
         let mut steps = 0;
-        loop {
-            steps += 1;
-            match &self.nodes[n as usize] {
-                Node::Split { field, cut, lo, hi } => {
-                    n = if key[field.index()] < *cut { *lo } else { *hi }
+        for root in &self.roots {
+            let mut n = *root;
+            let hit = loop {
+                steps += 1;
+                match &self.nodes[n as usize] {
+                    Node::Split { field, cut, lo, hi } => {
+                        n = if key[field.index()] < *cut { *lo } else { *hi }
+                    }
+                    Node::Test { atom: a, yes, no } => n = if atom(*a) { *yes } else { *no },
+                    Node::Leaf(t) => break *t,
+                    Node::Linear(terms) => {
+                        break terms.iter().copied().find(|t| {
+                            steps += 1;
+                            self.terms[*t as usize].matches(key, &mut atom)
+                        })
+                    }
                 }
-                Node::Test { atom: a, yes, no } => n = if atom(*a) { *yes } else { *no },
-                Node::Leaf(o) => return (*o, steps),
-                Node::Linear(terms) => {
-                    let hit = terms.iter().find(|t| {
-                        steps += 1;
-                        self.terms[**t as usize].matches(key, &mut atom)
-                    });
-                    return (hit.map(|t| self.terms[*t as usize].outcome), steps);
-                }
+            };
+            if let Some(t) = hit {
+                best = Some(best.map_or(t, |b| b.min(t)));
             }
         }
+        (best.map(|t| self.terms[t as usize].outcome), steps)
     }
 }
 

@@ -10,10 +10,9 @@
 use super::{AtomId, Diagram, Node, Outcome};
 
 pub fn structure(d: &Diagram, v6: bool) -> Result<(), String> {
-    if d.root as usize >= d.nodes.len() {
-        return Err(format!("root n{} out of range", d.root));
+    if let Some(r) = d.roots.iter().find(|r| **r as usize >= d.nodes.len()) {
+        return Err(format!("root n{r} out of range"));
     }
-    let outcomes: Vec<Outcome> = d.terms.iter().map(|t| t.outcome).collect();
     for (i, n) in d.nodes.iter().enumerate() {
         let child = |c: u32| -> Result<(), String> {
             if c as usize >= i {
@@ -37,8 +36,8 @@ pub fn structure(d: &Diagram, v6: bool) -> Result<(), String> {
                 child(*yes)?;
                 child(*no)?;
             }
-            Node::Leaf(Some(o)) if !outcomes.contains(o) => {
-                return Err(format!("n{i}: leaf outcome {o:?} of no term"))
+            Node::Leaf(Some(t)) if *t as usize >= d.terms.len() => {
+                return Err(format!("n{i}: leaf names no term t{t}"))
             }
             Node::Leaf(_) => {}
             Node::Linear(ts) => {
@@ -82,29 +81,43 @@ pub fn agrees(d: &Diagram, keys: &[[u128; 7]], atoms: &[bool]) -> Result<(), Str
     Ok(())
 }
 
-/// Every boundary of every term (and one below it): the keys at which a
-/// wrong cut would show.
+/// Keys at which a wrong cut would show: for every term and every pair of
+/// terms, the lowest corner of their common region, and that corner with
+/// each field moved to each boundary of either term (and one past it).
 pub fn boundary_keys(d: &Diagram, limit: usize) -> Vec<[u128; 7]> {
-    let mut keys = Vec::new();
-    for t in &d.terms {
+    type Set = Option<Vec<(u128, u128)>>;
+    fn corner(a: &[Set; 7], b: &[Set; 7]) -> Option<[u128; 7]> {
         let mut k = [0u128; 7];
-        for (i, set) in t.fields.iter().enumerate() {
-            if let Some(s) = set {
-                k[i] = s[0].0;
+        for i in 0..7 {
+            let lo = |s: &Set| s.as_ref().map_or(0, |v| v[0].0);
+            let hi = |s: &Set| s.as_ref().map_or(u128::MAX, |v| v[v.len() - 1].1);
+            let v = lo(&a[i]).max(lo(&b[i]));
+            if v > hi(&a[i]).min(hi(&b[i])) {
+                return None;
             }
+            k[i] = v;
         }
-        keys.push(k);
-        for (i, set) in t.fields.iter().enumerate() {
-            for (a, b) in set.iter().flatten() {
-                for v in [a.wrapping_sub(1), *a, *b, b.wrapping_add(1)] {
-                    let mut k2 = k;
-                    k2[i] = v;
-                    keys.push(k2);
+        Some(k)
+    }
+    let mut keys = Vec::new();
+    let n = d.terms.len();
+    'outer: for i in 0..n {
+        for j in i..n {
+            let (a, b) = (&d.terms[i].fields, &d.terms[j].fields);
+            let Some(k) = corner(a, b) else { continue };
+            keys.push(k);
+            for (f, set) in a.iter().chain(b.iter()).enumerate() {
+                for (lo, hi) in set.iter().flatten() {
+                    for v in [lo.wrapping_sub(1), *lo, *hi, hi.wrapping_add(1)] {
+                        let mut k2 = k;
+                        k2[f % 7] = v;
+                        keys.push(k2);
+                    }
                 }
             }
-        }
-        if keys.len() > limit {
-            break;
+            if keys.len() > limit {
+                break 'outer;
+            }
         }
     }
     keys

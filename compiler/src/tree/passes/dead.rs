@@ -66,6 +66,11 @@ pub fn run(d: &Diagram, v6: bool) -> Diagram {
     }
     let mut ctx: Ctx = (FIELDS.map(|f| (0, f.top(v6))), Vec::new());
     let mut arena = Arena::new();
-    let root = go(d, d.root, &mut ctx, &mut arena, &mut HashMap::new());
-    arena.finish(d, root)
+    let mut memo = HashMap::new();
+    let roots = d
+        .roots
+        .iter()
+        .map(|r| go(d, *r, &mut ctx, &mut arena, &mut memo))
+        .collect();
+    arena.finish(d, roots)
 }

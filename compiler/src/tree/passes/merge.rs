@@ -34,6 +34,11 @@ pub fn run(d: &Diagram) -> Diagram {
         new
     }
     let mut arena = Arena::new();
-    let root = go(d, d.root, &mut arena, &mut HashMap::new());
-    arena.finish(d, root)
+    let mut memo = HashMap::new();
+    let roots = d
+        .roots
+        .iter()
+        .map(|r| go(d, *r, &mut arena, &mut memo))
+        .collect();
+    arena.finish(d, roots)
 }

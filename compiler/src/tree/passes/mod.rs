@@ -44,10 +44,10 @@ impl Arena {
         id
     }
 
-    pub fn finish(self, old: &Diagram, root: NodeId) -> Diagram {
+    pub fn finish(self, old: &Diagram, roots: Vec<NodeId>) -> Diagram {
         Diagram {
             nodes: self.nodes,
-            root,
+            roots,
             terms: old.terms.clone(),
         }
     }
