@@ -250,11 +250,18 @@ pub fn build(ir: &Validated, opts: &Options) -> Forest {
     Forest { hooks }
 }
 
+type State = ([(u128, u128); 7], Vec<AtomId>, Vec<TermId>);
+
 struct Builder<'a> {
     terms: &'a [Term],
     opts: Options,
     nodes: Vec<Node>,
     interned: HashMap<Node, NodeId>,
+    /// Sub-problems already built: the same region, atoms known true (of
+    /// those the live terms need) and live terms give the same node. Atom
+    /// tests reach one state along many paths; without this the work grows
+    /// exponentially with the atoms of a policy.
+    done: HashMap<State, NodeId>,
 }
 
 fn intersects(set: &Option<Set>, (lo, hi): (u128, u128)) -> bool {
@@ -290,6 +297,7 @@ pub fn diagram(terms: Vec<Term>, v6: bool, opts: &Options) -> Diagram {
         opts: *opts,
         nodes: Vec::new(),
         interned: HashMap::new(),
+        done: HashMap::new(),
     };
     let mut roots = Vec::new();
     for live in parts.into_iter().filter(|p| !p.is_empty()) {
@@ -316,6 +324,32 @@ impl Builder<'_> {
     }
 
     fn node(
+        &mut self,
+        region: &mut [(u128, u128); 7],
+        known: &mut Vec<AtomId>,
+        live: Vec<TermId>,
+        depth: usize,
+    ) -> NodeId {
+        let mut relevant: Vec<AtomId> = known
+            .iter()
+            .copied()
+            .filter(|a| {
+                live.iter()
+                    .any(|t| self.terms[*t as usize].atoms.contains(a))
+            })
+            .collect();
+        relevant.sort_unstable();
+        relevant.dedup();
+        let state = (*region, relevant, live.clone());
+        if let Some(n) = self.done.get(&state) {
+            return *n;
+        }
+        let n = self.build_node(region, known, live, depth);
+        self.done.insert(state, n);
+        n
+    }
+
+    fn build_node(
         &mut self,
         region: &mut [(u128, u128); 7],
         known: &mut Vec<AtomId>,
