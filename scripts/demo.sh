@@ -4,7 +4,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 cargo build --release --locked -p cilc
-cilc=target/release/cilc
+cilc="${CARGO_TARGET_DIR:-target}/release/cilc"
 echo "== cilc check examples/*.cpl"
 "$cilc" check --deny-warnings examples/*.cpl
 echo "== cilc fmt --check examples/*.cpl"
