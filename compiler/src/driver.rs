@@ -408,7 +408,7 @@ pub fn tree(input: &Input, stats: bool, classbench: bool, leaf_size: usize) -> O
     let s = crate::tree::dump::forest_stats(&forest);
     Outcome {
         stdout: format!(
-            "rules {} terms {} nodes {} leaves {} max-depth {} mean-depth {:.1} worst-comparisons {} replication {:.2} front-end {:.3}s build {:.3}s\n",
+            "rules {} terms {} nodes {} leaves {} max-depth {} mean-depth {:.1} worst-comparisons {} worst-part {} replication {:.2} front-end {:.3}s build {:.3}s\n",
             ir.rules.len(),
             s.terms,
             s.nodes,
@@ -416,6 +416,7 @@ pub fn tree(input: &Input, stats: bool, classbench: bool, leaf_size: usize) -> O
             s.max_depth,
             s.mean_depth,
             s.worst_comparisons,
+            s.worst_part,
             s.replication,
             front.as_secs_f64(),
             built.as_secs_f64()

@@ -217,7 +217,7 @@ pub fn build(ir: &Validated, opts: &Options) -> Forest {
                     })
                     .collect();
                 if !terms.is_empty() {
-                    chains.push((ci as u32, diagram(terms, v6, opts)));
+                    chains.push((ci as u32, diagram(terms, &atoms.list, v6, opts)));
                 }
             }
             let policy_rules = |action: Action| {
@@ -237,7 +237,7 @@ pub fn build(ir: &Validated, opts: &Options) -> Forest {
                     outcome: Outcome::DefaultDeny,
                 });
             }
-            let policy = diagram(terms, v6, opts);
+            let policy = diagram(terms, &atoms.list, v6, opts);
             hooks.push(Hook {
                 direction,
                 v6,
@@ -250,18 +250,18 @@ pub fn build(ir: &Validated, opts: &Options) -> Forest {
     Forest { hooks }
 }
 
-type State = ([(u128, u128); 7], Vec<AtomId>, Vec<TermId>);
+type State = ([(u128, u128); 7], Vec<TermId>);
 
 struct Builder<'a> {
     terms: &'a [Term],
     opts: Options,
     nodes: Vec<Node>,
     interned: HashMap<Node, NodeId>,
-    /// Sub-problems already built: the same region, atoms known true (of
-    /// those the live terms need) and live terms give the same node. Atom
-    /// tests reach one state along many paths; without this the work grows
-    /// exponentially with the atoms of a policy.
+    /// Sub-problems already built: the same region and live terms give the
+    /// same node (parts have disjoint terms, so this holds across parts).
     done: HashMap<State, NodeId>,
+    /// Atoms known true in the part being built (its subject).
+    known: Vec<AtomId>,
 }
 
 fn intersects(set: &Option<Set>, (lo, hi): (u128, u128)) -> bool {
@@ -281,16 +281,37 @@ fn wide(set: &Option<Set>, top: u128) -> bool {
         .is_none_or(|s| s.iter().any(|(a, b)| b - a >= top / 2))
 }
 
-pub fn diagram(terms: Vec<Term>, v6: bool, opts: &Options) -> Diagram {
-    // EffiCuts-style parts: terms with a wide source, a wide destination,
-    // both or neither are cut separately, so that wide terms are not copied
-    // into every region of the narrow ones.
-    let mut parts: [Vec<TermId>; 4] = Default::default();
+/// Build a first-match diagram over `terms` (their atoms index `atoms`).
+///
+/// Terms are partitioned, and each part is its own tree in one shared arena
+/// (the lowest matching term over all parts decides):
+/// - by subject: a part's root tests its subject once, and below it the
+///   subject is known. Without this every subject of the layer is tested
+///   in priority order and the yes/no paths multiply (selector-heavy
+///   policies took seconds per thousand rules). The runtime answers the
+///   subject from the local endpoint, so an endpoint walks only the trees
+///   of the policies that select it.
+/// - within a subject, EffiCuts-style by address width: terms with a wide
+///   source, a wide destination, both or neither are cut separately, so
+///   that wide terms are not copied into every region of the narrow ones.
+pub fn diagram(terms: Vec<Term>, atoms: &[Atom], v6: bool, opts: &Options) -> Diagram {
+    let top = Field::SrcAddr.top(v6);
+    let subject_of = |t: &Term| {
+        t.atoms
+            .iter()
+            .copied()
+            .find(|a| matches!(atoms[*a as usize], Atom::Subject(_)))
+    };
+    // (subject, width class) → part, in order of first appearance.
+    let mut parts: Vec<((Option<AtomId>, usize), Vec<TermId>)> = Vec::new();
     for (i, t) in terms.iter().enumerate() {
-        let top = Field::SrcAddr.top(v6);
-        let p = usize::from(wide(&t.fields[Field::SrcAddr.index()], top)) * 2
+        let width = usize::from(wide(&t.fields[Field::SrcAddr.index()], top)) * 2
             + usize::from(wide(&t.fields[Field::DstAddr.index()], top));
-        parts[p].push(i as TermId);
+        let key = (subject_of(t), width);
+        match parts.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, p)) => p.push(i as TermId),
+            None => parts.push((key, vec![i as TermId])),
+        }
     }
     let mut b = Builder {
         terms: &terms,
@@ -298,11 +319,26 @@ pub fn diagram(terms: Vec<Term>, v6: bool, opts: &Options) -> Diagram {
         nodes: Vec::new(),
         interned: HashMap::new(),
         done: HashMap::new(),
+        known: Vec::new(),
     };
     let mut roots = Vec::new();
-    for live in parts.into_iter().filter(|p| !p.is_empty()) {
+    for ((subject, _), live) in parts {
         let mut region = FIELDS.map(|f| (0u128, f.top(v6)));
-        roots.push(b.node(&mut region, &mut Vec::new(), live, 0));
+        b.known = subject.into_iter().collect();
+        let mut root = b.node(&mut region, live, 0);
+        if let Some(atom) = subject {
+            let no = b.add(Node::Leaf(None));
+            if root != no {
+                root = b.add(Node::Test {
+                    atom,
+                    yes: root,
+                    no,
+                });
+            }
+        }
+        if !roots.contains(&root) {
+            roots.push(root);
+        }
     }
     let nodes = std::mem::take(&mut b.nodes);
     Diagram {
@@ -323,69 +359,69 @@ impl Builder<'_> {
         id
     }
 
-    fn node(
-        &mut self,
-        region: &mut [(u128, u128); 7],
-        known: &mut Vec<AtomId>,
-        live: Vec<TermId>,
-        depth: usize,
-    ) -> NodeId {
-        let mut relevant: Vec<AtomId> = known
-            .iter()
-            .copied()
-            .filter(|a| {
-                live.iter()
-                    .any(|t| self.terms[*t as usize].atoms.contains(a))
-            })
-            .collect();
-        relevant.sort_unstable();
-        relevant.dedup();
-        let state = (*region, relevant, live.clone());
+    /// The node for `live` terms in `region`.
+    fn node(&mut self, region: &mut [(u128, u128); 7], live: Vec<TermId>, depth: usize) -> NodeId {
+        let state = (*region, live);
         if let Some(n) = self.done.get(&state) {
             return *n;
         }
-        let n = self.build_node(region, known, live, depth);
-        self.done.insert(state, n);
-        n
-    }
-
-    fn build_node(
-        &mut self,
-        region: &mut [(u128, u128); 7],
-        known: &mut Vec<AtomId>,
-        live: Vec<TermId>,
-        depth: usize,
-    ) -> NodeId {
-        let Some(&first) = live.first() else {
-            return self.add(Node::Leaf(None));
+        let (_, mut live) = state;
+        // Leading terms that cover the region decide by their atoms alone:
+        // each becomes a chain of atom tests whose failures all go on to
+        // the rest. (One atom left: every term that needs it is out when it
+        // fails. Several: only terms needing all of them are out. Keeping
+        // which atom failed would fork the rest of the problem once per
+        // atom, exponentially in multi-atom rules.) Built as a loop, since
+        // such runs can be thousands of terms long.
+        let top = live.clone();
+        let mut run: Vec<(TermId, Vec<AtomId>)> = Vec::new();
+        let mut n = loop {
+            let Some(&first) = live.first() else {
+                break self.add(Node::Leaf(None));
+            };
+            let t0 = &self.terms[first as usize];
+            if !t0
+                .fields
+                .iter()
+                .zip(region.iter())
+                .all(|(s, r)| covers(s, *r))
+            {
+                break self.cut(region, live, depth);
+            }
+            let unknown: Vec<AtomId> = t0
+                .atoms
+                .iter()
+                .copied()
+                .filter(|a| !self.known.contains(a))
+                .collect();
+            if unknown.is_empty() {
+                break self.add(Node::Leaf(Some(first)));
+            }
+            live.retain(|t| {
+                let atoms = &self.terms[*t as usize].atoms;
+                !unknown.iter().all(|a| atoms.contains(a))
+            });
+            run.push((first, unknown));
         };
-        let t0 = &self.terms[first as usize];
-        if t0
-            .fields
-            .iter()
-            .zip(region.iter())
-            .all(|(s, r)| covers(s, *r))
-        {
-            return match t0.atoms.iter().find(|a| !known.contains(a)) {
-                None => self.add(Node::Leaf(Some(first))),
-                Some(&atom) => {
-                    let no_live: Vec<TermId> = live
-                        .iter()
-                        .copied()
-                        .filter(|t| !self.terms[*t as usize].atoms.contains(&atom))
-                        .collect();
-                    known.push(atom);
-                    let yes = self.node(region, known, live, depth + 1);
-                    known.pop();
-                    let no = self.node(region, known, no_live, depth + 1);
+        for (first, unknown) in run.into_iter().rev() {
+            let no = n;
+            n = unknown
+                .iter()
+                .rev()
+                .fold(self.add(Node::Leaf(Some(first))), |yes, &atom| {
                     if yes == no {
                         yes
                     } else {
                         self.add(Node::Test { atom, yes, no })
                     }
-                }
-            };
+                });
         }
+        self.done.insert((*region, top), n);
+        n
+    }
+
+    /// Cut the region in two (or give up to a linear leaf).
+    fn cut(&mut self, region: &mut [(u128, u128); 7], live: Vec<TermId>, depth: usize) -> NodeId {
         if live.len() <= self.opts.leaf_size || depth >= self.opts.max_depth {
             return self.add(Node::Linear(live));
         }
@@ -409,9 +445,9 @@ impl Builder<'_> {
             return self.add(Node::Linear(live));
         }
         region[i] = (lo, cut - 1);
-        let lo_node = self.node(region, known, left, depth + 1);
+        let lo_node = self.node(region, left, depth + 1);
         region[i] = (cut, hi);
-        let hi_node = self.node(region, known, right, depth + 1);
+        let hi_node = self.node(region, right, depth + 1);
         region[i] = (lo, hi);
         if lo_node == hi_node {
             lo_node

@@ -137,8 +137,13 @@ pub struct Stats {
     pub max_depth: usize,
     /// Mean depth of the leaves over all root-to-leaf paths.
     pub mean_depth: f64,
-    /// Comparisons on the longest path, linear leaves counted in full.
+    /// Comparisons on the longest path through every part, linear leaves
+    /// counted in full (a packet whose local side every subject selects).
     pub worst_comparisons: usize,
+    /// Comparisons on the longest path of one part (a packet of an
+    /// endpoint that one policy selects walks one part per width class
+    /// and one subject test for each other part).
+    pub worst_part: usize,
     /// Term references in leaves per term.
     pub replication: f64,
 }
@@ -171,13 +176,14 @@ pub fn stats(d: &Diagram) -> Stats {
         v
     }
     // Every part is walked: depths are per part, comparisons add up.
-    let (mut paths, mut sum, mut max_depth, mut worst) = (0.0, 0.0, 0, 0);
+    let (mut paths, mut sum, mut max_depth, mut worst, mut worst_part) = (0.0, 0.0, 0, 0, 0);
     for r in &d.roots {
         let (p, s, m, w) = go(d, *r, &mut memo);
         paths += p;
         sum += s;
         max_depth = max_depth.max(m);
         worst += w;
+        worst_part = worst_part.max(w);
     }
     let paths = if paths == 0.0 { 1.0 } else { paths };
     let mut leaves = 0;
@@ -202,6 +208,7 @@ pub fn stats(d: &Diagram) -> Stats {
         max_depth,
         mean_depth: sum / paths,
         worst_comparisons: worst,
+        worst_part,
         replication: refs as f64 / d.terms.len().max(1) as f64,
     }
 }
@@ -222,6 +229,7 @@ pub fn forest_stats(f: &Forest) -> Stats {
         s.terms += x.terms;
         s.max_depth = s.max_depth.max(x.max_depth);
         s.worst_comparisons = s.worst_comparisons.max(x.worst_comparisons);
+        s.worst_part = s.worst_part.max(x.worst_part);
         s.mean_depth += x.mean_depth * x.terms as f64;
         s.replication += x.replication * x.terms as f64;
         paths_weight += x.terms as f64;
