@@ -62,13 +62,41 @@ pub struct CheckOptions {
     pub format: Format,
     pub deny_warnings: bool,
     pub color: bool,
+    /// Run the lints from the decision diagrams (when the file has no error).
+    pub lints: bool,
+}
+
+/// The front end's diagnostics, and when there is no error and `lints` is
+/// set, the lints from the diagrams.
+pub fn diagnose(src: &str, lints: bool) -> Vec<Diagnostic> {
+    if !lints {
+        return crate::check_source(src).2;
+    }
+    let (ir, mut diags) = match crate::compile_ir(src) {
+        Ok(x) => x,
+        Err(d) => return d,
+    };
+    let forest = crate::tree::build::build(&ir, &Default::default());
+    // A rule after a catch-all is already reported as unreachable.
+    let unreachable: Vec<_> = diags
+        .iter()
+        .filter(|d| d.code == crate::diag::Code::UnreachableRule)
+        .map(|d| d.span)
+        .collect();
+    diags.extend(
+        crate::lint::lint(&ir, &forest)
+            .into_iter()
+            .filter(|d| !unreachable.contains(&d.span)),
+    );
+    diags.sort_by_key(|d| (d.span.start, d.span.end));
+    diags
 }
 
 /// `cilc check`: parse and resolve every input, render the diagnostics.
 pub fn check(inputs: &[Input], opts: &CheckOptions) -> Outcome {
     let results: Vec<Vec<Diagnostic>> = inputs
         .iter()
-        .map(|i| crate::check_source(&i.text).2)
+        .map(|i| diagnose(&i.text, opts.lints))
         .collect();
     let reports: Vec<Report<'_>> = inputs
         .iter()
@@ -96,7 +124,8 @@ pub fn check(inputs: &[Input], opts: &CheckOptions) -> Outcome {
         Format::Github => out.stdout = render::github(&reports),
     }
     let all = || results.iter().flatten();
-    let failed = all().any(Diagnostic::is_error) || (opts.deny_warnings && all().next().is_some());
+    let failed =
+        all().any(Diagnostic::is_error) || (opts.deny_warnings && all().any(|d| !d.is_note()));
     out.code = i32::from(failed);
     out
 }

@@ -25,6 +25,7 @@ pub mod eval;
 pub mod fmt;
 pub mod gen;
 pub mod ir;
+pub mod lint;
 pub mod resolve;
 pub mod tree;
 

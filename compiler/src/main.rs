@@ -64,9 +64,14 @@ enum Command {
         /// Output format of the diagnostics.
         #[arg(long, value_enum, default_value_t = Format::Human)]
         format: Format,
-        /// Fail (exit 1) on warnings too.
+        /// Fail (exit 1) on warnings too (notes never fail).
         #[arg(long)]
         deny_warnings: bool,
+        /// Skip the lints from the decision diagrams (shadowed and
+        /// redundant rules, overlapping denies, policies that allow nothing
+        /// or everything).
+        #[arg(long)]
+        no_lints: bool,
     },
     /// Print policies in canonical form (comments kept).
     Fmt {
@@ -234,6 +239,7 @@ fn main() -> ExitCode {
             files,
             format,
             deny_warnings,
+            no_lints,
         } => {
             let inputs = driver::read_inputs(&files, &mut out);
             let r = driver::check(
@@ -242,6 +248,7 @@ fn main() -> ExitCode {
                     format,
                     deny_warnings,
                     color,
+                    lints: !no_lints,
                 },
             );
             merge(out, r)

@@ -28,7 +28,7 @@ fn semantic_cases_through_the_diagrams() {
             Options::default(),
             Options {
                 leaf_size: 1,
-                max_depth: 64,
+                ..Options::default()
             },
         ] {
             let forest = tree::build::build(&ir, &opts);
@@ -103,7 +103,7 @@ proptest! {
     ) {
         let src = cilc::gen::policy(seed, rules);
         let (ir, _) = cilc::compile_ir(&src).unwrap();
-        let forest = tree::build::build(&ir, &Options { leaf_size: leaf, max_depth: 64 });
+        let forest = tree::build::build(&ir, &Options { leaf_size: leaf, ..Options::default() });
         for pick in pkts {
             let line = random_line(pick);
             let pkt = parse_packet(&line).unwrap();
@@ -142,7 +142,7 @@ fn the_verifier_catches_a_wrong_diagram() {
         &ir,
         &Options {
             leaf_size: 1,
-            max_depth: 64,
+            ..Options::default()
         },
     );
     let d = &forest
@@ -187,7 +187,7 @@ fn dump_of_a_small_policy() {
         &ir,
         &Options {
             leaf_size: 1,
-            max_depth: 64,
+            ..Options::default()
         },
     );
     let text = tree::dump::forest(&ir, &forest);

@@ -16,6 +16,8 @@ use serde::Serialize;
 pub enum Severity {
     Error,
     Warning,
+    /// Worth knowing, not a mistake: never fails a check.
+    Note,
 }
 
 macro_rules! codes {
@@ -80,6 +82,12 @@ codes! {
     DuplicateSection = "duplicate-section": "Two ingress or two egress sections in one policy.",
     EmptyPolicy = "empty-policy": "A policy without ingress or egress section.",
     UnreachableRule = "unreachable-rule": "A chain rule after a rule that matches every packet.",
+    // Lints from the decision diagrams.
+    ShadowedRule = "shadowed-rule": "A rule that never decides a packet: earlier rules match all it matches.",
+    RedundantRule = "redundant-rule": "A rule whose removal changes no verdict.",
+    DenyOverridesAllow = "deny-overrides-allow": "A deny that overrides part of an allow (a note, with an example packet).",
+    AllowsNothing = "allows-nothing": "A policy section that allows no traffic in its direction.",
+    AllowsEverything = "allows-everything": "A policy section that allows all traffic in its direction.",
     // L7.
     L7Protocol = "l7-protocol": "An L7 block on a protocol that cannot carry it.",
     L7WithoutPort = "l7-without-port": "An L7 block on a rule without destination ports.",
@@ -132,6 +140,10 @@ impl Diagnostic {
         Diagnostic::new(Severity::Warning, code, span, message)
     }
 
+    pub fn notice(code: Code, span: Span, message: impl Into<String>) -> Diagnostic {
+        Diagnostic::new(Severity::Note, code, span, message)
+    }
+
     fn new(severity: Severity, code: Code, span: Span, message: impl Into<String>) -> Diagnostic {
         Diagnostic {
             severity,
@@ -177,6 +189,10 @@ impl Diagnostic {
 
     pub fn is_error(&self) -> bool {
         self.severity == Severity::Error
+    }
+
+    pub fn is_note(&self) -> bool {
+        self.severity == Severity::Note
     }
 }
 

@@ -56,6 +56,7 @@ fn to_codespan(d: &Diagnostic) -> cs::Diagnostic<()> {
     let severity = match d.severity {
         Severity::Error => cs::Severity::Error,
         Severity::Warning => cs::Severity::Warning,
+        Severity::Note => cs::Severity::Note,
     };
     let mut labels = vec![cs::Label::primary((), d.span.range()).with_message(d.label.clone())];
     labels.extend(
@@ -97,10 +98,12 @@ fn severity_str(s: Severity) -> &'static str {
     match s {
         Severity::Error => "error",
         Severity::Warning => "warning",
+        Severity::Note => "note",
     }
 }
 
-/// A JSON document: `{"diagnostics": [...], "errors": N, "warnings": N}`.
+/// A JSON document: `{"diagnostics": [...], "errors": N, "warnings": N,
+/// "notes": N}`.
 pub fn json(reports: &[Report<'_>]) -> String {
     let mut out = Vec::new();
     for r in reports {
@@ -131,15 +134,19 @@ pub fn json(reports: &[Report<'_>]) -> String {
             }));
         }
     }
-    let (errors, warnings) = counts(reports);
-    let doc = json!({"diagnostics": out, "errors": errors, "warnings": warnings});
+    let (errors, warnings, notes) = counts(reports);
+    let doc = json!({"diagnostics": out, "errors": errors, "warnings": warnings, "notes": notes});
     serde_json::to_string_pretty(&doc).unwrap_or_default() + "\n"
 }
 
-fn counts(reports: &[Report<'_>]) -> (usize, usize) {
+fn counts(reports: &[Report<'_>]) -> (usize, usize, usize) {
     let all = reports.iter().flat_map(|r| r.diagnostics.iter());
-    let errors = all.clone().filter(|d| d.is_error()).count();
-    (errors, all.count() - errors)
+    let count = |s: Severity| all.clone().filter(|d| d.severity == s).count();
+    (
+        count(Severity::Error),
+        count(Severity::Warning),
+        count(Severity::Note),
+    )
 }
 
 fn full_message(d: &Diagnostic) -> String {
@@ -239,9 +246,14 @@ pub fn github(reports: &[Report<'_>]) -> String {
         let file = SimpleFile::new(r.name, r.source);
         for d in r.diagnostics {
             let at = locate(&file, d.span);
+            // GitHub calls a note a notice.
+            let level = match d.severity {
+                Severity::Note => "notice",
+                s => severity_str(s),
+            };
             out.push_str(&format!(
                 "::{} file={},line={},col={},endLine={},endColumn={},title={}::{}\n",
-                severity_str(d.severity),
+                level,
                 escape_property(r.name),
                 at.start.line,
                 at.start.column,
@@ -267,7 +279,7 @@ fn escape_property(s: &str) -> String {
 
 /// "2 errors, 1 warning" style summary.
 pub fn summary(reports: &[Report<'_>]) -> String {
-    let (errors, warnings) = counts(reports);
+    let (errors, warnings, notes) = counts(reports);
     let plural = |n: usize, w: &str| {
         if n == 1 {
             format!("{n} {w}")
@@ -275,11 +287,15 @@ pub fn summary(reports: &[Report<'_>]) -> String {
             format!("{n} {w}s")
         }
     };
-    format!(
+    let mut text = format!(
         "{}, {}",
         plural(errors, "error"),
         plural(warnings, "warning")
-    )
+    );
+    if notes > 0 {
+        text.push_str(&format!(", {}", plural(notes, "note")));
+    }
+    text
 }
 
 #[cfg(test)]

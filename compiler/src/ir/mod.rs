@@ -55,6 +55,10 @@ pub struct Section {
     pub policy: String,
     pub direction: Direction,
     pub subject: Subject,
+    /// The section's direction keyword.
+    pub span: Span,
+    /// Its rules, in order.
+    pub rules: Vec<RuleId>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -157,6 +161,7 @@ pub fn lower(p: &Program) -> Ir {
         rule: &'a resolve::Rule,
         subject: Subject,
         layer: Layer,
+        section: Option<usize>,
     }
     let mut pending = Vec::new();
     let mut sections = Vec::new();
@@ -167,16 +172,24 @@ pub fn lower(p: &Program) -> Ir {
             (Direction::Egress, &pol.egress),
         ] {
             let Some(rules) = rules else { continue };
+            let span = pol
+                .section_spans
+                .iter()
+                .find(|(d, _)| *d == dir)
+                .map_or(pol.span, |(_, s)| *s);
             sections.push(Section {
                 policy: pol.name.clone(),
                 direction: dir,
                 subject: subj.clone(),
+                span,
+                rules: Vec::new(),
             });
             for r in rules {
                 pending.push(Pending {
                     rule: r,
                     subject: subj.clone(),
                     layer: Layer::Policy,
+                    section: Some(sections.len() - 1),
                 });
             }
         }
@@ -199,6 +212,7 @@ pub fn lower(p: &Program) -> Ir {
                     chain: ci as u32,
                     index: i as u32,
                 },
+                section: None,
             });
         }
     }
@@ -209,6 +223,9 @@ pub fn lower(p: &Program) -> Ir {
         let r = p.rule;
         if let Layer::Chain { chain, .. } = p.layer {
             chains[chain as usize].rules.push(id as RuleId);
+        }
+        if let Some(s) = p.section {
+            sections[s].rules.push(id as RuleId);
         }
         rules.push(Rule {
             id: id as RuleId,

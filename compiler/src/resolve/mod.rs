@@ -196,6 +196,8 @@ pub struct Policy {
     /// about ingress); `Some(vec![])` is an empty section (deny all).
     pub ingress: Option<Vec<Rule>>,
     pub egress: Option<Vec<Rule>>,
+    /// Where each section's direction keyword is.
+    pub section_spans: Vec<(Direction, Span)>,
 }
 
 #[derive(Debug, Clone, Serialize)]

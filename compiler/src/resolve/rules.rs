@@ -118,6 +118,7 @@ impl Resolver<'_> {
             subject,
             ingress: None,
             egress: None,
+            section_spans: Vec::new(),
         };
         let mut seen: HashMap<Direction, Span> = HashMap::new();
         let mut names = HashMap::new();
@@ -147,6 +148,7 @@ impl Resolver<'_> {
                 continue;
             }
             seen.insert(s.direction, s.direction_span);
+            policy.section_spans.push((s.direction, s.direction_span));
             let owner = Owner {
                 name: &p.name.text,
                 chain: false,

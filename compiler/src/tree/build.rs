@@ -31,6 +31,10 @@ pub struct Options {
     pub leaf_size: usize,
     /// Deeper nodes become linear leaves.
     pub max_depth: usize,
+    /// Build a search index instead of a classifier: no atom tests but the
+    /// subject guards, and each leaf lists every term that may match in
+    /// its region, not only the first (for `Diagram::query`).
+    pub index: bool,
 }
 
 impl Default for Options {
@@ -38,6 +42,7 @@ impl Default for Options {
         Options {
             leaf_size: 4,
             max_depth: 64,
+            index: false,
         }
     }
 }
@@ -302,8 +307,9 @@ pub fn diagram(terms: Vec<Term>, atoms: &[Atom], v6: bool, opts: &Options) -> Di
             .copied()
             .find(|a| matches!(atoms[*a as usize], Atom::Subject(_)))
     };
-    // (subject, width class) → part, in order of first appearance.
-    let mut parts: Vec<((Option<AtomId>, usize), Vec<TermId>)> = Vec::new();
+    // (subject, width class) → terms.
+    type Parts = Vec<((Option<AtomId>, usize), Vec<TermId>)>;
+    let mut parts: Parts = Vec::new();
     for (i, t) in terms.iter().enumerate() {
         let width = usize::from(wide(&t.fields[Field::SrcAddr.index()], top)) * 2
             + usize::from(wide(&t.fields[Field::DstAddr.index()], top));
@@ -366,6 +372,14 @@ impl Builder<'_> {
             return *n;
         }
         let (_, mut live) = state;
+        if self.opts.index {
+            let n = match live.is_empty() {
+                true => self.add(Node::Leaf(None)),
+                false => self.cut(region, live.clone(), depth),
+            };
+            self.done.insert((*region, live), n);
+            return n;
+        }
         // Leading terms that cover the region decide by their atoms alone:
         // each becomes a chain of atom tests whose failures all go on to
         // the rest. (One atom left: every term that needs it is out when it
@@ -425,7 +439,10 @@ impl Builder<'_> {
         if live.len() <= self.opts.leaf_size || depth >= self.opts.max_depth {
             return self.add(Node::Linear(live));
         }
-        let (field, cut) = self.choose_cut(region, &live);
+        let Some((field, cut)) = self.choose_cut(region, &live) else {
+            // Only in an index: every live term covers the region.
+            return self.add(Node::Linear(live));
+        };
         let i = field.index();
         let (lo, hi) = region[i];
         let side = |b: &Self, r: (u128, u128)| -> Vec<TermId> {
@@ -462,9 +479,9 @@ impl Builder<'_> {
     }
 
     /// The field and cut point (`< cut` / `>= cut`) that best balance the
-    /// live terms. The first term does not cover the region, so some field
-    /// has a term boundary strictly inside it.
-    fn choose_cut(&self, region: &[(u128, u128); 7], live: &[TermId]) -> (Field, u128) {
+    /// live terms, if some term has a boundary strictly inside the region
+    /// (in a classifier one has: the first term does not cover it).
+    fn choose_cut(&self, region: &[(u128, u128); 7], live: &[TermId]) -> Option<(Field, u128)> {
         let mut best: Option<(usize, usize, Field, u128)> = None;
         for f in FIELDS {
             let (lo, hi) = region[f.index()];
@@ -498,8 +515,6 @@ impl Builder<'_> {
                 best = Some((score.0, score.1, f, cut));
             }
         }
-        let (_, _, f, cut) =
-            best.expect("a term that does not cover the region has a boundary inside it");
-        (f, cut)
+        best.map(|(_, _, f, cut)| (f, cut))
     }
 }

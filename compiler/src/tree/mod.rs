@@ -270,6 +270,42 @@ impl Diagram {
     }
 }
 
+impl Diagram {
+    /// The terms listed in the leaves whose region meets `region`, taking
+    /// the `no` side of every atom test and the `yes` side where `follow`
+    /// holds. Complete only for an index (`build::Options::index`), whose
+    /// leaves list every term that may match there. May repeat terms.
+    pub fn query(
+        &self,
+        region: &[(u128, u128); 7],
+        follow: impl Fn(AtomId) -> bool,
+        out: &mut Vec<TermId>,
+    ) {
+        let mut stack: Vec<NodeId> = self.roots.clone();
+        while let Some(n) = stack.pop() {
+            match &self.nodes[n as usize] {
+                Node::Split { field, cut, lo, hi } => {
+                    let (a, b) = region[field.index()];
+                    if a < *cut {
+                        stack.push(*lo);
+                    }
+                    if b >= *cut {
+                        stack.push(*hi);
+                    }
+                }
+                Node::Test { atom, yes, no } => {
+                    stack.push(*no);
+                    if follow(*atom) {
+                        stack.push(*yes);
+                    }
+                }
+                Node::Leaf(t) => out.extend(t),
+                Node::Linear(ts) => out.extend(ts),
+            }
+        }
+    }
+}
+
 impl Forest {
     pub fn hook(&self, direction: Direction, v6: bool) -> Option<&Hook> {
         self.hooks
