@@ -373,12 +373,11 @@ impl Builder<'_> {
         }
         let (_, mut live) = state;
         if self.opts.index {
-            let n = match live.is_empty() {
+            // Regions of an index do not repeat: nothing to remember.
+            return match live.is_empty() {
                 true => self.add(Node::Leaf(None)),
-                false => self.cut(region, live.clone(), depth),
+                false => self.cut(region, live, depth),
             };
-            self.done.insert((*region, live), n);
-            return n;
         }
         // Leading terms that cover the region decide by their atoms alone:
         // each becomes a chain of atom tests whose failures all go on to
