@@ -453,3 +453,115 @@ pub fn tree(input: &Input, stats: bool, classbench: bool, leaf_size: usize) -> O
         ..Outcome::default()
     }
 }
+
+/// The validated IR of an input, or an outcome that shows its diagnostics.
+fn validated(input: &Input, color: bool) -> Result<crate::ir::Validated, Outcome> {
+    crate::compile_ir(&input.text)
+        .map(|(ir, _)| ir)
+        .map_err(|diags| {
+            let report = Report {
+                name: &input.name,
+                source: &input.text,
+                diagnostics: &diags,
+            };
+            Outcome {
+                stderr: render::human(&[report], color),
+                code: 1,
+                ..Outcome::default()
+            }
+        })
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum GraphFormat {
+    Dot,
+    Svg,
+    Png,
+}
+
+pub struct GraphOptions {
+    pub format: GraphFormat,
+    pub output: Option<std::path::PathBuf>,
+    pub draw: crate::tree::graph::Options,
+    pub color: bool,
+}
+
+/// `cilc graph`: the diagrams as Graphviz DOT, or rendered by Graphviz's
+/// `dot` into SVG or PNG.
+pub fn graph(input: &Input, opts: &GraphOptions) -> Outcome {
+    let fail = |e: String| Outcome {
+        stderr: format!("error: {e}\n"),
+        code: 1,
+        ..Outcome::default()
+    };
+    let ir = match validated(input, opts.color) {
+        Ok(ir) => ir,
+        Err(o) => return o,
+    };
+    // Without linear leaves, every test shows in the drawing.
+    let build = crate::tree::build::Options {
+        leaf_size: 1,
+        ..Default::default()
+    };
+    let forest = crate::tree::build::build(&ir, &build);
+    let text = match crate::tree::graph::dot(&ir, &input.text, &forest, &opts.draw) {
+        Ok(t) => t,
+        Err(e) => return fail(e),
+    };
+    let bytes = match opts.format {
+        GraphFormat::Dot => text.into_bytes(),
+        GraphFormat::Svg | GraphFormat::Png => {
+            if opts.format == GraphFormat::Png && opts.output.is_none() {
+                return fail("PNG output needs `-o FILE`".into());
+            }
+            let kind = if opts.format == GraphFormat::Svg {
+                "-Tsvg"
+            } else {
+                "-Tpng"
+            };
+            match run_dot(kind, text.as_bytes()) {
+                Ok(b) => b,
+                Err(e) => return fail(e),
+            }
+        }
+    };
+    match &opts.output {
+        Some(path) => match std::fs::write(path, &bytes) {
+            Ok(()) => Outcome::default(),
+            Err(e) => fail(format!("cannot write `{}`: {e}", path.display())),
+        },
+        None => Outcome {
+            stdout: String::from_utf8_lossy(&bytes).into_owned(),
+            ..Outcome::default()
+        },
+    }
+}
+
+fn run_dot(kind: &str, input: &[u8]) -> Result<Vec<u8>, String> {
+    use std::io::Write as _;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new("dot")
+        .arg(kind)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| {
+            format!("cannot run Graphviz's `dot` ({e}); install graphviz, or use `--format dot`")
+        })?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(input)
+            .map_err(|e| format!("cannot write to `dot`: {e}"))?;
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(|e| format!("`dot` failed: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "`dot` failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(out.stdout)
+}

@@ -188,6 +188,26 @@ enum Command {
         #[arg(long, default_value_t = 4)]
         leaf_size: usize,
     },
+    /// Draw the decision diagrams (Graphviz DOT, or SVG/PNG through `dot`).
+    Graph {
+        /// A policy file (`-` for standard input).
+        file: PathBuf,
+        /// Output format; svg and png need Graphviz's `dot`.
+        #[arg(long, value_enum, default_value_t = driver::GraphFormat::Dot)]
+        format: driver::GraphFormat,
+        /// Write here instead of standard output (needed for png).
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+        /// Only this direction.
+        #[arg(long, value_enum)]
+        direction: Option<DirectionArg>,
+        /// Only this IP family (4 or 6).
+        #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(["4", "6"]))]
+        family: Option<String>,
+        /// Refuse to draw more nodes than this.
+        #[arg(long, default_value_t = 400)]
+        max_nodes: usize,
+    },
     /// Write a synthetic policy (for tests and benchmarks) to stdout.
     Gen {
         /// Number of rules.
@@ -197,6 +217,12 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum DirectionArg {
+    Ingress,
+    Egress,
 }
 
 fn use_color(c: Color) -> bool {
@@ -360,6 +386,34 @@ fn main() -> ExitCode {
             } else {
                 Outcome::default()
             };
+            merge(out, r)
+        }
+        Command::Graph {
+            file,
+            format,
+            output,
+            direction,
+            family,
+            max_nodes,
+        } => {
+            let inputs = driver::read_inputs(&[file], &mut out);
+            let opts = driver::GraphOptions {
+                format,
+                output,
+                draw: cilc::tree::graph::Options {
+                    direction: direction.map(|d| match d {
+                        DirectionArg::Ingress => cilc::ir::Direction::Ingress,
+                        DirectionArg::Egress => cilc::ir::Direction::Egress,
+                    }),
+                    v6: family.map(|f| f == "6"),
+                    max_nodes,
+                },
+                color,
+            };
+            let r = inputs
+                .first()
+                .map(|i| driver::graph(i, &opts))
+                .unwrap_or_default();
             merge(out, r)
         }
         Command::Tree {

@@ -14,7 +14,7 @@
 //! (HTTP, DNS, Kafka, TLS), `rules` (policies and chains).
 
 mod addr;
-mod l4;
+pub mod l4;
 mod l7;
 mod labels;
 mod ports;

@@ -17,6 +17,70 @@ fn value(field: Field, v: u128, v6: bool) -> String {
     }
 }
 
+/// The fewest prefixes that cover exactly `lo..=hi` of a `bits`-wide space.
+fn prefixes(mut lo: u128, hi: u128, bits: u32) -> Vec<(u128, u32)> {
+    // The largest value in a block of 2^k.
+    let span = |k: u32| {
+        if k >= 128 {
+            u128::MAX
+        } else {
+            (1u128 << k) - 1
+        }
+    };
+    let mut out = Vec::new();
+    loop {
+        // The largest aligned block at `lo` that stays within `hi`.
+        let mut k = if lo == 0 {
+            bits
+        } else {
+            lo.trailing_zeros().min(bits)
+        };
+        while k > 0 && span(k) > hi - lo {
+            k -= 1;
+        }
+        out.push((lo, bits - k));
+        let last = lo + span(k);
+        if last >= hi {
+            return out;
+        }
+        lo = last + 1;
+    }
+}
+
+/// A range of a field as a person writes it: `any`, CIDRs (or `a - b` when
+/// that takes more than four), `80` or `80-90`, protocol names.
+pub fn range(field: Field, lo: u128, hi: u128, v6: bool) -> String {
+    if lo == 0 && hi == field.top(v6) {
+        return "any".into();
+    }
+    match field {
+        Field::SrcAddr | Field::DstAddr => {
+            let bits = if v6 { 128 } else { 32 };
+            let list = prefixes(lo, hi, bits);
+            if list.len() > 4 {
+                return format!("{} - {}", value(field, lo, v6), value(field, hi, v6));
+            }
+            list.iter()
+                .map(|(a, len)| format!("{}/{len}", value(field, *a, v6)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+        Field::Proto => {
+            let name = |v: u128| {
+                crate::resolve::l4::protocol_name(v as u8)
+                    .map_or_else(|| v.to_string(), str::to_string)
+            };
+            if lo == hi {
+                name(lo)
+            } else {
+                format!("{lo}-{hi}")
+            }
+        }
+        _ if lo == hi => lo.to_string(),
+        _ => format!("{lo}-{hi}"),
+    }
+}
+
 pub fn atom(a: &Atom) -> String {
     match a {
         Atom::Subject(s) => format!("local is {s}"),
@@ -128,6 +192,29 @@ pub fn forest(ir: &Validated, f: &Forest) -> String {
 }
 
 /// Size and shape of a diagram.
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_read_as_written() {
+        let a = |s: &str| u32::from(s.parse::<Ipv4Addr>().unwrap()) as u128;
+        assert_eq!(
+            range(Field::SrcAddr, a("10.0.0.0"), a("10.255.255.255"), false),
+            "10.0.0.0/8"
+        );
+        assert_eq!(
+            range(Field::SrcAddr, a("10.0.0.0"), a("10.2.255.255"), false),
+            "10.0.0.0/15, 10.2.0.0/16"
+        );
+        assert_eq!(range(Field::DstAddr, 0, u128::MAX, true), "any");
+        assert_eq!(range(Field::DstAddr, 0, u128::MAX >> 1, true), "::/1");
+        assert_eq!(range(Field::SrcAddr, 1, 1000, false), "0.0.0.1 - 0.0.3.232");
+        assert_eq!(range(Field::DstPort, 80, 90, false), "80-90");
+        assert_eq!(range(Field::Proto, 6, 6, false), "tcp");
+    }
+}
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
 pub struct Stats {
     /// Reachable nodes (shared nodes count once).

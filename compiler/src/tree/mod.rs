@@ -23,6 +23,7 @@
 
 pub mod build;
 pub mod dump;
+pub mod graph;
 pub mod passes;
 pub mod verify;
 
