@@ -565,3 +565,59 @@ fn run_dot(kind: &str, input: &[u8]) -> Result<Vec<u8>, String> {
     }
     Ok(out.stdout)
 }
+
+/// `cilc diff`: the flow classes whose verdict changes from `old` to `new`.
+/// Exit code 0 when no packet changes verdict, 1 when some do, 2 when an
+/// input has errors.
+pub fn diff(old: &Input, new: &Input, json: bool, color: bool) -> Outcome {
+    let (a, b) = match (validated(old, color), validated(new, color)) {
+        (Ok(a), Ok(b)) => (a, b),
+        (Err(x), Err(y)) => {
+            return Outcome {
+                stderr: x.stderr + &y.stderr,
+                code: 2,
+                ..Outcome::default()
+            }
+        }
+        (Err(x), _) | (_, Err(x)) => return Outcome { code: 2, ..x },
+    };
+    let opts = crate::tree::build::Options::default();
+    let (fa, fb) = (
+        crate::tree::build::build(&a, &opts),
+        crate::tree::build::build(&b, &opts),
+    );
+    let d = crate::diff::diff((&a, &old.text, &fa), (&b, &new.text, &fb));
+    let code = i32::from(!d.equivalent());
+    if json {
+        let doc = serde_json::json!({
+            "equivalent": d.equivalent(),
+            "classes": d.classes,
+            "incomplete": d.incomplete,
+        });
+        return Outcome {
+            stdout: serde_json::to_string_pretty(&doc).unwrap_or_default() + "\n",
+            code,
+            ..Outcome::default()
+        };
+    }
+    let summary = if d.equivalent() {
+        format!(
+            "{} and {} are equivalent: no packet changes verdict\n",
+            old.name, new.name
+        )
+    } else {
+        let n = d.classes.len();
+        format!(
+            "{n} flow class{} change{} verdict from {} to {}\n",
+            if n == 1 { "" } else { "es" },
+            if n == 1 { "s" } else { "" },
+            old.name,
+            new.name
+        )
+    };
+    Outcome {
+        stdout: crate::diff::text(&d),
+        stderr: summary,
+        code,
+    }
+}

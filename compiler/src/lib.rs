@@ -20,6 +20,7 @@
 
 pub mod classbench;
 pub mod diag;
+pub mod diff;
 pub mod driver;
 pub mod eval;
 pub mod fmt;

@@ -208,6 +208,17 @@ enum Command {
         #[arg(long, default_value_t = 400)]
         max_nodes: usize,
     },
+    /// The packets whose verdict changes between two policies, as flow
+    /// classes (exit 0 when equivalent, 1 when not, 2 on errors).
+    Diff {
+        /// The policy before the change.
+        old: PathBuf,
+        /// The policy after it.
+        new: PathBuf,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = DiffFormat::Human)]
+        format: DiffFormat,
+    },
     /// Write a synthetic policy (for tests and benchmarks) to stdout.
     Gen {
         /// Number of rules.
@@ -217,6 +228,12 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum DiffFormat {
+    Human,
+    Json,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -387,6 +404,16 @@ fn main() -> ExitCode {
                 Outcome::default()
             };
             merge(out, r)
+        }
+        Command::Diff { old, new, format } => {
+            let inputs = driver::read_inputs(&[old, new], &mut out);
+            if let [a, b] = &inputs[..] {
+                let r = driver::diff(a, b, format == DiffFormat::Json, color);
+                merge(out, r)
+            } else {
+                out.code = 2;
+                out
+            }
         }
         Command::Graph {
             file,

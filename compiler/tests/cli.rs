@@ -206,3 +206,88 @@ fn import_and_trace_classbench() {
     assert!(out.contains("trace line 1: expected r2, got r1"), "{out}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+const SMALL_CHAIN: &str = "chain edge on host ingress {\n  accept from 10.0.0.0/8 tcp 22 as ssh\n  drop from 10.0.0.0/8 as lan\n}\n";
+
+#[test]
+fn graph_draws_ranges_as_written() {
+    let dir = temp_dir("graph");
+    let p = dir.join("p.cpl");
+    std::fs::write(&p, SMALL_CHAIN).unwrap();
+    let path = p.to_str().unwrap();
+    let (code, dot, err) = cilc(&["graph", path, "--family", "4"], None);
+    assert_eq!(code, 0, "{err}");
+    assert!(dot.starts_with("digraph cilc {"), "{dot}");
+    assert!(dot.contains("label=\"10.0.0.0/8\""), "{dot}");
+    assert!(dot.contains("label=\"22\""), "{dot}");
+    assert!(dot.contains("accept edge/ssh (line 2)"), "{dot}");
+    assert!(dot.contains("drop edge/lan (line 3)"), "{dot}");
+    assert!(!dot.contains("ipv6"), "{dot}");
+    insta::with_settings!({snapshot_path => "../../tests/snapshots", prepend_module_to_snapshot => false}, {
+        insta::assert_snapshot!("graph_small_chain", dot);
+    });
+    // SVG and PNG through Graphviz (scripts/setup.sh installs it).
+    let (code, svg, err) = cilc(&["graph", path, "--format", "svg"], None);
+    assert_eq!(
+        code, 0,
+        "Graphviz's dot is needed (scripts/setup.sh installs it): {err}"
+    );
+    assert!(svg.contains("<svg"), "{svg}");
+    assert!(svg.contains("10.0.0.0/8"), "{svg}");
+    let png = dir.join("p.png");
+    let (code, _, err) = cilc(
+        &[
+            "graph",
+            path,
+            "--format",
+            "png",
+            "-o",
+            png.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(std::fs::read(&png).unwrap().starts_with(b"\x89PNG"));
+    let (code, _, err) = cilc(&["graph", path, "--format", "png"], None);
+    assert_eq!(code, 1);
+    assert!(err.contains("-o FILE"), "{err}");
+    let (code, _, err) = cilc(&["graph", path, "--max-nodes", "2"], None);
+    assert_eq!(code, 1);
+    assert!(err.contains("more than 2 nodes"), "{err}");
+    // A policy with errors shows its diagnostics.
+    let (code, _, err) = cilc(&["graph", "-"], Some(ERROR));
+    assert_eq!(code, 1);
+    assert!(err.contains("undefined-name"), "{err}");
+}
+
+#[test]
+fn diff_exit_codes_and_json() {
+    let dir = temp_dir("diff");
+    let (a, b) = (dir.join("a.cpl"), dir.join("b.cpl"));
+    std::fs::write(&a, SMALL_CHAIN).unwrap();
+    std::fs::write(&b, SMALL_CHAIN.replace("tcp 22", "tcp 2222")).unwrap();
+    let (a, b) = (a.to_str().unwrap(), b.to_str().unwrap());
+    let (code, out, err) = cilc(&["diff", a, a], None);
+    assert_eq!((code, out.as_str()), (0, ""), "{err}");
+    assert!(err.contains("equivalent"), "{err}");
+    let (code, out, err) = cilc(&["diff", a, b], None);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("2 flow classes change verdict"), "{err}");
+    assert!(
+        out.contains("dport 22") && out.contains("dport 2222"),
+        "{out}"
+    );
+    assert!(
+        out.contains("allow by `edge/ssh` (line 2) -> drop by `edge/lan` (line 3)"),
+        "{out}"
+    );
+    let (code, json, _) = cilc(&["diff", a, b, "--format", "json"], None);
+    assert_eq!(code, 1);
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["equivalent"], false);
+    assert_eq!(v["classes"].as_array().unwrap().len(), 2);
+    assert_eq!(v["classes"][0]["family"], "ipv4");
+    let (code, _, err) = cilc(&["diff", a, "-"], Some(ERROR));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("undefined-name"), "{err}");
+}

@@ -24,7 +24,7 @@
 //! can only hide a finding. A search that runs out of budget never produces
 //! a finding either.
 
-mod atoms;
+pub(crate) mod atoms;
 pub mod space;
 
 use std::collections::BTreeSet;
@@ -36,7 +36,7 @@ use crate::ir::{Layer, RuleId, Validated};
 use crate::resolve::{Action, Direction};
 use crate::tree::build::{self, Options};
 use crate::tree::{dump, Atom, AtomId, Field, Forest, Hook, Outcome, Term, TermId};
-use space::{find, full, Region, Search};
+use space::{bounds, find, full, Search};
 
 /// Steps allowed to one search.
 const BUDGET: usize = 4096;
@@ -72,19 +72,6 @@ fn verdict(ir: &Validated, o: Outcome) -> Verdict {
 
 fn subset(a: &[AtomId], of: &[AtomId]) -> bool {
     a.iter().all(|x| of.contains(x))
-}
-
-/// The smallest region holding every point a term matches.
-fn bounds(t: &Term, v6: bool) -> Region {
-    let mut r = full(v6);
-    for (i, set) in t.fields.iter().enumerate() {
-        if let Some(s) = set {
-            let lo = s.iter().map(|x| x.0).min().unwrap_or(0);
-            let hi = s.iter().map(|x| x.1).max().unwrap_or(0);
-            r[i] = (lo, hi);
-        }
-    }
-    r
 }
 
 /// An example packet in the `cilc explain --packet` form, with the atoms

@@ -6,7 +6,7 @@
 //! (it now covers them in that field, so the next split is along another
 //! field or another term). It is exact, and bounded by a step budget.
 
-use crate::tree::{Term, FIELDS};
+use crate::tree::{normalise, Term, FIELDS};
 
 /// One inclusive range per field (`tree::FIELDS` order).
 pub type Region = [(u128, u128); 7];
@@ -14,6 +14,19 @@ pub type Region = [(u128, u128); 7];
 /// The whole space of a hook.
 pub fn full(v6: bool) -> Region {
     FIELDS.map(|f| (0, f.top(v6)))
+}
+
+/// The smallest region holding every point a term matches.
+pub fn bounds(t: &Term, v6: bool) -> Region {
+    let mut r = full(v6);
+    for (i, set) in t.fields.iter().enumerate() {
+        if let Some(s) = set {
+            let lo = s.iter().map(|x| x.0).min().unwrap_or(0);
+            let hi = s.iter().map(|x| x.1).max().unwrap_or(0);
+            r[i] = (lo, hi);
+        }
+    }
+    r
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,43 +40,28 @@ pub enum Search {
     GaveUp,
 }
 
-/// The sorted, merged intervals of a field's set (`None`: the whole field).
-fn merged(set: &[(u128, u128)]) -> Vec<(u128, u128)> {
-    let mut v = set.to_vec();
-    v.sort_unstable();
-    let mut out: Vec<(u128, u128)> = Vec::with_capacity(v.len());
-    for (a, b) in v {
-        match out.last_mut() {
-            Some((_, e)) if a <= e.saturating_add(1) => *e = (*e).max(b),
-            _ => out.push((a, b)),
-        }
-    }
-    out
-}
-
-fn meets(t: &Term, r: &Region) -> bool {
+pub(crate) fn meets(t: &Term, r: &Region) -> bool {
     t.fields.iter().zip(r).all(|(set, (lo, hi))| {
         set.as_ref()
             .is_none_or(|s| s.iter().any(|(a, b)| a <= hi && lo <= b))
     })
 }
 
-fn covers(t: &Term, r: &Region) -> bool {
-    t.fields.iter().zip(r).all(|(set, (lo, hi))| {
-        set.as_ref()
-            .is_none_or(|s| s.iter().any(|(a, b)| a <= lo && hi <= b))
-    })
+pub(crate) fn covers(t: &Term, r: &Region) -> bool {
+    uncovered(t, r).is_none()
 }
 
-/// A field of `r` that `t` does not cover, with `t`'s merged set there.
-fn uncovered(t: &Term, r: &Region) -> Option<(usize, Vec<(u128, u128)>)> {
+/// A field of `r` that `t` does not cover, with `t`'s merged set there
+/// (merged, so that adjacent intervals count as covering together).
+pub(crate) fn uncovered(t: &Term, r: &Region) -> Option<(usize, Vec<(u128, u128)>)> {
     t.fields.iter().enumerate().find_map(|(i, set)| {
         let set = set.as_ref()?;
         let (lo, hi) = r[i];
+        let set = normalise(set);
         if set.iter().any(|(a, b)| *a <= lo && hi <= *b) {
             None
         } else {
-            Some((i, merged(set)))
+            Some((i, set))
         }
     })
 }
@@ -94,6 +92,32 @@ fn pick(r: &Region) -> [u128; 7] {
         }
     }
     p
+}
+
+/// Cut `lo..=hi` by a merged set: the pieces outside it and inside it.
+pub fn pieces(
+    set: &[(u128, u128)],
+    (lo, hi): (u128, u128),
+) -> (Vec<(u128, u128)>, Vec<(u128, u128)>) {
+    let mut outside = Vec::new();
+    let mut inside = Vec::new();
+    let mut at = lo;
+    for &(a, b) in set {
+        if b < lo || a > hi {
+            continue;
+        }
+        let (a, b) = (a.max(lo), b.min(hi));
+        if a > at {
+            outside.push((at, a - 1));
+        }
+        inside.push((a, b));
+        if b == hi {
+            return (outside, inside);
+        }
+        at = b + 1;
+    }
+    outside.push((at, hi));
+    (outside, inside)
 }
 
 /// Search `region` for a point that every term of `pos` and none of `neg`
@@ -143,29 +167,7 @@ pub fn find(region: &Region, pos: &[&Term], neg: &[&Term], mut budget: usize) ->
         };
         // Pieces outside the first term (it is out of the way there) are
         // tried first, then pieces inside it.
-        let (lo, hi) = r[i];
-        let mut outside = Vec::new();
-        let mut inside = Vec::new();
-        let mut at = lo;
-        let mut open = true;
-        for (a, b) in set {
-            if b < lo || a > hi {
-                continue;
-            }
-            let (a, b) = (a.max(lo), b.min(hi));
-            if a > at {
-                outside.push((at, a - 1));
-            }
-            inside.push((a, b));
-            if b == hi {
-                open = false;
-                break;
-            }
-            at = b + 1;
-        }
-        if open {
-            outside.push((at, hi));
-        }
+        let (outside, inside) = pieces(&set, r[i]);
         let piece = |x: (u128, u128)| {
             let mut p = r;
             p[i] = x;

@@ -194,6 +194,9 @@ fn terms_of(r: &Rule, v6: bool, outcome: Outcome, atoms: &mut Atoms) -> Vec<Term
                 t.atoms.extend(named);
                 t.atoms.sort_unstable();
                 t.atoms.dedup();
+                for set in t.fields.iter_mut().flatten() {
+                    *set = super::normalise(set);
+                }
                 out.push(t);
             }
         }

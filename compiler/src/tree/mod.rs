@@ -182,6 +182,20 @@ pub struct Forest {
     pub hooks: Vec<Hook>,
 }
 
+/// A set of intervals sorted, with overlapping and adjacent ones merged.
+pub fn normalise(set: &[(u128, u128)]) -> Vec<(u128, u128)> {
+    let mut v = set.to_vec();
+    v.sort_unstable();
+    let mut out: Vec<(u128, u128)> = Vec::with_capacity(v.len());
+    for (a, b) in v {
+        match out.last_mut() {
+            Some((_, e)) if a <= e.saturating_add(1) => *e = (*e).max(b),
+            _ => out.push((a, b)),
+        }
+    }
+    out
+}
+
 /// The numeric key of a packet, by field index.
 pub fn key(pkt: &Packet) -> [u128; 7] {
     let addr = |a: IpAddr| match a {
