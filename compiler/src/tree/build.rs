@@ -14,7 +14,7 @@
 //! per field, scored by the larger side). Equal children collapse and
 //! identical nodes are shared.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use ipnet::IpNet;
 
@@ -374,7 +374,7 @@ impl Builder<'_> {
         if let Some(n) = self.done.get(&state) {
             return *n;
         }
-        let (_, mut live) = state;
+        let (_, live) = state;
         if self.opts.index {
             // Regions of an index do not repeat: nothing to remember.
             return match live.is_empty() {
@@ -384,15 +384,24 @@ impl Builder<'_> {
         }
         // Leading terms that cover the region decide by their atoms alone:
         // each becomes a chain of atom tests whose failures all go on to
-        // the rest. (One atom left: every term that needs it is out when it
-        // fails. Several: only terms needing all of them are out. Keeping
-        // which atom failed would fork the rest of the problem once per
-        // atom, exponentially in multi-atom rules.) Built as a loop, since
-        // such runs can be thousands of terms long.
-        let top = live.clone();
+        // the rest. (With one atom, every term that needs it is out when it
+        // fails. With several, only the term itself: keeping which atom
+        // failed would fork the rest of the problem once per atom,
+        // exponentially in multi-atom rules.) Built as a loop, since such
+        // runs can be thousands of terms long.
+        // Atoms that failed alone on the way: terms needing one are out
+        // (dropped lazily, as the run goes, so that a long run stays linear).
+        let mut failed: HashSet<AtomId> = HashSet::new();
+        let out = |terms: &[Term], failed: &HashSet<AtomId>, t: TermId| {
+            terms[t as usize].atoms.iter().any(|a| failed.contains(a))
+        };
+        let mut at = 0;
         let mut run: Vec<(TermId, Vec<AtomId>)> = Vec::new();
         let mut n = loop {
-            let Some(&first) = live.first() else {
+            while at < live.len() && out(self.terms, &failed, live[at]) {
+                at += 1;
+            }
+            let Some(&first) = live.get(at) else {
                 break self.add(Node::Leaf(None));
             };
             let t0 = &self.terms[first as usize];
@@ -402,7 +411,12 @@ impl Builder<'_> {
                 .zip(region.iter())
                 .all(|(s, r)| covers(s, *r))
             {
-                break self.cut(region, live, depth);
+                let rest: Vec<TermId> = live[at..]
+                    .iter()
+                    .copied()
+                    .filter(|t| !out(self.terms, &failed, *t))
+                    .collect();
+                break self.cut(region, rest, depth);
             }
             let unknown: Vec<AtomId> = t0
                 .atoms
@@ -413,10 +427,10 @@ impl Builder<'_> {
             if unknown.is_empty() {
                 break self.add(Node::Leaf(Some(first)));
             }
-            live.retain(|t| {
-                let atoms = &self.terms[*t as usize].atoms;
-                !unknown.iter().all(|a| atoms.contains(a))
-            });
+            if let [atom] = unknown[..] {
+                failed.insert(atom);
+            }
+            at += 1;
             run.push((first, unknown));
         };
         for (first, unknown) in run.into_iter().rev() {
@@ -432,7 +446,7 @@ impl Builder<'_> {
                     }
                 });
         }
-        self.done.insert((*region, top), n);
+        self.done.insert((*region, live), n);
         n
     }
 

@@ -222,7 +222,7 @@ pub struct Stats {
     pub leaves: usize,
     pub terms: usize,
     pub max_depth: usize,
-    /// Mean depth of the leaves over all root-to-leaf paths.
+    /// Mean depth of the leaves over all root-to-leaf paths, per part.
     pub mean_depth: f64,
     /// Comparisons on the longest path through every part, linear leaves
     /// counted in full (a packet whose local side every subject selects).
@@ -236,24 +236,26 @@ pub struct Stats {
 }
 
 pub fn stats(d: &Diagram) -> Stats {
-    // Per node: (paths, sum of depths below, max depth, worst comparisons).
-    let mut memo: HashMap<NodeId, (f64, f64, usize, usize)> = HashMap::new();
-    fn go(
-        d: &Diagram,
-        n: NodeId,
-        memo: &mut HashMap<NodeId, (f64, f64, usize, usize)>,
-    ) -> (f64, f64, usize, usize) {
+    // Per node: (mean depth below over its paths, log2 of its path count,
+    // max depth, worst comparisons). Path counts overflow even f64 in deep
+    // DAGs, hence logarithms.
+    type Memo = HashMap<NodeId, (f64, f64, usize, usize)>;
+    let mut memo: Memo = HashMap::new();
+    fn go(d: &Diagram, n: NodeId, memo: &mut Memo) -> (f64, f64, usize, usize) {
         if let Some(v) = memo.get(&n) {
             return *v;
         }
         let v = match &d.nodes[n as usize] {
-            Node::Leaf(_) => (1.0, 0.0, 0, 1),
-            Node::Linear(ts) => (1.0, 0.0, 0, 1 + ts.len()),
+            Node::Leaf(_) => (0.0, 0.0, 0, 1),
+            Node::Linear(ts) => (0.0, 0.0, 0, 1 + ts.len()),
             Node::Split { lo: a, hi: b, .. } | Node::Test { yes: a, no: b, .. } => {
                 let (x, y) = (go(d, *a, memo), go(d, *b, memo));
+                // Share of the paths that go through `a`.
+                let w = 1.0 / (1.0 + (y.1 - x.1).exp2());
+                let log = x.1.max(y.1) + (1.0 + (-(x.1 - y.1).abs()).exp2()).log2();
                 (
-                    x.0 + y.0,
-                    x.1 + x.0 + y.1 + y.0,
+                    1.0 + w * x.0 + (1.0 - w) * y.0,
+                    log,
                     1 + x.2.max(y.2),
                     1 + x.3.max(y.3),
                 )
@@ -263,16 +265,23 @@ pub fn stats(d: &Diagram) -> Stats {
         v
     }
     // Every part is walked: depths are per part, comparisons add up.
-    let (mut paths, mut sum, mut max_depth, mut worst, mut worst_part) = (0.0, 0.0, 0, 0, 0);
+    let (mut max_depth, mut worst, mut worst_part) = (0, 0, 0);
+    let mut means: Vec<(f64, f64)> = Vec::new();
     for r in &d.roots {
-        let (p, s, m, w) = go(d, *r, &mut memo);
-        paths += p;
-        sum += s;
+        let (e, log, m, w) = go(d, *r, &mut memo);
+        means.push((e, log));
         max_depth = max_depth.max(m);
         worst += w;
         worst_part = worst_part.max(w);
     }
-    let paths = if paths == 0.0 { 1.0 } else { paths };
+    // Parts weighted by their path counts.
+    let top = means.iter().map(|m| m.1).fold(f64::MIN, f64::max);
+    let total: f64 = means.iter().map(|m| (m.1 - top).exp2()).sum();
+    let mean_depth = if means.is_empty() {
+        0.0
+    } else {
+        means.iter().map(|(e, l)| e * (l - top).exp2()).sum::<f64>() / total
+    };
     let mut leaves = 0;
     let mut refs = 0;
     for n in memo.keys() {
@@ -293,7 +302,7 @@ pub fn stats(d: &Diagram) -> Stats {
         leaves,
         terms: d.terms.len(),
         max_depth,
-        mean_depth: sum / paths,
+        mean_depth,
         worst_comparisons: worst,
         worst_part,
         replication: refs as f64 / d.terms.len().max(1) as f64,
