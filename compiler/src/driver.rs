@@ -621,3 +621,49 @@ pub fn diff(old: &Input, new: &Input, json: bool, color: bool) -> Outcome {
         code,
     }
 }
+
+/// `cilc compile`: the policy as a BPF object at `output`.
+pub fn compile(
+    input: &Input,
+    output: &std::path::Path,
+    strategy: crate::codegen::Strategy,
+    color: bool,
+) -> Outcome {
+    let ir = match validated(input, color) {
+        Ok(ir) => ir,
+        Err(o) => return o,
+    };
+    let opts = crate::codegen::Options { strategy };
+    match crate::codegen::compile(&ir, &input.text, &opts) {
+        Ok(out) => match std::fs::write(output, &out.object) {
+            Ok(()) => Outcome {
+                stderr: format!(
+                    "compiled {} ({} rules, {} strategy) to {} ({} bytes)\n",
+                    input.name,
+                    out.manifest.rules.len(),
+                    out.manifest.strategy,
+                    output.display(),
+                    out.object.len()
+                ),
+                ..Outcome::default()
+            },
+            Err(e) => Outcome {
+                stderr: format!("error: cannot write `{}`: {e}\n", output.display()),
+                code: 2,
+                ..Outcome::default()
+            },
+        },
+        Err(diags) => {
+            let report = Report {
+                name: &input.name,
+                source: &input.text,
+                diagnostics: &diags,
+            };
+            Outcome {
+                stderr: render::human(&[report], color),
+                code: 1,
+                ..Outcome::default()
+            }
+        }
+    }
+}

@@ -19,6 +19,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod classbench;
+pub mod codegen;
 pub mod diag;
 pub mod diff;
 pub mod driver;

@@ -219,6 +219,17 @@ enum Command {
         #[arg(long, value_enum, default_value_t = DiffFormat::Human)]
         format: DiffFormat,
     },
+    /// Compile a policy to a BPF object (XDP and TC programs).
+    Compile {
+        /// A policy file (`-` for standard input).
+        file: PathBuf,
+        /// Where to write the object.
+        #[arg(long, short, default_value = "policy.bpf.o")]
+        output: PathBuf,
+        /// `tree` (the decision diagrams) or `linear` (every rule in turn).
+        #[arg(long, value_enum, default_value_t = cilc::codegen::Strategy::Tree)]
+        strategy: cilc::codegen::Strategy,
+    },
     /// Write a synthetic policy (for tests and benchmarks) to stdout.
     Gen {
         /// Number of rules.
@@ -403,6 +414,18 @@ fn main() -> ExitCode {
             } else {
                 Outcome::default()
             };
+            merge(out, r)
+        }
+        Command::Compile {
+            file,
+            output,
+            strategy,
+        } => {
+            let inputs = driver::read_inputs(&[file], &mut out);
+            let r = inputs
+                .first()
+                .map(|i| driver::compile(i, &output, strategy, color))
+                .unwrap_or_default();
             merge(out, r)
         }
         Command::Diff { old, new, format } => {

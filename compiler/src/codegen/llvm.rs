@@ -1,0 +1,562 @@
+//! The only module that speaks to LLVM (through inkwell).
+//!
+//! It parses the stdlib bitcode, defines the `cilc_decide` it declares from
+//! the plan (one block per diagram node, per part; leaves record the
+//! earliest term), inlines it into the program entries, optimises (O2) and
+//! emits a BPF (v3, little-endian) object with the manifest in its own
+//! section.
+
+use std::collections::HashMap;
+use std::ffi::{c_char, CStr};
+
+use inkwell::attributes::{Attribute, AttributeLoc};
+use inkwell::basic_block::BasicBlock;
+use inkwell::builder::Builder;
+use inkwell::context::Context;
+use inkwell::memory_buffer::MemoryBuffer;
+use inkwell::module::{Linkage, Module};
+use inkwell::passes::PassBuilderOptions;
+use inkwell::targets::{
+    CodeModel, FileType, InitializationConfig, RelocMode, Target, TargetTriple,
+};
+use inkwell::types::IntType;
+use inkwell::values::{AsValueRef, FunctionValue, IntValue, PointerValue};
+use inkwell::{IntPredicate, OptimizationLevel};
+
+use super::{AtomCode, DiagramPlan, HookPlan, CHAIN_DROP, NO_POLICY};
+use crate::tree::{Field, Node, NodeId, Side, TermId, FIELDS};
+
+/// Byte offsets in `struct cilc_ctx` (stdlib-bpf/cilc.h asserts them).
+mod layout {
+    pub const SRC: u64 = 0;
+    pub const DST: u64 = 16;
+    pub const PROTO: u64 = 32;
+    pub const SPORT: u64 = 36;
+    pub const DPORT: u64 = 40;
+    pub const ICMP_TYPE: u64 = 44;
+    pub const ICMP_CODE: u64 = 48;
+    pub const TCP_FLAGS: u64 = 52;
+    pub const V6: u64 = 56;
+    pub const SRC_BITS: u64 = 64;
+    pub const DST_BITS: u64 = 128;
+    pub const DST_PORTS: u64 = 192;
+}
+
+extern "C" fn fatal(reason: *const c_char) {
+    let text = if reason.is_null() {
+        "unknown".into()
+    } else {
+        // SAFETY: LLVM passes a NUL-terminated message.
+        unsafe { CStr::from_ptr(reason) }.to_string_lossy()
+    };
+    eprintln!("error[internal-error]: LLVM failed while generating code: {text}\n  = note: this is a bug in cilc, not in your policy");
+    std::process::exit(3);
+}
+
+type Err = String;
+
+fn e(x: impl std::fmt::Display) -> Err {
+    x.to_string()
+}
+
+struct Gen<'ctx> {
+    ctx: &'ctx Context,
+    b: Builder<'ctx>,
+    f: FunctionValue<'ctx>,
+    p: PointerValue<'ctx>,
+    i64t: IntType<'ctx>,
+    i32t: IntType<'ctx>,
+}
+
+/// The numeric fields of a hook, loaded once.
+struct Fields<'ctx> {
+    values: [IntValue<'ctx>; 7],
+    wide: bool,
+}
+
+impl<'ctx> Gen<'ctx> {
+    fn block(&self, name: &str) -> BasicBlock<'ctx> {
+        self.ctx.append_basic_block(self.f, name)
+    }
+
+    fn load(&self, ty: IntType<'ctx>, offset: u64) -> Result<IntValue<'ctx>, Err> {
+        let i8t = self.ctx.i8_type();
+        // SAFETY: offsets are within struct cilc_ctx (asserted in cilc.h).
+        let ptr = unsafe {
+            self.b
+                .build_in_bounds_gep(i8t, self.p, &[self.i64t.const_int(offset, false)], "")
+                .map_err(e)?
+        };
+        Ok(self.b.build_load(ty, ptr, "").map_err(e)?.into_int_value())
+    }
+
+    fn fields(&self, v6: bool) -> Result<Fields<'ctx>, Err> {
+        let addr = |off: u64| -> Result<IntValue<'ctx>, Err> {
+            let lo = self.load(self.i64t, off + 8)?;
+            if !v6 {
+                return Ok(lo);
+            }
+            let i128t = self.ctx.i128_type();
+            let hi = self.load(self.i64t, off)?;
+            let hi = self.b.build_int_z_extend(hi, i128t, "").map_err(e)?;
+            let hi = self
+                .b
+                .build_left_shift(hi, i128t.const_int(64, false), "")
+                .map_err(e)?;
+            let lo = self.b.build_int_z_extend(lo, i128t, "").map_err(e)?;
+            self.b.build_or(hi, lo, "").map_err(e)
+        };
+        let small = |off: u64| -> Result<IntValue<'ctx>, Err> {
+            let v = self.load(self.i32t, off)?;
+            self.b.build_int_z_extend(v, self.i64t, "").map_err(e)
+        };
+        Ok(Fields {
+            values: [
+                addr(layout::SRC)?,
+                addr(layout::DST)?,
+                small(layout::PROTO)?,
+                small(layout::SPORT)?,
+                small(layout::DPORT)?,
+                small(layout::ICMP_TYPE)?,
+                small(layout::ICMP_CODE)?,
+            ],
+            wide: v6,
+        })
+    }
+
+    fn constant(&self, fields: &Fields<'ctx>, field: Field, v: u128) -> IntValue<'ctx> {
+        if fields.wide && matches!(field, Field::SrcAddr | Field::DstAddr) {
+            self.ctx
+                .i128_type()
+                .const_int_arbitrary_precision(&[v as u64, (v >> 64) as u64])
+        } else {
+            self.i64t.const_int(v as u64, false)
+        }
+    }
+
+    /// `lo <= v <= hi`, as one unsigned compare.
+    fn in_range(
+        &self,
+        fields: &Fields<'ctx>,
+        field: Field,
+        lo: u128,
+        hi: u128,
+    ) -> Result<IntValue<'ctx>, Err> {
+        let v = fields.values[field.index()];
+        if lo == hi {
+            return self
+                .b
+                .build_int_compare(IntPredicate::EQ, v, self.constant(fields, field, lo), "")
+                .map_err(e);
+        }
+        let d = self
+            .b
+            .build_int_sub(v, self.constant(fields, field, lo), "")
+            .map_err(e)?;
+        self.b
+            .build_int_compare(
+                IntPredicate::ULE,
+                d,
+                self.constant(fields, field, hi - lo),
+                "",
+            )
+            .map_err(e)
+    }
+
+    fn bit(&self, side: Side, bit: u32) -> Result<IntValue<'ctx>, Err> {
+        let base = if side == Side::Src {
+            layout::SRC_BITS
+        } else {
+            layout::DST_BITS
+        };
+        let word = self.load(self.i64t, base + 8 * u64::from(bit / 64))?;
+        let m = self
+            .b
+            .build_and(word, self.i64t.const_int(1 << (bit % 64), false), "")
+            .map_err(e)?;
+        self.b
+            .build_int_compare(IntPredicate::NE, m, self.i64t.const_zero(), "")
+            .map_err(e)
+    }
+
+    fn atom(&self, code: &AtomCode, fields: &Fields<'ctx>) -> Result<IntValue<'ctx>, Err> {
+        let bool_t = self.ctx.bool_type();
+        match code {
+            AtomCode::Bit(side, bit) => self.bit(*side, *bit),
+            AtomCode::NoBit(side, bits) => {
+                let mut acc = bool_t.const_int(1, false);
+                for b in bits {
+                    let set = self.bit(*side, *b)?;
+                    let unset = self.b.build_not(set, "").map_err(e)?;
+                    acc = self.b.build_and(acc, unset, "").map_err(e)?;
+                }
+                Ok(acc)
+            }
+            AtomCode::Port(slot) => {
+                let named = self.load(
+                    self.ctx.i16_type(),
+                    layout::DST_PORTS + 2 * u64::from(*slot),
+                )?;
+                let named = self.b.build_int_z_extend(named, self.i64t, "").map_err(e)?;
+                let dport = fields.values[Field::DstPort.index()];
+                let same = self
+                    .b
+                    .build_int_compare(IntPredicate::EQ, named, dport, "")
+                    .map_err(e)?;
+                let some = self
+                    .b
+                    .build_int_compare(IntPredicate::NE, named, self.i64t.const_zero(), "")
+                    .map_err(e)?;
+                self.b.build_and(same, some, "").map_err(e)
+            }
+            AtomCode::Flags(v, m) => {
+                let flags = self.load(self.i32t, layout::TCP_FLAGS)?;
+                let masked = self
+                    .b
+                    .build_and(flags, self.i32t.const_int(u64::from(*m), false), "")
+                    .map_err(e)?;
+                self.b
+                    .build_int_compare(
+                        IntPredicate::EQ,
+                        masked,
+                        self.i32t.const_int(u64::from(*v), false),
+                        "",
+                    )
+                    .map_err(e)
+            }
+            AtomCode::True => Ok(bool_t.const_int(1, false)),
+        }
+    }
+
+    /// Branch to `yes` when `cond`, else to `no`.
+    fn branch(
+        &self,
+        cond: IntValue<'ctx>,
+        yes: BasicBlock<'ctx>,
+        no: BasicBlock<'ctx>,
+    ) -> Result<(), Err> {
+        self.b.build_conditional_branch(cond, yes, no).map_err(e)?;
+        Ok(())
+    }
+
+    /// Emit the checks of one term at the current position: on success go
+    /// to `hit`, else to `miss`.
+    fn term(
+        &self,
+        plan: &DiagramPlan<'_>,
+        t: TermId,
+        hook: &HookPlan<'_>,
+        fields: &Fields<'ctx>,
+        hit: BasicBlock<'ctx>,
+        miss: BasicBlock<'ctx>,
+    ) -> Result<(), Err> {
+        let term = &plan.diagram.terms[t as usize];
+        for f in FIELDS {
+            let Some(set) = &term.fields[f.index()] else {
+                continue;
+            };
+            let next = self.block("field");
+            for (i, (lo, hi)) in set.iter().enumerate() {
+                let c = self.in_range(fields, f, *lo, *hi)?;
+                let other = if i + 1 == set.len() {
+                    miss
+                } else {
+                    self.block("or")
+                };
+                self.branch(c, next, other)?;
+                if other != miss {
+                    self.b.position_at_end(other);
+                }
+            }
+            self.b.position_at_end(next);
+        }
+        for a in &term.atoms {
+            let c = self.atom(&hook.atoms[*a as usize], fields)?;
+            let next = self.block("atom");
+            self.branch(c, next, miss)?;
+            self.b.position_at_end(next);
+        }
+        self.b.build_unconditional_branch(hit).map_err(e)?;
+        Ok(())
+    }
+
+    /// Evaluate a diagram; returns the decision word of its first matching
+    /// term, or 0.
+    fn diagram(
+        &self,
+        plan: &DiagramPlan<'_>,
+        hook: &HookPlan<'_>,
+        fields: &Fields<'ctx>,
+    ) -> Result<IntValue<'ctx>, Err> {
+        let i32t = self.i32t;
+        let best_t = self.b.build_alloca(i32t, "best_t").map_err(e)?;
+        let best = self.b.build_alloca(i32t, "best").map_err(e)?;
+        self.b
+            .build_store(best_t, i32t.const_all_ones())
+            .map_err(e)?;
+        self.b.build_store(best, i32t.const_zero()).map_err(e)?;
+        let d = plan.diagram;
+        for root in &d.roots {
+            let exit = self.block("part_done");
+            // A term found: keep it if it comes before the best so far.
+            let record = |t: TermId| -> Result<(), Err> {
+                let cur = self
+                    .b
+                    .build_load(i32t, best_t, "")
+                    .map_err(e)?
+                    .into_int_value();
+                let tv = i32t.const_int(u64::from(t), false);
+                let earlier = self
+                    .b
+                    .build_int_compare(IntPredicate::ULT, tv, cur, "")
+                    .map_err(e)?;
+                let code = i32t.const_int(u64::from(plan.codes[t as usize]), false);
+                let old = self
+                    .b
+                    .build_load(i32t, best, "")
+                    .map_err(e)?
+                    .into_int_value();
+                let nt = self.b.build_select(earlier, tv, cur, "").map_err(e)?;
+                let nc = self.b.build_select(earlier, code, old, "").map_err(e)?;
+                self.b.build_store(best_t, nt).map_err(e)?;
+                self.b.build_store(best, nc).map_err(e)?;
+                self.b.build_unconditional_branch(exit).map_err(e)?;
+                Ok(())
+            };
+            let mut blocks: HashMap<NodeId, BasicBlock<'ctx>> = HashMap::new();
+            let mut todo: Vec<NodeId> = Vec::new();
+            let mut get = |n: NodeId, todo: &mut Vec<NodeId>| {
+                *blocks.entry(n).or_insert_with(|| {
+                    todo.push(n);
+                    self.block("node")
+                })
+            };
+            let first = get(*root, &mut todo);
+            self.b.build_unconditional_branch(first).map_err(e)?;
+            while let Some(n) = todo.pop() {
+                let here = get(n, &mut todo);
+                self.b.position_at_end(here);
+                match &d.nodes[n as usize] {
+                    Node::Split { field, cut, lo, hi } => {
+                        let v = fields.values[field.index()];
+                        let c = self
+                            .b
+                            .build_int_compare(
+                                IntPredicate::ULT,
+                                v,
+                                self.constant(fields, *field, *cut),
+                                "",
+                            )
+                            .map_err(e)?;
+                        let (l, h) = (get(*lo, &mut todo), get(*hi, &mut todo));
+                        self.branch(c, l, h)?;
+                    }
+                    Node::Test { atom, yes, no } => {
+                        let c = self.atom(&hook.atoms[*atom as usize], fields)?;
+                        let (y, n) = (get(*yes, &mut todo), get(*no, &mut todo));
+                        self.branch(c, y, n)?;
+                    }
+                    Node::Leaf(None) => {
+                        self.b.build_unconditional_branch(exit).map_err(e)?;
+                    }
+                    Node::Leaf(Some(t)) => record(*t)?,
+                    Node::Linear(ts) => {
+                        for t in ts {
+                            let hit = self.block("hit");
+                            let miss = self.block("miss");
+                            self.term(plan, *t, hook, fields, hit, miss)?;
+                            self.b.position_at_end(hit);
+                            record(*t)?;
+                            self.b.position_at_end(miss);
+                        }
+                        self.b.build_unconditional_branch(exit).map_err(e)?;
+                    }
+                }
+            }
+            self.b.position_at_end(exit);
+        }
+        Ok(self
+            .b
+            .build_load(i32t, best, "")
+            .map_err(e)?
+            .into_int_value())
+    }
+
+    /// One hook: chains (a drop ends it), then policies, as `Forest::decide`.
+    fn hook(&self, h: &HookPlan<'_>) -> Result<(), Err> {
+        let i32t = self.i32t;
+        let fields = self.fields(h.v6)?;
+        let accepted = self.b.build_alloca(i32t, "accepted").map_err(e)?;
+        self.b.build_store(accepted, i32t.const_zero()).map_err(e)?;
+        for c in &h.chains {
+            let code = self.diagram(c, h, &fields)?;
+            let reason = self
+                .b
+                .build_and(code, i32t.const_int(0x0f, false), "")
+                .map_err(e)?;
+            let is_drop = self
+                .b
+                .build_int_compare(
+                    IntPredicate::EQ,
+                    reason,
+                    i32t.const_int(u64::from(CHAIN_DROP), false),
+                    "",
+                )
+                .map_err(e)?;
+            let found = self
+                .b
+                .build_int_compare(IntPredicate::NE, code, i32t.const_zero(), "")
+                .map_err(e)?;
+            let drop = self.block("chain_drop");
+            let next = self.block("chain_next");
+            self.branch(is_drop, drop, next)?;
+            self.b.position_at_end(drop);
+            self.b.build_return(Some(&code)).map_err(e)?;
+            self.b.position_at_end(next);
+            let old = self
+                .b
+                .build_load(i32t, accepted, "")
+                .map_err(e)?
+                .into_int_value();
+            let unset = self
+                .b
+                .build_int_compare(IntPredicate::EQ, old, i32t.const_zero(), "")
+                .map_err(e)?;
+            let take = self.b.build_and(found, unset, "").map_err(e)?;
+            let new = self.b.build_select(take, code, old, "").map_err(e)?;
+            self.b.build_store(accepted, new).map_err(e)?;
+        }
+        let acc = self
+            .b
+            .build_load(i32t, accepted, "")
+            .map_err(e)?
+            .into_int_value();
+        let has_acc = self
+            .b
+            .build_int_compare(IntPredicate::NE, acc, i32t.const_zero(), "")
+            .map_err(e)?;
+        let fallback = self
+            .b
+            .build_select(
+                has_acc,
+                acc,
+                i32t.const_int(u64::from(NO_POLICY), false),
+                "",
+            )
+            .map_err(e)?
+            .into_int_value();
+        let result = match &h.policy {
+            None => fallback,
+            Some(p) => {
+                let code = self.diagram(p, h, &fields)?;
+                let found = self
+                    .b
+                    .build_int_compare(IntPredicate::NE, code, i32t.const_zero(), "")
+                    .map_err(e)?;
+                self.b
+                    .build_select(found, code, fallback, "")
+                    .map_err(e)?
+                    .into_int_value()
+            }
+        };
+        self.b.build_return(Some(&result)).map_err(e)?;
+        Ok(())
+    }
+}
+
+/// Generate, link, optimise and emit the object.
+pub fn emit(hooks: &[HookPlan<'_>], manifest: &[u8], stdlib: &[u8]) -> Result<Vec<u8>, Err> {
+    // SAFETY: the handler only prints and exits.
+    unsafe { inkwell::support::error_handling::install_fatal_error_handler(fatal) };
+    Target::initialize_bpf(&InitializationConfig::default());
+    let ctx = Context::create();
+    let buf = MemoryBuffer::create_from_memory_range_copy(stdlib, "cilc.bc");
+    let module: Module<'_> = Module::parse_bitcode_from_buffer(&buf, &ctx).map_err(e)?;
+    let f = module
+        .get_function("cilc_decide")
+        .ok_or("the stdlib bitcode does not declare cilc_decide")?;
+    // The declaration carries the debug info of a call target; a definition
+    // needs its own. Drop it: the function is inlined, and its code takes
+    // the entries' debug info (and BTF).
+    // SAFETY: `f` is a live function of `module`; a null subprogram
+    // removes the attachment.
+    unsafe { llvm_sys::debuginfo::LLVMSetSubprogram(f.as_value_ref(), std::ptr::null_mut()) };
+    f.set_linkage(Linkage::Internal);
+    let always = Attribute::get_named_enum_kind_id("alwaysinline");
+    f.add_attribute(AttributeLoc::Function, ctx.create_enum_attribute(always, 0));
+    let p = f
+        .get_nth_param(0)
+        .ok_or("cilc_decide has no context parameter")?
+        .into_pointer_value();
+    let dir = f
+        .get_nth_param(1)
+        .ok_or("cilc_decide has no direction parameter")?
+        .into_int_value();
+    let g = Gen {
+        ctx: &ctx,
+        b: ctx.create_builder(),
+        f,
+        p,
+        i64t: ctx.i64_type(),
+        i32t: ctx.i32_type(),
+    };
+    let entry = g.block("entry");
+    g.b.position_at_end(entry);
+    let v6 = g.load(g.i32t, layout::V6)?;
+    let v6 =
+        g.b.build_int_compare(IntPredicate::NE, v6, g.i32t.const_zero(), "")
+            .map_err(e)?;
+    let v6 = g.b.build_int_z_extend(v6, g.i32t, "").map_err(e)?;
+    let twice =
+        g.b.build_left_shift(dir, g.i32t.const_int(1, false), "")
+            .map_err(e)?;
+    let key = g.b.build_or(twice, v6, "").map_err(e)?;
+    let none = g.block("no_hook");
+    let mut cases = Vec::new();
+    for h in hooks {
+        let bb = g.block(&format!("hook_{}_{}", h.direction, u8::from(h.v6)));
+        cases.push((
+            g.i32t
+                .const_int(u64::from(h.direction * 2 + u32::from(h.v6)), false),
+            bb,
+        ));
+    }
+    g.b.build_switch(key, none, &cases).map_err(e)?;
+    g.b.position_at_end(none);
+    g.b.build_return(Some(&g.i32t.const_int(u64::from(NO_POLICY), false)))
+        .map_err(e)?;
+    for (h, (_, bb)) in hooks.iter().zip(&cases) {
+        g.b.position_at_end(*bb);
+        g.hook(h)?;
+    }
+    // The manifest, in its own section (libbpf skips unknown sections).
+    let bytes = ctx.const_string(manifest, false);
+    let global = module.add_global(bytes.get_type(), None, "cilc_manifest");
+    global.set_initializer(&bytes);
+    global.set_constant(true);
+    global.set_section(Some(runtime_loader::manifest::SECTION));
+    module
+        .verify()
+        .map_err(|m| format!("generated IR is invalid: {m}"))?;
+    let triple = TargetTriple::create("bpfel");
+    let target = Target::from_triple(&triple).map_err(e)?;
+    let tm = target
+        .create_target_machine(
+            &triple,
+            "v3",
+            "",
+            OptimizationLevel::Aggressive,
+            RelocMode::Default,
+            CodeModel::Default,
+        )
+        .ok_or("LLVM has no BPF target machine")?;
+    module.set_triple(&triple);
+    module.set_data_layout(&tm.get_target_data().get_data_layout());
+    module
+        .run_passes("default<O2>", &tm, PassBuilderOptions::create())
+        .map_err(e)?;
+    let out = tm
+        .write_to_memory_buffer(&module, FileType::Object)
+        .map_err(e)?;
+    Ok(out.as_slice().to_vec())
+}

@@ -1,0 +1,312 @@
+//! Back end: decision diagrams → a BPF ELF object.
+//!
+//! Stage: **`ir::Validated` + source → `Output`** (object bytes and the
+//! manifest embedded in them). This module decides everything that is
+//! policy-specific (which predicate bit each selector gets, which slot each
+//! named port, the decision word each term produces, what the manifest
+//! says); `llvm` only turns that plan into LLVM IR, links it with the
+//! bitcode of `stdlib-bpf/cilc.c` and emits the object. See docs/backend.md.
+
+mod llvm;
+
+use cilc_grammar::ast::Span;
+use runtime_loader::manifest::{self, Manifest};
+use sha2::{Digest, Sha256};
+
+use crate::diag::{render::position, Code, Diagnostic};
+use crate::ir::{Selector, Subject, Validated};
+use crate::resolve::{Action, Direction};
+use crate::tree::{build, Atom, Diagram, EndIs, Forest, Node, Outcome, Side};
+
+/// The bitcode of stdlib-bpf/cilc.c (compiler/build.rs).
+const STDLIB: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/cilc.bc"));
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Strategy {
+    /// The decision diagrams.
+    Tree,
+    /// Every rule tried in order: the naive baseline and a second oracle.
+    Linear,
+}
+
+pub struct Options {
+    pub strategy: Strategy,
+}
+
+pub struct Output {
+    pub object: Vec<u8>,
+    pub manifest: Manifest,
+}
+
+/// How the generated code answers an atom.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AtomCode {
+    /// A predicate bit of one end's identity is set.
+    Bit(Side, u32),
+    /// None of these predicate bits is set.
+    NoBit(Side, Vec<u32>),
+    /// The destination names its port `dport` in this slot.
+    Port(u32),
+    /// `tcp_flags & mask == value`.
+    Flags(u16, u16),
+    /// Always true: L7 is judged by the proxy, not in BPF (the program
+    /// allows the connection the L7 rule's L3/L4 part allows).
+    True,
+}
+
+/// A diagram and the decision word each of its terms produces.
+pub struct DiagramPlan<'a> {
+    pub diagram: &'a Diagram,
+    pub codes: Vec<u32>,
+}
+
+pub struct HookPlan<'a> {
+    /// 0 ingress, 1 egress (`enum cilc_direction`).
+    pub direction: u32,
+    pub v6: bool,
+    pub chains: Vec<DiagramPlan<'a>>,
+    pub policy: Option<DiagramPlan<'a>>,
+    pub atoms: Vec<AtomCode>,
+}
+
+// Reasons (`enum cilc_reason`).
+const MATCHED_ALLOW: u32 = 0;
+const MATCHED_DENY: u32 = 1;
+const DEFAULT_DENY: u32 = 2;
+pub(crate) const NO_POLICY: u32 = 3;
+const CHAIN_ACCEPT: u32 = 4;
+pub(crate) const CHAIN_DROP: u32 = 5;
+
+fn decision(rule: Option<u32>, reason: u32) -> u32 {
+    rule.map_or(0, |r| (r + 1) << 4) | reason
+}
+
+/// Selectors and named ports of a program, numbered.
+#[derive(Default)]
+struct Tables {
+    selectors: Vec<Selector>,
+    ports: Vec<String>,
+}
+
+impl Tables {
+    fn selector(&mut self, s: &Selector) -> u32 {
+        let i = match self.selectors.iter().position(|x| x == s) {
+            Some(i) => i,
+            None => {
+                self.selectors.push(s.clone());
+                self.selectors.len() - 1
+            }
+        };
+        manifest::PRED_HOST + 1 + i as u32
+    }
+
+    fn port(&mut self, n: &str) -> u32 {
+        match self.ports.iter().position(|x| x == n) {
+            Some(i) => i as u32,
+            None => {
+                self.ports.push(n.to_string());
+                (self.ports.len() - 1) as u32
+            }
+        }
+    }
+
+    fn code(&mut self, a: &Atom, direction: Direction) -> AtomCode {
+        let local = match direction {
+            Direction::Ingress => Side::Dst,
+            Direction::Egress => Side::Src,
+        };
+        match a {
+            Atom::Subject(Subject::Host) => AtomCode::Bit(local, manifest::PRED_HOST),
+            Atom::Subject(Subject::AllEndpoints) => {
+                AtomCode::NoBit(local, vec![manifest::PRED_WORLD, manifest::PRED_HOST])
+            }
+            Atom::Subject(Subject::EndpointsAndHost) => {
+                AtomCode::NoBit(local, vec![manifest::PRED_WORLD])
+            }
+            Atom::Subject(Subject::Selector(s)) => AtomCode::Bit(local, self.selector(s)),
+            Atom::End(side, EndIs::World) => AtomCode::Bit(*side, manifest::PRED_WORLD),
+            Atom::End(side, EndIs::Host) => AtomCode::Bit(*side, manifest::PRED_HOST),
+            Atom::End(side, EndIs::Cluster) => AtomCode::NoBit(*side, vec![manifest::PRED_WORLD]),
+            Atom::End(side, EndIs::Selector(s)) => AtomCode::Bit(*side, self.selector(s)),
+            Atom::NamedPort(n) => AtomCode::Port(self.port(n)),
+            Atom::Flags(v, m) => AtomCode::Flags(*v, *m),
+            Atom::L7(_) => AtomCode::True,
+        }
+    }
+}
+
+/// The forest with each diagram replaced by one linear leaf of its terms.
+fn linear(mut f: Forest) -> Forest {
+    let flat = |d: &mut Diagram| {
+        d.nodes = vec![Node::Linear((0..d.terms.len() as u32).collect())];
+        d.roots = vec![0];
+    };
+    for h in &mut f.hooks {
+        for (_, d) in &mut h.chains {
+            flat(d);
+        }
+        flat(&mut h.policy);
+    }
+    f
+}
+
+fn error(message: String) -> Vec<Diagnostic> {
+    vec![Diagnostic::error(Code::Internal, Span::default(), message)]
+}
+
+/// Compile a validated program to a BPF object.
+pub fn compile(ir: &Validated, src: &str, opts: &Options) -> Result<Output, Vec<Diagnostic>> {
+    let forest = build::build(ir, &build::Options::default());
+    let forest = match opts.strategy {
+        Strategy::Tree => forest,
+        Strategy::Linear => linear(forest),
+    };
+    let mut tables = Tables::default();
+    let mut hooks = Vec::new();
+    for h in &forest.hooks {
+        let atoms: Vec<AtomCode> = h
+            .atoms
+            .iter()
+            .map(|a| tables.code(a, h.direction))
+            .collect();
+        let chains = h
+            .chains
+            .iter()
+            .map(|(_, d)| DiagramPlan {
+                diagram: d,
+                codes: d
+                    .terms
+                    .iter()
+                    .map(|t| match t.outcome {
+                        Outcome::Rule(r) if ir.rules[r as usize].action == Action::Drop => {
+                            decision(Some(r), CHAIN_DROP)
+                        }
+                        Outcome::Rule(r) => decision(Some(r), CHAIN_ACCEPT),
+                        Outcome::DefaultDeny => decision(None, DEFAULT_DENY),
+                    })
+                    .collect(),
+            })
+            .collect();
+        let policy = (!h.policy.terms.is_empty()).then(|| DiagramPlan {
+            diagram: &h.policy,
+            codes: h
+                .policy
+                .terms
+                .iter()
+                .map(|t| match t.outcome {
+                    Outcome::Rule(r) if ir.rules[r as usize].action == Action::Deny => {
+                        decision(Some(r), MATCHED_DENY)
+                    }
+                    Outcome::Rule(r) => decision(Some(r), MATCHED_ALLOW),
+                    Outcome::DefaultDeny => decision(None, DEFAULT_DENY),
+                })
+                .collect(),
+        });
+        hooks.push(HookPlan {
+            direction: u32::from(h.direction == Direction::Egress),
+            v6: h.v6,
+            chains,
+            policy,
+            atoms,
+        });
+    }
+    let preds = 2 + tables.selectors.len();
+    if preds > manifest::PRED_WORDS * 64 {
+        return Err(error(format!(
+            "the policy has {} distinct selectors; a compiled program holds at most {}",
+            tables.selectors.len(),
+            manifest::PRED_WORDS * 64 - 2
+        )));
+    }
+    if tables.ports.len() > manifest::NAMED_PORTS {
+        return Err(error(format!(
+            "the policy names {} distinct ports; a compiled program holds at most {}",
+            tables.ports.len(),
+            manifest::NAMED_PORTS
+        )));
+    }
+    let manifest = make_manifest(ir, src, opts, &tables);
+    let json = serde_json::to_vec(&manifest).map_err(|e| error(e.to_string()))?;
+    let object = llvm::emit(&hooks, &json, STDLIB).map_err(error)?;
+    Ok(Output { object, manifest })
+}
+
+fn make_manifest(ir: &Validated, src: &str, opts: &Options, t: &Tables) -> Manifest {
+    let rules = ir
+        .rules
+        .iter()
+        .map(|r| {
+            let at = position(src, r.span.start as usize);
+            manifest::Rule {
+                id: r.id,
+                name: r.name.clone(),
+                line: at.line,
+                column: at.column,
+                text: src
+                    .get(r.span.start as usize..r.span.end as usize)
+                    .unwrap_or("")
+                    .to_string(),
+            }
+        })
+        .collect();
+    let program = |name: &str, attach: &str, direction: &str| manifest::Program {
+        name: name.into(),
+        attach: attach.into(),
+        direction: direction.into(),
+    };
+    let map = |name: &str, purpose: &str| manifest::MapInfo {
+        name: name.into(),
+        purpose: purpose.into(),
+    };
+    let mut predicates = vec![
+        manifest::Predicate {
+            bit: manifest::PRED_WORLD,
+            text: "world".into(),
+            selector: None,
+        },
+        manifest::Predicate {
+            bit: manifest::PRED_HOST,
+            text: "host".into(),
+            selector: None,
+        },
+    ];
+    for (i, s) in t.selectors.iter().enumerate() {
+        predicates.push(manifest::Predicate {
+            bit: manifest::PRED_HOST + 1 + i as u32,
+            text: s.to_string(),
+            selector: serde_json::to_value(s).ok(),
+        });
+    }
+    Manifest {
+        layout: manifest::LAYOUT,
+        compiler: format!("cilc {}", env!("CARGO_PKG_VERSION")),
+        source_sha256: Sha256::digest(src.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect(),
+        strategy: match opts.strategy {
+            Strategy::Tree => "tree".into(),
+            Strategy::Linear => "linear".into(),
+        },
+        rules,
+        programs: vec![
+            program("cilc_xdp", "xdp", "ingress"),
+            program("cilc_tc_ingress", "tc-ingress", "ingress"),
+            program("cilc_tc_egress", "tc-egress", "egress"),
+        ],
+        maps: vec![
+            map(
+                "cilc_idents",
+                "address (LPM) → identity: predicate bits and named ports; filled by the loader",
+            ),
+            map(
+                "cilc_rule_counts",
+                "per-CPU packets and bytes per deciding rule id",
+            ),
+            map("cilc_reason_counts", "per-CPU packets and bytes per reason"),
+            map("cilc_last", "the last decision (rule id + 1 << 4 | reason)"),
+        ],
+        predicates,
+        named_ports: t.ports.clone(),
+    }
+}

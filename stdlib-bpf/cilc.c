@@ -1,0 +1,340 @@
+/* cilc's BPF-side library: packet parsing, identity lookups, counters and
+ * the program entries. compiler/build.rs compiles it to LLVM bitcode with
+ * clang-19; cilc links that bitcode with the classifier it generates for a
+ * policy (`cilc_decide`), inlines everything and emits one object. So the
+ * programs here are specialised to the policy: nothing is interpreted.
+ *
+ * Parsing follows docs/semantics.md: S3 (not IP: not judged), S23
+ * (malformed: dropped), S24 (later fragments: dropped). Every packet access
+ * is checked against data_end, as the verifier requires. */
+#include <linux/bpf.h>
+#include <linux/pkt_cls.h>
+#include "cilc.h"
+
+/* linux/stddef.h makes this a mere hint; the verifier needs real inlining. */
+#undef __always_inline
+#define __always_inline inline __attribute__((always_inline))
+
+#define SEC(name) __attribute__((section(name), used))
+#define __uint(name, val) int(*name)[val]
+#define __type(name, val) typeof(val) *name
+
+static void *(*bpf_map_lookup_elem)(void *map, const void *key) = (void *)BPF_FUNC_map_lookup_elem;
+
+char LICENSE[] SEC("license") = "GPL";
+
+/* Address → identity (predicate bits, named ports). Filled by the loader;
+ * an address that is not there is world. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__type(key, struct cilc_ident_key);
+	__type(value, struct cilc_ident);
+	__uint(max_entries, 65536);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} cilc_idents SEC(".maps");
+
+struct cilc_count {
+	__u64 packets;
+	__u64 bytes;
+};
+
+/* Packets and bytes per deciding rule (by rule id). The loader sizes it
+ * from the manifest's rule count. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, struct cilc_count);
+	__uint(max_entries, 1);
+} cilc_rule_counts SEC(".maps");
+
+/* Packets and bytes per reason (enum cilc_reason). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, struct cilc_count);
+	__uint(max_entries, CILC_REASONS);
+} cilc_reason_counts SEC(".maps");
+
+/* The last decision (rule id + 1 << 4 | reason), for `cilc run` and tests. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, __u32);
+	__uint(max_entries, 1);
+} cilc_last SEC(".maps");
+
+static __always_inline __u64 be64(const __u8 *p)
+{
+	__u64 v = 0;
+#pragma unroll
+	for (int i = 0; i < 8; i++)
+		v = v << 8 | p[i];
+	return v;
+}
+
+static __always_inline __u32 be32(const __u8 *p)
+{
+	return (__u32)p[0] << 24 | (__u32)p[1] << 16 | (__u32)p[2] << 8 | p[3];
+}
+
+static __always_inline __u32 be16(const __u8 *p)
+{
+	return (__u32)p[0] << 8 | p[1];
+}
+
+/* Hide a value's origin from the optimiser. Length checks use integers
+ * derived through this, pointer checks compare with data_end: otherwise
+ * LLVM proves one from the other and drops the check the verifier needs. */
+#define opaque(x) asm volatile("" : "+r"(x))
+
+/* The L4 header at `l4`, with `len` bytes of it left in the IP packet. */
+static __always_inline int parse_l4(struct cilc_ctx *c, __u8 *l4, __u32 len, void *data_end)
+{
+	__u8 *end = data_end;
+	switch (c->proto) {
+	case 6: { /* TCP */
+		if (l4 + 20 > end || len < 20)
+			return CILC_MALFORMED;
+		__u32 doff = (l4[12] >> 4) * 4;
+		if (doff < 20 || doff > len)
+			return CILC_MALFORMED;
+		c->sport = be16(l4);
+		c->dport = be16(l4 + 2);
+		c->tcp_flags = ((l4[12] & 0x0f) << 8) | l4[13];
+		return CILC_OK;
+	}
+	case 17: { /* UDP */
+		if (l4 + 8 > end || len < 8)
+			return CILC_MALFORMED;
+		__u32 ulen = be16(l4 + 4);
+		if (ulen < 8 || ulen > len)
+			return CILC_MALFORMED;
+		c->sport = be16(l4);
+		c->dport = be16(l4 + 2);
+		return CILC_OK;
+	}
+	case 132: /* SCTP common header */
+		if (l4 + 12 > end || len < 12)
+			return CILC_MALFORMED;
+		c->sport = be16(l4);
+		c->dport = be16(l4 + 2);
+		return CILC_OK;
+	case 1:
+	case 58: /* ICMP, ICMPv6 */
+		if (l4 + 8 > end || len < 8)
+			return CILC_MALFORMED;
+		c->icmp_type = l4[0];
+		c->icmp_code = l4[1];
+		return CILC_OK;
+	default:
+		return CILC_OK;
+	}
+}
+
+/* IPv4 at `ip`, with `avail` bytes of frame from there. */
+static __always_inline int parse_ipv4(struct cilc_ctx *c, __u8 *ip, __u32 avail, void *data_end)
+{
+	__u8 *end = data_end;
+	if (ip + 20 > end || ip[0] >> 4 != 4)
+		return CILC_MALFORMED;
+	__u32 ihl = (ip[0] & 0x0f) * 4;
+	__u32 total = be16(ip + 2);
+	if (ihl < 20 || total < ihl || total > avail)
+		return CILC_MALFORMED;
+	c->proto = ip[9];
+	c->src[1] = be32(ip + 12);
+	c->dst[1] = be32(ip + 16);
+	/* Options are skipped: the header length is honoured (S3). */
+	if (be16(ip + 6) & 0x1fff)
+		return CILC_LATER_FRAGMENT;
+	return parse_l4(c, ip + ihl, total - ihl, data_end);
+}
+
+/* Extension headers walked before the upper-layer protocol (S23). */
+#define CILC_IPV6_EXT_MAX 8
+
+static __always_inline int parse_ipv6(struct cilc_ctx *c, __u8 *ip, __u32 avail, void *data_end)
+{
+	__u8 *end = data_end;
+	if (ip + 40 > end || ip[0] >> 4 != 6)
+		return CILC_MALFORMED;
+	__u32 total = 40 + be16(ip + 4);
+	if (total > avail)
+		return CILC_MALFORMED;
+	c->v6 = 1;
+	c->src[0] = be64(ip + 8);
+	c->src[1] = be64(ip + 16);
+	c->dst[0] = be64(ip + 24);
+	c->dst[1] = be64(ip + 32);
+	__u32 nh = ip[6];
+	__u8 *h = ip + 40;
+	__u32 off = 40;
+	int later = 0;
+#pragma unroll
+	for (int i = 0; i < CILC_IPV6_EXT_MAX; i++) {
+		__u32 len;
+		if (nh == 0 || nh == 43 || nh == 60) {
+			if (h + 2 > end)
+				return CILC_MALFORMED;
+			nh = h[0];
+			len = (h[1] + 1) * 8;
+		} else if (nh == 44) {
+			if (h + 8 > end)
+				return CILC_MALFORMED;
+			nh = h[0];
+			if (be16(h + 2) & 0xfff8)
+				later = 1;
+			len = 8;
+		} else if (nh == 51) {
+			if (h + 2 > end)
+				return CILC_MALFORMED;
+			nh = h[0];
+			len = (h[1] + 2) * 4;
+		} else {
+			break;
+		}
+		h += len;
+		off += len;
+	}
+	if (nh == 0 || nh == 43 || nh == 60 || nh == 44 || nh == 51)
+		return CILC_MALFORMED;
+	if (off > total)
+		return CILC_MALFORMED;
+	c->proto = nh;
+	if (later)
+		return CILC_LATER_FRAGMENT;
+	return parse_l4(c, h, total - off, data_end);
+}
+
+static __always_inline int parse(struct cilc_ctx *c, void *data, void *data_end)
+{
+	__u8 *p = data;
+	__u8 *end = data_end;
+	if (p + 14 > end)
+		return CILC_NOT_IP;
+	__u32 avail = end - p;
+	opaque(avail);
+	__u32 type = be16(p + 12);
+	__u32 off = 14;
+	/* Up to two VLAN tags (802.1Q, 802.1ad). */
+#pragma unroll
+	for (int i = 0; i < 2; i++) {
+		if (type != 0x8100 && type != 0x88a8)
+			break;
+		if (p + off + 4 > end)
+			return CILC_NOT_IP;
+		type = be16(p + off + 2);
+		off += 4;
+	}
+	if (type == 0x0800)
+		return parse_ipv4(c, p + off, avail - off, data_end);
+	if (type == 0x86dd)
+		return parse_ipv6(c, p + off, avail - off, data_end);
+	return CILC_NOT_IP;
+}
+
+/* The identity of an address: what the loader stored, or world. */
+static __always_inline void identity(const __u64 *addr, int v6, __u64 *bits, __u16 *ports)
+{
+	struct cilc_ident_key key = { .prefixlen = 128 };
+	__u64 hi = v6 ? addr[0] : 0x0000ffffULL;
+	__u64 lo = v6 ? addr[1] : addr[1];
+#pragma unroll
+	for (int i = 0; i < 8; i++) {
+		key.addr[i] = hi >> (56 - 8 * i);
+		key.addr[8 + i] = lo >> (56 - 8 * i);
+	}
+	if (!v6) {
+		/* ::ffff:a.b.c.d */
+#pragma unroll
+		for (int i = 0; i < 10; i++)
+			key.addr[i] = 0;
+		key.addr[10] = 0xff;
+		key.addr[11] = 0xff;
+	}
+	struct cilc_ident *id = bpf_map_lookup_elem(&cilc_idents, &key);
+	if (!id) {
+		bits[0] = 1; /* world */
+		return;
+	}
+#pragma unroll
+	for (int i = 0; i < CILC_PRED_WORDS; i++)
+		bits[i] = id->bits[i];
+	if (ports) {
+#pragma unroll
+		for (int i = 0; i < CILC_NAMED_PORTS; i++)
+			ports[i] = id->ports[i];
+	}
+}
+
+static __always_inline void count(void *map, __u32 key, __u32 len)
+{
+	struct cilc_count *n = bpf_map_lookup_elem(map, &key);
+	if (n) {
+		n->packets += 1;
+		n->bytes += len;
+	}
+}
+
+/* Judge one frame; returns the decision (rule id + 1 << 4 | reason). */
+static __always_inline __u32 judge(void *data, void *data_end, __u32 direction)
+{
+	struct cilc_ctx c = {};
+	__u32 len = (__u8 *)data_end - (__u8 *)data;
+	__u32 d;
+	switch (parse(&c, data, data_end)) {
+	case CILC_NOT_IP:
+		d = CILC_NOT_JUDGED;
+		break;
+	case CILC_MALFORMED:
+		d = CILC_REASON_MALFORMED;
+		break;
+	case CILC_LATER_FRAGMENT:
+		d = CILC_REASON_LATER_FRAGMENT;
+		break;
+	default:
+		c.len = len;
+		identity(c.src, c.v6, c.src_bits, 0);
+		identity(c.dst, c.v6, c.dst_bits, c.dst_ports);
+		d = cilc_decide(&c, direction);
+	}
+	__u32 zero = 0;
+	__u32 *last = bpf_map_lookup_elem(&cilc_last, &zero);
+	if (last)
+		*last = d;
+	if (d >> 4)
+		count(&cilc_rule_counts, (d >> 4) - 1, len);
+	count(&cilc_reason_counts, d & 0x0f, len);
+	return d;
+}
+
+static __always_inline int passes(__u32 d)
+{
+	__u32 r = d & 0x0f;
+	return r == CILC_MATCHED_ALLOW || r == CILC_NO_POLICY || r == CILC_CHAIN_ACCEPT ||
+	       r == CILC_NOT_JUDGED;
+}
+
+SEC("xdp")
+int cilc_xdp(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	return passes(judge(data, data_end, CILC_INGRESS)) ? XDP_PASS : XDP_DROP;
+}
+
+SEC("tc")
+int cilc_tc_ingress(struct __sk_buff *skb)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	return passes(judge(data, data_end, CILC_INGRESS)) ? TC_ACT_OK : TC_ACT_SHOT;
+}
+
+SEC("tc")
+int cilc_tc_egress(struct __sk_buff *skb)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	return passes(judge(data, data_end, CILC_EGRESS)) ? TC_ACT_OK : TC_ACT_SHOT;
+}
