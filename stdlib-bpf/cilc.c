@@ -100,7 +100,8 @@ static __always_inline int parse_l4(struct cilc_ctx *c, __u8 *l4, __u32 len, voi
 			return CILC_MALFORMED;
 		c->sport = be16(l4);
 		c->dport = be16(l4 + 2);
-		c->tcp_flags = ((l4[12] & 0x0f) << 8) | l4[13];
+		/* The 16-bit word of data offset and flags, as ClassBench has it. */
+		c->tcp_flags = be16(l4 + 12);
 		return CILC_OK;
 	}
 	case 17: { /* UDP */

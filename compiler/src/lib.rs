@@ -27,6 +27,7 @@ pub mod eval;
 pub mod fmt;
 pub mod gen;
 pub mod ir;
+pub mod kernel;
 pub mod lint;
 pub mod resolve;
 pub mod tree;

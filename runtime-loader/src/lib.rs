@@ -171,6 +171,14 @@ impl Loaded {
             .map_err(|e| Error::Kernel(format!("cannot set the identity of {addr}: {e}")))
     }
 
+    /// Forget an address's identity (it becomes world again).
+    pub fn remove_identity(&self, addr: IpAddr) -> Result<(), Error> {
+        let key = ident_key(addr, 128);
+        self.map("cilc_idents")?
+            .delete(&key)
+            .map_err(|e| Error::Kernel(format!("cannot remove the identity of {addr}: {e}")))
+    }
+
     /// Forget every identity (addresses become world again).
     pub fn clear_identities(&self) -> Result<(), Error> {
         let map = self.map("cilc_idents")?;

@@ -62,19 +62,35 @@ fn e(x: impl std::fmt::Display) -> Err {
 struct Gen<'ctx> {
     ctx: &'ctx Context,
     b: Builder<'ctx>,
+    /// The function's entry block: every alloca goes there, so that they
+    /// stay static stack slots after inlining (a dynamic alloca makes the
+    /// BPF back end use a register the kernel does not have).
+    entry: BasicBlock<'ctx>,
     f: FunctionValue<'ctx>,
     p: PointerValue<'ctx>,
     i64t: IntType<'ctx>,
     i32t: IntType<'ctx>,
 }
 
-/// The numeric fields of a hook, loaded once.
+/// The numeric fields of a hook, loaded once. IPv6 addresses are two
+/// 64-bit halves (`values` holds the low ones): the BPF back end has no
+/// 128-bit registers, and i128 arithmetic miscompiles there.
 struct Fields<'ctx> {
     values: [IntValue<'ctx>; 7],
-    wide: bool,
+    /// High halves of the source and destination addresses, for IPv6.
+    high: Option<[IntValue<'ctx>; 2]>,
 }
 
 impl<'ctx> Gen<'ctx> {
+    fn alloca(&self, name: &str) -> Result<PointerValue<'ctx>, Err> {
+        let b = self.ctx.create_builder();
+        match self.entry.get_first_instruction() {
+            Some(i) => b.position_before(&i),
+            None => b.position_at_end(self.entry),
+        }
+        b.build_alloca(self.i32t, name).map_err(e)
+    }
+
     fn block(&self, name: &str) -> BasicBlock<'ctx> {
         self.ctx.append_basic_block(self.f, name)
     }
@@ -91,76 +107,76 @@ impl<'ctx> Gen<'ctx> {
     }
 
     fn fields(&self, v6: bool) -> Result<Fields<'ctx>, Err> {
-        let addr = |off: u64| -> Result<IntValue<'ctx>, Err> {
-            let lo = self.load(self.i64t, off + 8)?;
-            if !v6 {
-                return Ok(lo);
-            }
-            let i128t = self.ctx.i128_type();
-            let hi = self.load(self.i64t, off)?;
-            let hi = self.b.build_int_z_extend(hi, i128t, "").map_err(e)?;
-            let hi = self
-                .b
-                .build_left_shift(hi, i128t.const_int(64, false), "")
-                .map_err(e)?;
-            let lo = self.b.build_int_z_extend(lo, i128t, "").map_err(e)?;
-            self.b.build_or(hi, lo, "").map_err(e)
-        };
         let small = |off: u64| -> Result<IntValue<'ctx>, Err> {
             let v = self.load(self.i32t, off)?;
             self.b.build_int_z_extend(v, self.i64t, "").map_err(e)
         };
+        let high = if v6 {
+            Some([self.load(self.i64t, layout::SRC)?, self.load(self.i64t, layout::DST)?])
+        } else {
+            None
+        };
         Ok(Fields {
             values: [
-                addr(layout::SRC)?,
-                addr(layout::DST)?,
+                self.load(self.i64t, layout::SRC + 8)?,
+                self.load(self.i64t, layout::DST + 8)?,
                 small(layout::PROTO)?,
                 small(layout::SPORT)?,
                 small(layout::DPORT)?,
                 small(layout::ICMP_TYPE)?,
                 small(layout::ICMP_CODE)?,
             ],
-            wide: v6,
+            high,
         })
     }
 
-    fn constant(&self, fields: &Fields<'ctx>, field: Field, v: u128) -> IntValue<'ctx> {
-        if fields.wide && matches!(field, Field::SrcAddr | Field::DstAddr) {
-            self.ctx
-                .i128_type()
-                .const_int_arbitrary_precision(&[v as u64, (v >> 64) as u64])
-        } else {
-            self.i64t.const_int(v as u64, false)
+    fn k(&self, v: u64) -> IntValue<'ctx> {
+        self.i64t.const_int(v, false)
+    }
+
+    fn cmp(&self, p: IntPredicate, a: IntValue<'ctx>, b: IntValue<'ctx>) -> Result<IntValue<'ctx>, Err> {
+        self.b.build_int_compare(p, a, b, "").map_err(e)
+    }
+
+    /// The high half of a wide field, if the field is one.
+    fn high(&self, fields: &Fields<'ctx>, field: Field) -> Option<IntValue<'ctx>> {
+        match (fields.high, field) {
+            (Some([h, _]), Field::SrcAddr) | (Some([_, h]), Field::DstAddr) => Some(h),
+            _ => None,
         }
     }
 
-    /// `lo <= v <= hi`, as one unsigned compare.
-    fn in_range(
-        &self,
-        fields: &Fields<'ctx>,
-        field: Field,
-        lo: u128,
-        hi: u128,
-    ) -> Result<IntValue<'ctx>, Err> {
+    /// `v < cut` (unsigned), for 64-bit or two-half values.
+    fn less(&self, fields: &Fields<'ctx>, field: Field, cut: u128) -> Result<IntValue<'ctx>, Err> {
+        let lo = fields.values[field.index()];
+        let Some(hi) = self.high(fields, field) else {
+            return self.cmp(IntPredicate::ULT, lo, self.k(cut as u64));
+        };
+        let (ch, cl) = (self.k((cut >> 64) as u64), self.k(cut as u64));
+        let below = self.cmp(IntPredicate::ULT, hi, ch)?;
+        let same = self.cmp(IntPredicate::EQ, hi, ch)?;
+        let low = self.cmp(IntPredicate::ULT, lo, cl)?;
+        let both = self.b.build_and(same, low, "").map_err(e)?;
+        self.b.build_or(below, both, "").map_err(e)
+    }
+
+    /// `lo <= v <= hi`: one unsigned compare of `v - lo` for 64-bit values.
+    fn in_range(&self, fields: &Fields<'ctx>, field: Field, lo: u128, hi: u128) -> Result<IntValue<'ctx>, Err> {
         let v = fields.values[field.index()];
-        if lo == hi {
-            return self
-                .b
-                .build_int_compare(IntPredicate::EQ, v, self.constant(fields, field, lo), "")
-                .map_err(e);
+        if self.high(fields, field).is_some() {
+            let not_below = self.less(fields, field, lo)?;
+            let not_below = self.b.build_not(not_below, "").map_err(e)?;
+            if hi == u128::MAX {
+                return Ok(not_below);
+            }
+            let under = self.less(fields, field, hi + 1)?;
+            return self.b.build_and(not_below, under, "").map_err(e);
         }
-        let d = self
-            .b
-            .build_int_sub(v, self.constant(fields, field, lo), "")
-            .map_err(e)?;
-        self.b
-            .build_int_compare(
-                IntPredicate::ULE,
-                d,
-                self.constant(fields, field, hi - lo),
-                "",
-            )
-            .map_err(e)
+        if lo == hi {
+            return self.cmp(IntPredicate::EQ, v, self.k(lo as u64));
+        }
+        let d = self.b.build_int_sub(v, self.k(lo as u64), "").map_err(e)?;
+        self.cmp(IntPredicate::ULE, d, self.k((hi - lo) as u64))
     }
 
     fn bit(&self, side: Side, bit: u32) -> Result<IntValue<'ctx>, Err> {
@@ -289,8 +305,8 @@ impl<'ctx> Gen<'ctx> {
         fields: &Fields<'ctx>,
     ) -> Result<IntValue<'ctx>, Err> {
         let i32t = self.i32t;
-        let best_t = self.b.build_alloca(i32t, "best_t").map_err(e)?;
-        let best = self.b.build_alloca(i32t, "best").map_err(e)?;
+        let best_t = self.alloca("best_t")?;
+        let best = self.alloca("best")?;
         self.b
             .build_store(best_t, i32t.const_all_ones())
             .map_err(e)?;
@@ -338,16 +354,7 @@ impl<'ctx> Gen<'ctx> {
                 self.b.position_at_end(here);
                 match &d.nodes[n as usize] {
                     Node::Split { field, cut, lo, hi } => {
-                        let v = fields.values[field.index()];
-                        let c = self
-                            .b
-                            .build_int_compare(
-                                IntPredicate::ULT,
-                                v,
-                                self.constant(fields, *field, *cut),
-                                "",
-                            )
-                            .map_err(e)?;
+                        let c = self.less(fields, *field, *cut)?;
                         let (l, h) = (get(*lo, &mut todo), get(*hi, &mut todo));
                         self.branch(c, l, h)?;
                     }
@@ -386,7 +393,7 @@ impl<'ctx> Gen<'ctx> {
     fn hook(&self, h: &HookPlan<'_>) -> Result<(), Err> {
         let i32t = self.i32t;
         let fields = self.fields(h.v6)?;
-        let accepted = self.b.build_alloca(i32t, "accepted").map_err(e)?;
+        let accepted = self.alloca("accepted")?;
         self.b.build_store(accepted, i32t.const_zero()).map_err(e)?;
         for c in &h.chains {
             let code = self.diagram(c, h, &fields)?;
@@ -492,15 +499,16 @@ pub fn emit(hooks: &[HookPlan<'_>], manifest: &[u8], stdlib: &[u8]) -> Result<Ve
         .get_nth_param(1)
         .ok_or("cilc_decide has no direction parameter")?
         .into_int_value();
+    let entry = ctx.append_basic_block(f, "entry");
     let g = Gen {
         ctx: &ctx,
         b: ctx.create_builder(),
+        entry,
         f,
         p,
         i64t: ctx.i64_type(),
         i32t: ctx.i32_type(),
     };
-    let entry = g.block("entry");
     g.b.position_at_end(entry);
     let v6 = g.load(g.i32t, layout::V6)?;
     let v6 =
@@ -555,6 +563,10 @@ pub fn emit(hooks: &[HookPlan<'_>], manifest: &[u8], stdlib: &[u8]) -> Result<Ve
     module
         .run_passes("default<O2>", &tm, PassBuilderOptions::create())
         .map_err(e)?;
+    // For debugging the back end: the optimised IR.
+    if let Some(path) = std::env::var_os("CILC_DUMP_LLVM") {
+        module.print_to_file(path).map_err(e)?;
+    }
     let out = tm
         .write_to_memory_buffer(&module, FileType::Object)
         .map_err(e)?;

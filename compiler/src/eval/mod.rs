@@ -7,6 +7,7 @@
 //! decision diagram and the kernel programs are tested against.
 
 pub mod cases;
+pub mod frame;
 pub mod packet;
 
 use std::collections::BTreeMap;

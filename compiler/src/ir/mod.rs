@@ -84,7 +84,7 @@ pub enum Subject {
     Selector(Selector),
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Selector {
     pub labels: Vec<LabelReq>,
     pub namespace: Option<NamespaceReq>,

@@ -103,13 +103,13 @@ pub struct Selector {
     pub namespace: Option<NamespaceReq>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, serde::Deserialize)]
 pub struct LabelReq {
     pub key: String,
     pub op: LabelMatch,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, serde::Deserialize)]
 pub enum LabelMatch {
     /// The label is present with one of these values (`k=v` is `In([v])`).
     In(Vec<String>),
@@ -119,7 +119,7 @@ pub enum LabelMatch {
     Absent,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub enum NamespaceReq {
     /// The endpoint's namespace is one of these.
     Names(Vec<String>),

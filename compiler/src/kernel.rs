@@ -1,0 +1,126 @@
+//! Packets through a loaded object, judged by the kernel.
+//!
+//! Stage: **(`runtime_loader::Loaded`, `eval::Packet`) → `Judged`**. The
+//! identities of both ends are written into the object's identity map
+//! (predicate bits from the manifest's selectors, as `eval` reads them),
+//! the packet becomes a frame (`eval::frame`), and `BPF_PROG_TEST_RUN`
+//! runs it through the program of its direction: XDP for ingress (TC
+//! ingress on request), TC egress for egress.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use runtime_loader::manifest::{Manifest, Reason};
+use runtime_loader::{Identity as Bits, Loaded};
+
+use crate::eval::{self, frame::frame, Identity, Packet, Verdict};
+use crate::ir::Selector;
+use crate::resolve::Direction;
+
+/// What the kernel decided for a packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Judged {
+    pub verdict: Verdict,
+    pub reason: Reason,
+    pub rule: Option<u32>,
+    pub duration: Duration,
+}
+
+/// The predicate bits and named ports of an identity, for this manifest.
+pub fn bits(manifest: &Manifest, id: &Identity) -> Bits {
+    let mut b = Bits::default();
+    match id {
+        Identity::World => b.set(runtime_loader::manifest::PRED_WORLD),
+        Identity::Host => b.set(runtime_loader::manifest::PRED_HOST),
+        Identity::Endpoint(e) => {
+            for p in &manifest.predicates {
+                let Some(json) = &p.selector else { continue };
+                if let Ok(s) = serde_json::from_value::<Selector>(json.clone()) {
+                    if eval::selector_matches(&s, e) {
+                        b.set(p.bit);
+                    }
+                }
+            }
+            for (slot, name) in manifest.named_ports.iter().enumerate() {
+                b.ports[slot] = e.named_ports.get(name).copied().unwrap_or(0);
+            }
+        }
+    }
+    b
+}
+
+/// Which program judges a packet.
+pub fn program(direction: Direction, tc: bool) -> &'static str {
+    match (direction, tc) {
+        (Direction::Ingress, false) => "cilc_xdp",
+        (Direction::Ingress, true) => "cilc_tc_ingress",
+        (Direction::Egress, _) => "cilc_tc_egress",
+    }
+}
+
+/// A loaded object and the identities it currently holds.
+pub struct Runner {
+    pub obj: Loaded,
+    held: HashMap<IpAddr, Bits>,
+}
+
+impl Runner {
+    pub fn new(obj: Loaded) -> Runner {
+        Runner {
+            obj,
+            held: HashMap::new(),
+        }
+    }
+
+    /// Run one packet. Fails when both ends share an address but not an
+    /// identity (the map cannot say both), or when the kernel refuses.
+    pub fn judge(&mut self, pkt: &Packet, tc: bool, repeat: u32) -> Result<Judged, String> {
+        let (src, dst) = match pkt.direction {
+            Direction::Ingress => (&pkt.peer, &pkt.local),
+            Direction::Egress => (&pkt.local, &pkt.peer),
+        };
+        let m = &self.obj.manifest;
+        let (sb, db, world) = (bits(m, src), bits(m, dst), bits(m, &Identity::World));
+        if pkt.src == pkt.dst && sb != db {
+            return Err(format!("{} is both ends with different identities", pkt.src));
+        }
+        // World is what an unknown address is: it needs no entry.
+        let mut want: HashMap<IpAddr, Bits> = HashMap::new();
+        for (addr, b) in [(pkt.src, sb), (pkt.dst, db)] {
+            if b != world {
+                want.insert(addr, b);
+            }
+        }
+        let stale: Vec<IpAddr> = self
+            .held
+            .iter()
+            .filter(|(a, b)| want.get(a) != Some(b))
+            .map(|(a, _)| *a)
+            .collect();
+        for a in stale {
+            self.obj.remove_identity(a).map_err(|e| e.to_string())?;
+            self.held.remove(&a);
+        }
+        for (a, b) in want {
+            if !self.held.contains_key(&a) {
+                self.obj.set_identity(a, &b).map_err(|e| e.to_string())?;
+                self.held.insert(a, b);
+            }
+        }
+        let run = self
+            .obj
+            .run(program(pkt.direction, tc), &frame(pkt), repeat)
+            .map_err(|e| e.to_string())?;
+        Ok(Judged {
+            verdict: if run.reason.passes() {
+                Verdict::Allow
+            } else {
+                Verdict::Drop
+            },
+            reason: run.reason,
+            rule: run.rule,
+            duration: run.duration,
+        })
+    }
+}
