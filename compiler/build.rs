@@ -26,7 +26,7 @@ fn main() {
         .args([
             "-target",
             "bpf",
-            "-mcpu=v3",
+            "-mcpu=v4",
             "-O2",
             "-g",
             "-emit-llvm",

@@ -83,7 +83,10 @@ impl Runner {
         let m = &self.obj.manifest;
         let (sb, db, world) = (bits(m, src), bits(m, dst), bits(m, &Identity::World));
         if pkt.src == pkt.dst && sb != db {
-            return Err(format!("{} is both ends with different identities", pkt.src));
+            return Err(format!(
+                "{} is both ends with different identities",
+                pkt.src
+            ));
         }
         // World is what an unknown address is: it needs no entry.
         let mut want: HashMap<IpAddr, Bits> = HashMap::new();

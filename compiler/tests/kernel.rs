@@ -33,7 +33,8 @@ fn load(src: &str, strategy: Strategy) -> (cilc::ir::Validated, Runner) {
 fn words(r: &Runner, j: &Judged) -> (String, Option<String>, String) {
     (
         format!("{:?}", j.verdict).to_lowercase(),
-        j.rule.map(|id| r.obj.manifest.rules[id as usize].name.clone()),
+        j.rule
+            .map(|id| r.obj.manifest.rules[id as usize].name.clone()),
         j.reason.as_str().to_string(),
     )
 }
@@ -74,7 +75,9 @@ fn semantic_cases_on_the_kernel() {
             let mut failures = Vec::new();
             for c in file.cases.iter().filter(|c| kernel_can_judge(&c.packet)) {
                 let wire = on_wire(&c.packet);
-                let j = r.judge(&wire, false, 1).unwrap_or_else(|e| panic!("{}: {e}", c.packet));
+                let j = r
+                    .judge(&wire, false, 1)
+                    .unwrap_or_else(|e| panic!("{}: {e}", c.packet));
                 let got = words(&r, &j);
                 // The case's expectation, or the evaluator's for the packet
                 // as the wire carries it when that differs.
@@ -84,11 +87,19 @@ fn semantic_cases_on_the_kernel() {
                     expected(&ir, &wire)
                 };
                 if got != want {
-                    failures.push(format!("line {}: {}\n  expected {want:?}\n  got      {got:?}", c.line, c.packet));
+                    failures.push(format!(
+                        "line {}: {}\n  expected {want:?}\n  got      {got:?}",
+                        c.line, c.packet
+                    ));
                 }
                 n += 1;
             }
-            assert!(failures.is_empty(), "{} ({strategy:?}):\n{}", path.display(), failures.join("\n"));
+            assert!(
+                failures.is_empty(),
+                "{} ({strategy:?}):\n{}",
+                path.display(),
+                failures.join("\n")
+            );
         }
     }
     assert!(n > 200, "only {n} packets judged");

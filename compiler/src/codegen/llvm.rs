@@ -3,7 +3,7 @@
 //! It parses the stdlib bitcode, defines the `cilc_decide` it declares from
 //! the plan (one block per diagram node, per part; leaves record the
 //! earliest term), inlines it into the program entries, optimises (O2) and
-//! emits a BPF (v3, little-endian) object with the manifest in its own
+//! emits a BPF (v4, little-endian: long jumps for large programs) object with the manifest in its own
 //! section.
 
 use std::collections::HashMap;
@@ -20,7 +20,7 @@ use inkwell::targets::{
     CodeModel, FileType, InitializationConfig, RelocMode, Target, TargetTriple,
 };
 use inkwell::types::IntType;
-use inkwell::values::{AsValueRef, FunctionValue, IntValue, PointerValue};
+use inkwell::values::{AsValueRef, BasicValue, FunctionValue, IntValue, PointerValue};
 use inkwell::{IntPredicate, OptimizationLevel};
 
 use super::{AtomCode, DiagramPlan, HookPlan, CHAIN_DROP, NO_POLICY};
@@ -54,6 +54,9 @@ extern "C" fn fatal(reason: *const c_char) {
 }
 
 type Err = String;
+
+/// The optimisation pipeline (override with `CILC_PASSES` to experiment).
+const PASSES: &str = "default<O1>";
 
 fn e(x: impl std::fmt::Display) -> Err {
     x.to_string()
@@ -91,11 +94,39 @@ impl<'ctx> Gen<'ctx> {
         b.build_alloca(self.i32t, name).map_err(e)
     }
 
+    /// Loads and stores of the decision slots are volatile: kept in
+    /// memory, they never become the PHI nodes with thousands of inputs
+    /// that make LLVM's CFG passes quadratic on large diagrams.
+    fn vload(&self, ptr: PointerValue<'ctx>) -> Result<IntValue<'ctx>, Err> {
+        let v = self.b.build_load(self.i32t, ptr, "").map_err(e)?;
+        if let Some(i) = v.as_instruction_value() {
+            i.set_volatile(true).map_err(e)?;
+        }
+        Ok(v.into_int_value())
+    }
+
+    fn vstore(&self, ptr: PointerValue<'ctx>, v: impl BasicValue<'ctx>) -> Result<(), Err> {
+        self.b
+            .build_store(ptr, v)
+            .map_err(e)?
+            .set_volatile(true)
+            .map_err(e)
+    }
+
     fn block(&self, name: &str) -> BasicBlock<'ctx> {
         self.ctx.append_basic_block(self.f, name)
     }
 
     fn load(&self, ty: IntType<'ctx>, offset: u64) -> Result<IntValue<'ctx>, Err> {
+        self.load_as(ty, offset, false)
+    }
+
+    fn load_as(
+        &self,
+        ty: IntType<'ctx>,
+        offset: u64,
+        volatile: bool,
+    ) -> Result<IntValue<'ctx>, Err> {
         let i8t = self.ctx.i8_type();
         // SAFETY: offsets are within struct cilc_ctx (asserted in cilc.h).
         let ptr = unsafe {
@@ -103,23 +134,38 @@ impl<'ctx> Gen<'ctx> {
                 .build_in_bounds_gep(i8t, self.p, &[self.i64t.const_int(offset, false)], "")
                 .map_err(e)?
         };
-        Ok(self.b.build_load(ty, ptr, "").map_err(e)?.into_int_value())
+        let v = self.b.build_load(ty, ptr, "").map_err(e)?;
+        if volatile {
+            if let Some(i) = v.as_instruction_value() {
+                i.set_volatile(true).map_err(e)?;
+            }
+        }
+        Ok(v.into_int_value())
     }
 
+    /// The fields, loaded at this point. `volatile`: loaded again here,
+    /// whatever was loaded before (a term of a long linear list must not
+    /// share values with the others: LLVM would keep thousands of them
+    /// alive and overflow the 512-byte BPF stack with spills).
     fn fields(&self, v6: bool) -> Result<Fields<'ctx>, Err> {
+        self.fields_as(v6, false)
+    }
+
+    fn fields_as(&self, v6: bool, volatile: bool) -> Result<Fields<'ctx>, Err> {
+        let load = |ty: IntType<'ctx>, off: u64| self.load_as(ty, off, volatile);
         let small = |off: u64| -> Result<IntValue<'ctx>, Err> {
-            let v = self.load(self.i32t, off)?;
+            let v = load(self.i32t, off)?;
             self.b.build_int_z_extend(v, self.i64t, "").map_err(e)
         };
         let high = if v6 {
-            Some([self.load(self.i64t, layout::SRC)?, self.load(self.i64t, layout::DST)?])
+            Some([load(self.i64t, layout::SRC)?, load(self.i64t, layout::DST)?])
         } else {
             None
         };
         Ok(Fields {
             values: [
-                self.load(self.i64t, layout::SRC + 8)?,
-                self.load(self.i64t, layout::DST + 8)?,
+                load(self.i64t, layout::SRC + 8)?,
+                load(self.i64t, layout::DST + 8)?,
                 small(layout::PROTO)?,
                 small(layout::SPORT)?,
                 small(layout::DPORT)?,
@@ -134,7 +180,12 @@ impl<'ctx> Gen<'ctx> {
         self.i64t.const_int(v, false)
     }
 
-    fn cmp(&self, p: IntPredicate, a: IntValue<'ctx>, b: IntValue<'ctx>) -> Result<IntValue<'ctx>, Err> {
+    fn cmp(
+        &self,
+        p: IntPredicate,
+        a: IntValue<'ctx>,
+        b: IntValue<'ctx>,
+    ) -> Result<IntValue<'ctx>, Err> {
         self.b.build_int_compare(p, a, b, "").map_err(e)
     }
 
@@ -161,7 +212,13 @@ impl<'ctx> Gen<'ctx> {
     }
 
     /// `lo <= v <= hi`: one unsigned compare of `v - lo` for 64-bit values.
-    fn in_range(&self, fields: &Fields<'ctx>, field: Field, lo: u128, hi: u128) -> Result<IntValue<'ctx>, Err> {
+    fn in_range(
+        &self,
+        fields: &Fields<'ctx>,
+        field: Field,
+        lo: u128,
+        hi: u128,
+    ) -> Result<IntValue<'ctx>, Err> {
         let v = fields.values[field.index()];
         if self.high(fields, field).is_some() {
             let not_below = self.less(fields, field, lo)?;
@@ -256,7 +313,9 @@ impl<'ctx> Gen<'ctx> {
     }
 
     /// Emit the checks of one term at the current position: on success go
-    /// to `hit`, else to `miss`.
+    /// to `hit`, else to `miss`. The checks are one straight-line
+    /// conjunction and one branch: a block per check would multiply the
+    /// blocks LLVM has to lay out by ten on large policies.
     fn term(
         &self,
         plan: &DiagramPlan<'_>,
@@ -265,35 +324,33 @@ impl<'ctx> Gen<'ctx> {
         fields: &Fields<'ctx>,
         hit: BasicBlock<'ctx>,
         miss: BasicBlock<'ctx>,
+        long: bool,
     ) -> Result<(), Err> {
         let term = &plan.diagram.terms[t as usize];
+        let fresh;
+        let fields = if long {
+            fresh = self.fields_as(fields.high.is_some(), true)?;
+            &fresh
+        } else {
+            fields
+        };
+        let mut all = self.ctx.bool_type().const_int(1, false);
         for f in FIELDS {
             let Some(set) = &term.fields[f.index()] else {
                 continue;
             };
-            let next = self.block("field");
-            for (i, (lo, hi)) in set.iter().enumerate() {
+            let mut any = self.ctx.bool_type().const_zero();
+            for (lo, hi) in set {
                 let c = self.in_range(fields, f, *lo, *hi)?;
-                let other = if i + 1 == set.len() {
-                    miss
-                } else {
-                    self.block("or")
-                };
-                self.branch(c, next, other)?;
-                if other != miss {
-                    self.b.position_at_end(other);
-                }
+                any = self.b.build_or(any, c, "").map_err(e)?;
             }
-            self.b.position_at_end(next);
+            all = self.b.build_and(all, any, "").map_err(e)?;
         }
         for a in &term.atoms {
             let c = self.atom(&hook.atoms[*a as usize], fields)?;
-            let next = self.block("atom");
-            self.branch(c, next, miss)?;
-            self.b.position_at_end(next);
+            all = self.b.build_and(all, c, "").map_err(e)?;
         }
-        self.b.build_unconditional_branch(hit).map_err(e)?;
-        Ok(())
+        self.branch(all, hit, miss)
     }
 
     /// Evaluate a diagram; returns the decision word of its first matching
@@ -316,26 +373,18 @@ impl<'ctx> Gen<'ctx> {
             let exit = self.block("part_done");
             // A term found: keep it if it comes before the best so far.
             let record = |t: TermId| -> Result<(), Err> {
-                let cur = self
-                    .b
-                    .build_load(i32t, best_t, "")
-                    .map_err(e)?
-                    .into_int_value();
+                let cur = self.vload(best_t)?;
                 let tv = i32t.const_int(u64::from(t), false);
                 let earlier = self
                     .b
                     .build_int_compare(IntPredicate::ULT, tv, cur, "")
                     .map_err(e)?;
                 let code = i32t.const_int(u64::from(plan.codes[t as usize]), false);
-                let old = self
-                    .b
-                    .build_load(i32t, best, "")
-                    .map_err(e)?
-                    .into_int_value();
+                let old = self.vload(best)?;
                 let nt = self.b.build_select(earlier, tv, cur, "").map_err(e)?;
                 let nc = self.b.build_select(earlier, code, old, "").map_err(e)?;
-                self.b.build_store(best_t, nt).map_err(e)?;
-                self.b.build_store(best, nc).map_err(e)?;
+                self.vstore(best_t, nt)?;
+                self.vstore(best, nc)?;
                 self.b.build_unconditional_branch(exit).map_err(e)?;
                 Ok(())
             };
@@ -371,7 +420,7 @@ impl<'ctx> Gen<'ctx> {
                         for t in ts {
                             let hit = self.block("hit");
                             let miss = self.block("miss");
-                            self.term(plan, *t, hook, fields, hit, miss)?;
+                            self.term(plan, *t, hook, fields, hit, miss, ts.len() > 8)?;
                             self.b.position_at_end(hit);
                             record(*t)?;
                             self.b.position_at_end(miss);
@@ -382,11 +431,7 @@ impl<'ctx> Gen<'ctx> {
             }
             self.b.position_at_end(exit);
         }
-        Ok(self
-            .b
-            .build_load(i32t, best, "")
-            .map_err(e)?
-            .into_int_value())
+        Ok(self.vload(best)?)
     }
 
     /// One hook: chains (a drop ends it), then policies, as `Forest::decide`.
@@ -420,24 +465,16 @@ impl<'ctx> Gen<'ctx> {
             self.b.position_at_end(drop);
             self.b.build_return(Some(&code)).map_err(e)?;
             self.b.position_at_end(next);
-            let old = self
-                .b
-                .build_load(i32t, accepted, "")
-                .map_err(e)?
-                .into_int_value();
+            let old = self.vload(accepted)?;
             let unset = self
                 .b
                 .build_int_compare(IntPredicate::EQ, old, i32t.const_zero(), "")
                 .map_err(e)?;
             let take = self.b.build_and(found, unset, "").map_err(e)?;
             let new = self.b.build_select(take, code, old, "").map_err(e)?;
-            self.b.build_store(accepted, new).map_err(e)?;
+            self.vstore(accepted, new)?;
         }
-        let acc = self
-            .b
-            .build_load(i32t, accepted, "")
-            .map_err(e)?
-            .into_int_value();
+        let acc = self.vload(accepted)?;
         let has_acc = self
             .b
             .build_int_compare(IntPredicate::NE, acc, i32t.const_zero(), "")
@@ -471,11 +508,36 @@ impl<'ctx> Gen<'ctx> {
     }
 }
 
+/// LLVM's own options, set once per process. Tail merging compares the
+/// tails of every pair of predecessors of a block: quadratic on the exits
+/// of large diagrams (seconds per thousand rules), for nothing the
+/// verifier needs.
+fn options() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let args: Vec<std::ffi::CString> = ["cilc", "-enable-tail-merge=false"]
+            .iter()
+            .filter_map(|a| std::ffi::CString::new(*a).ok())
+            .collect();
+        let ptrs: Vec<*const c_char> = args.iter().map(|a| a.as_ptr()).collect();
+        // SAFETY: argv-style array of NUL-terminated strings, alive for the
+        // call; the overview string is NUL-terminated.
+        unsafe {
+            llvm_sys::support::LLVMParseCommandLineOptions(
+                ptrs.len() as i32,
+                ptrs.as_ptr(),
+                c"cilc".as_ptr(),
+            )
+        };
+    });
+}
+
 /// Generate, link, optimise and emit the object.
 pub fn emit(hooks: &[HookPlan<'_>], manifest: &[u8], stdlib: &[u8]) -> Result<Vec<u8>, Err> {
     // SAFETY: the handler only prints and exits.
     unsafe { inkwell::support::error_handling::install_fatal_error_handler(fatal) };
     Target::initialize_bpf(&InitializationConfig::default());
+    options();
     let ctx = Context::create();
     let buf = MemoryBuffer::create_from_memory_range_copy(stdlib, "cilc.bc");
     let module: Module<'_> = Module::parse_bitcode_from_buffer(&buf, &ctx).map_err(e)?;
@@ -551,24 +613,35 @@ pub fn emit(hooks: &[HookPlan<'_>], manifest: &[u8], stdlib: &[u8]) -> Result<Ve
     let tm = target
         .create_target_machine(
             &triple,
-            "v3",
+            "v4",
             "",
-            OptimizationLevel::Aggressive,
+            match std::env::var("CILC_CODEGEN_OPT").as_deref() {
+                Ok("0") => OptimizationLevel::None,
+                Ok("1") => OptimizationLevel::Less,
+                Ok("3") => OptimizationLevel::Aggressive,
+                _ => OptimizationLevel::Default,
+            },
             RelocMode::Default,
             CodeModel::Default,
         )
         .ok_or("LLVM has no BPF target machine")?;
     module.set_triple(&triple);
     module.set_data_layout(&tm.get_target_data().get_data_layout());
+    let passes = std::env::var("CILC_PASSES").unwrap_or_else(|_| PASSES.to_string());
+    let t0 = std::time::Instant::now();
     module
-        .run_passes("default<O2>", &tm, PassBuilderOptions::create())
+        .run_passes(&passes, &tm, PassBuilderOptions::create())
         .map_err(e)?;
     // For debugging the back end: the optimised IR.
     if let Some(path) = std::env::var_os("CILC_DUMP_LLVM") {
         module.print_to_file(path).map_err(e)?;
     }
+    let t1 = std::time::Instant::now();
     let out = tm
         .write_to_memory_buffer(&module, FileType::Object)
         .map_err(e)?;
+    if std::env::var_os("CILC_TIME").is_some() {
+        eprintln!("llvm: passes {:?}, codegen {:?}", t1 - t0, t1.elapsed());
+    }
     Ok(out.as_slice().to_vec())
 }

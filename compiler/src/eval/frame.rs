@@ -97,7 +97,11 @@ pub fn frame(pkt: &Packet) -> Vec<u8> {
             let mut ext = Vec::new();
             let mut next = pkt.proto;
             if pkt.fragment != Fragment::None {
-                let off: u16 = if pkt.fragment == Fragment::Later { 8 } else { 1 };
+                let off: u16 = if pkt.fragment == Fragment::Later {
+                    8
+                } else {
+                    1
+                };
                 ext.extend_from_slice(&[pkt.proto, 0]);
                 ext.extend_from_slice(&off.to_be_bytes());
                 ext.extend_from_slice(&[0, 0, 0x12, 0x34]);
