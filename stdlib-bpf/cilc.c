@@ -55,6 +55,18 @@ struct {
 	__uint(max_entries, CILC_REASONS);
 } cilc_reason_counts SEC(".maps");
 
+/* The packet being judged. In a map value rather than on the stack: the
+ * verifier does not track what a map value holds, so every parse path
+ * reaches the classifier in the same state and is verified once there
+ * (on the stack, each path's known constants kept the classifier from
+ * being pruned, and large policies hit the 1M-instruction limit). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, struct cilc_ctx);
+	__uint(max_entries, 1);
+} cilc_scratch SEC(".maps");
+
 /* The last decision (rule id + 1 << 4 | reason), for `cilc run` and tests. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -280,10 +292,14 @@ static __always_inline void count(void *map, __u32 key, __u32 len)
 /* Judge one frame; returns the decision (rule id + 1 << 4 | reason). */
 static __always_inline __u32 judge(void *data, void *data_end, __u32 direction)
 {
-	struct cilc_ctx c = {};
+	__u32 zero = 0;
 	__u32 len = (__u8 *)data_end - (__u8 *)data;
 	__u32 d;
-	switch (parse(&c, data, data_end)) {
+	struct cilc_ctx *c = bpf_map_lookup_elem(&cilc_scratch, &zero);
+	if (!c)
+		return CILC_NOT_JUDGED;
+	__builtin_memset(c, 0, sizeof(*c));
+	switch (parse(c, data, data_end)) {
 	case CILC_NOT_IP:
 		d = CILC_NOT_JUDGED;
 		break;
@@ -294,15 +310,20 @@ static __always_inline __u32 judge(void *data, void *data_end, __u32 direction)
 		d = CILC_REASON_LATER_FRAGMENT;
 		break;
 	default:
-		c.len = len;
-		identity(c.src, c.v6, c.src_bits, 0);
-		identity(c.dst, c.v6, c.dst_bits, c.dst_ports);
-		d = cilc_decide(&c, direction);
+		c->len = len;
+		identity(c->src, c->v6, c->src_bits, 0);
+		identity(c->dst, c->v6, c->dst_bits, c->dst_ports);
+		d = cilc_decide(c, direction);
 	}
-	__u32 zero = 0;
 	__u32 *last = bpf_map_lookup_elem(&cilc_last, &zero);
-	if (last)
+	if (last) {
 		*last = d;
+		/* Read back: the verifier then knows nothing of `d`, and using it
+		 * as a map key below does not make every constant the classifier
+		 * could produce "precise" (which would stop it from pruning the
+		 * parts of a diagram walked after one another). */
+		d = *(volatile __u32 *)last;
+	}
 	if (d >> 4)
 		count(&cilc_rule_counts, (d >> 4) - 1, len);
 	count(&cilc_reason_counts, d & 0x0f, len);

@@ -43,6 +43,11 @@ struct cilc_ctx {
 	__u64 src_bits[CILC_PRED_WORDS];
 	__u64 dst_bits[CILC_PRED_WORDS];
 	__u16 dst_ports[CILC_NAMED_PORTS];
+	/* Working slots of the generated classifier (best term so far, its
+	 * decision, the first chain accept). In the scratch map with the rest:
+	 * the verifier does not know their values, so diagram parts walked one
+	 * after another do not multiply its states. */
+	__u32 slots[4];
 };
 
 _Static_assert(__builtin_offsetof(struct cilc_ctx, proto) == 32, "layout");
@@ -50,7 +55,8 @@ _Static_assert(__builtin_offsetof(struct cilc_ctx, v6) == 56, "layout");
 _Static_assert(__builtin_offsetof(struct cilc_ctx, src_bits) == 64, "layout");
 _Static_assert(__builtin_offsetof(struct cilc_ctx, dst_bits) == 128, "layout");
 _Static_assert(__builtin_offsetof(struct cilc_ctx, dst_ports) == 192, "layout");
-_Static_assert(sizeof(struct cilc_ctx) == 224, "layout");
+_Static_assert(__builtin_offsetof(struct cilc_ctx, slots) == 224, "layout");
+_Static_assert(sizeof(struct cilc_ctx) == 240, "layout");
 
 /* Outcome of parsing. */
 enum cilc_parsed {

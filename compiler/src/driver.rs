@@ -667,3 +667,178 @@ pub fn compile(
         }
     }
 }
+
+/// `cilc run`: load an object and judge packets with it in the kernel
+/// (BPF_PROG_TEST_RUN). Packets are lines in the `explain --packet` form,
+/// or a ClassBench trace (with its truth file, checked).
+pub fn run(
+    object: &std::path::Path,
+    packets: &[String],
+    trace: Option<(&str, Option<&str>)>,
+    tc: bool,
+) -> Outcome {
+    use std::fmt::Write as _;
+    let fail = |e: String, code: i32| Outcome {
+        stderr: format!("error: {e}\n"),
+        code,
+        ..Outcome::default()
+    };
+    let art = match runtime_loader::Artifact::read(object) {
+        Ok(a) => a,
+        Err(e) => return fail(e.to_string(), 2),
+    };
+    let loaded = match runtime_loader::Loaded::load(&art) {
+        Ok(l) => l,
+        Err(e) => return fail(e.to_string(), 1),
+    };
+    let mut runner = crate::kernel::Runner::new(loaded);
+    runner.local_wins = trace.is_some();
+    let mut list: Vec<(crate::eval::Packet, Option<usize>)> = Vec::new();
+    for line in packets {
+        match crate::eval::packet::parse_packet(line) {
+            Ok(p) => list.push((p, None)),
+            Err(e) => return fail(format!("packet `{line}`: {e}"), 2),
+        }
+    }
+    if let Some((trace, truth)) = trace {
+        let lines = match crate::classbench::parse_trace(trace) {
+            Ok(l) => l,
+            Err(e) => return fail(e, 2),
+        };
+        let truth = match truth.map(crate::classbench::parse_truth).transpose() {
+            Ok(t) => t,
+            Err(e) => return fail(e, 2),
+        };
+        for (i, t) in lines.iter().enumerate() {
+            let want = truth.as_ref().map_or(t.last, |x| x[i] + 1);
+            list.push((crate::classbench::packet(t), Some(want)));
+        }
+    }
+    let mut out = Outcome::default();
+    let (mut checked, mut wrong) = (0, 0);
+    for (p, want) in &list {
+        let j = match runner.judge(p, tc, 1) {
+            Ok(j) => j,
+            Err(e) => return fail(format!("{p}: {e}"), 1),
+        };
+        let rule = j.rule.map(|r| &runner.obj.manifest.rules[r as usize]);
+        match want {
+            None => {
+                let _ = writeln!(
+                    out.stdout,
+                    "{p}\n  {} ({}){}",
+                    format!("{:?}", j.verdict).to_uppercase(),
+                    j.reason.as_str(),
+                    rule.map(|r| format!(" by {} (line {})", r.name, r.line))
+                        .unwrap_or_default()
+                );
+            }
+            Some(w) => {
+                checked += 1;
+                let got = rule.and_then(|r| {
+                    r.name
+                        .rsplit_once("/r")
+                        .and_then(|(_, n)| n.parse::<usize>().ok())
+                });
+                if got != Some(*w) {
+                    wrong += 1;
+                    let _ = writeln!(
+                        out.stdout,
+                        "line {}: expected rule {w}, the kernel says {got:?}",
+                        checked
+                    );
+                }
+            }
+        }
+    }
+    if checked > 0 {
+        let _ = writeln!(
+            out.stderr,
+            "{checked} trace packets judged in the kernel: {} to the expected first-match rule, {wrong} not",
+            checked - wrong
+        );
+        out.code = i32::from(wrong > 0);
+    }
+    out
+}
+
+/// `cilc inspect`: what an object holds (manifest, sections, programs with
+/// their instruction counts), read without loading it.
+pub fn inspect(object: &std::path::Path) -> Outcome {
+    use object::{Object as _, ObjectSection as _};
+    use std::fmt::Write as _;
+    let fail = |e: String| Outcome {
+        stderr: format!("error: {e}\n"),
+        code: 2,
+        ..Outcome::default()
+    };
+    let bytes = match std::fs::read(object) {
+        Ok(b) => b,
+        Err(e) => return fail(format!("cannot read `{}`: {e}", object.display())),
+    };
+    let m = match runtime_loader::read_manifest(&bytes) {
+        Ok(m) => m,
+        Err(e) => return fail(e.to_string()),
+    };
+    let file = match object::File::parse(&*bytes) {
+        Ok(f) => f,
+        Err(e) => return fail(e.to_string()),
+    };
+    let mut o = String::new();
+    let _ = writeln!(o, "object:   {} ({} bytes)", object.display(), bytes.len());
+    let _ = writeln!(o, "compiler: {} (layout {})", m.compiler, m.layout);
+    let _ = writeln!(o, "source:   sha256 {}", m.source_sha256);
+    let _ = writeln!(o, "strategy: {}", m.strategy);
+    let _ = writeln!(o, "programs:");
+    for p in &m.programs {
+        let section = match p.attach.as_str() {
+            "xdp" => "xdp",
+            _ => "tc",
+        };
+        let _ = writeln!(
+            o,
+            "  {:<16} {:<11} judges {}",
+            p.name, p.attach, p.direction
+        );
+        let _ = section;
+    }
+    let _ = writeln!(o, "sections:");
+    for s in file.sections() {
+        let name = s.name().unwrap_or("?");
+        if name.is_empty() || name.starts_with(".debug") || name.starts_with(".rel") {
+            continue;
+        }
+        let insns = if matches!(name, "xdp" | "tc") {
+            format!("  ({} instructions)", s.size() / 8)
+        } else {
+            String::new()
+        };
+        let _ = writeln!(o, "  {:<16} {:>8} bytes{insns}", name, s.size());
+    }
+    let _ = writeln!(o, "maps:");
+    for map in &m.maps {
+        let _ = writeln!(o, "  {:<20} {}", map.name, map.purpose);
+    }
+    let _ = writeln!(o, "predicates (identity bits):");
+    for p in &m.predicates {
+        let _ = writeln!(o, "  {:>3}  {}", p.bit, p.text);
+    }
+    if !m.named_ports.is_empty() {
+        let _ = writeln!(o, "named ports: {}", m.named_ports.join(", "));
+    }
+    let _ = writeln!(o, "rules ({}):", m.rules.len());
+    for r in &m.rules {
+        let _ = writeln!(
+            o,
+            "  {:>5}  {:<32} line {:<5} {}",
+            r.id,
+            r.name,
+            r.line,
+            r.text.lines().next().unwrap_or("")
+        );
+    }
+    Outcome {
+        stdout: o,
+        ..Outcome::default()
+    }
+}

@@ -230,6 +230,28 @@ enum Command {
         #[arg(long, value_enum, default_value_t = cilc::codegen::Strategy::Tree)]
         strategy: cilc::codegen::Strategy,
     },
+    /// Load a compiled object and judge packets with it in the kernel.
+    Run {
+        /// The object (from `cilc compile`).
+        object: PathBuf,
+        /// A packet, as `explain --packet` takes it (repeatable).
+        #[arg(long)]
+        packet: Vec<String>,
+        /// A ClassBench trace to run (the object compiled from its filters).
+        #[arg(long)]
+        trace: Option<PathBuf>,
+        /// The trace's first-match truth file, to check against.
+        #[arg(long, requires = "trace")]
+        truth: Option<PathBuf>,
+        /// Judge ingress with the TC program instead of XDP.
+        #[arg(long)]
+        tc: bool,
+    },
+    /// Show what a compiled object holds: manifest, sections, programs.
+    Inspect {
+        /// The object.
+        object: PathBuf,
+    },
     /// Write a synthetic policy (for tests and benchmarks) to stdout.
     Gen {
         /// Number of rules.
@@ -428,6 +450,39 @@ fn main() -> ExitCode {
                 .unwrap_or_default();
             merge(out, r)
         }
+        Command::Run {
+            object,
+            packet,
+            trace,
+            truth,
+            tc,
+        } => {
+            let read = |p: &PathBuf| {
+                std::fs::read_to_string(p)
+                    .map_err(|e| format!("cannot read `{}`: {e}", p.display()))
+            };
+            let texts = (
+                trace.as_ref().map(read).transpose(),
+                truth.as_ref().map(read).transpose(),
+            );
+            match texts {
+                (Ok(t), Ok(u)) => {
+                    let r = driver::run(
+                        &object,
+                        &packet,
+                        t.as_deref().map(|t| (t, u.as_deref())),
+                        tc,
+                    );
+                    merge(out, r)
+                }
+                (Err(e), _) | (_, Err(e)) => {
+                    out.stderr.push_str(&format!("error: {e}\n"));
+                    out.code = 2;
+                    out
+                }
+            }
+        }
+        Command::Inspect { object } => merge(out, driver::inspect(&object)),
         Command::Diff { old, new, format } => {
             let inputs = driver::read_inputs(&[old, new], &mut out);
             if let [a, b] = &inputs[..] {

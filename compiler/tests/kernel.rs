@@ -104,3 +104,92 @@ fn semantic_cases_on_the_kernel() {
     }
     assert!(n > 200, "only {n} packets judged");
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 12, .. ProptestConfig::default() })]
+
+    /// Generated policies (both models, IPv4 and IPv6, selectors, named
+    /// ports, flags) × random packets: the loaded program decides as the
+    /// evaluator does, in both strategies.
+    #[test]
+    fn generated_policies_on_the_kernel(
+        seed in any::<u64>(),
+        rules in 1usize..40,
+        pkts in proptest::collection::vec((any::<bool>(), 0usize..6, any::<u32>(), any::<u32>(), 0usize..4, any::<u16>(), any::<u16>(), 0usize..6), 200),
+    ) {
+        let src = cilc::gen::policy(seed, rules);
+        for strategy in [Strategy::Tree, Strategy::Linear] {
+            let (ir, mut r) = load(&src, strategy);
+            for p in &pkts {
+                let p = on_wire(&parse_packet(&random_line(*p)).unwrap());
+                let Ok(j) = r.judge(&p, false, 1) else { continue };
+                prop_assert_eq!(words(&r, &j), expected(&ir, &p), "{} ({:?})", p, strategy);
+            }
+        }
+    }
+}
+
+fn shared() -> Option<PathBuf> {
+    let p = root().join("../shared/bench/classbench");
+    if p.is_dir() {
+        Some(p)
+    } else {
+        eprintln!(
+            "NOT RUN: {} is absent, so the ClassBench traces cannot be checked here",
+            p.display()
+        );
+        None
+    }
+}
+
+/// A ClassBench set compiled and loaded: every trace packet's deciding
+/// rule is the expected first match.
+fn classbench(set: &str, strategy: Strategy) {
+    let Some(dir) = shared() else { return };
+    let read = |p: &str| std::fs::read_to_string(dir.join(p)).unwrap();
+    let filters = cilc::classbench::parse_filters(&read(&format!("lyxocs_ruleSet/{set}"))).unwrap();
+    let src = cilc::classbench::to_cpl(&filters, "cb", set).unwrap();
+    let (_, mut r) = load(&src, strategy);
+    r.local_wins = true;
+    let lines =
+        cilc::classbench::parse_trace(&read(&format!("lyxocs_ruleSet/{set}_trace"))).unwrap();
+    let truth = cilc::classbench::parse_truth(&read(&format!(
+        "lyxocs_ruleSet/derived/{set}_trace.first_match0"
+    )))
+    .unwrap();
+    let mut wrong = Vec::new();
+    for (i, t) in lines.iter().enumerate() {
+        let j = r.judge(&cilc::classbench::packet(t), false, 1).unwrap();
+        let got = j.rule.and_then(|id| {
+            r.obj.manifest.rules[id as usize]
+                .name
+                .rsplit_once("/r")
+                .and_then(|(_, n)| n.parse::<usize>().ok())
+        });
+        if got != Some(truth[i] + 1) {
+            wrong.push((i, truth[i] + 1, got));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "{set}: {} of {} wrong, first {:?}",
+        wrong.len(),
+        lines.len(),
+        &wrong[..wrong.len().min(5)]
+    );
+}
+
+#[test]
+fn classbench_acl1_1k_on_the_kernel() {
+    classbench("acl1_1k", Strategy::Tree);
+}
+
+#[test]
+fn classbench_fw1_1k_on_the_kernel() {
+    classbench("fw1_1k", Strategy::Tree);
+}
+
+#[test]
+fn classbench_ipc1_1k_on_the_kernel() {
+    classbench("ipc1_1k", Strategy::Tree);
+}

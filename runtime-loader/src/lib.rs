@@ -127,11 +127,24 @@ pub struct Loaded {
 
 impl Loaded {
     pub fn load(artifact: &Artifact) -> Result<Loaded, Error> {
+        // libbpf's messages (the verifier log among them) are collected
+        // and shown only when loading fails.
+        if let Ok(mut log) = LOG.lock() {
+            log.clear();
+        }
+        let previous = libbpf_rs::set_print(Some((PrintLevel::Debug, collect)));
+        let result = Loaded::open_and_load(artifact);
+        libbpf_rs::set_print(previous);
+        result
+    }
+
+    fn open_and_load(artifact: &Artifact) -> Result<Loaded, Error> {
+        let log = || LOG.lock().map(|l| l.clone()).unwrap_or_default();
         let mut open = ObjectBuilder::default()
             .open_memory(&artifact.bytes)
             .map_err(|e| Error::Load {
                 message: e.to_string(),
-                log: String::new(),
+                log: log(),
             })?;
         let rules = artifact.manifest.rules.len().max(1) as u32;
         for mut m in open.maps_mut() {
@@ -140,15 +153,9 @@ impl Loaded {
                     .map_err(|e| Error::Kernel(e.to_string()))?;
             }
         }
-        if let Ok(mut log) = LOG.lock() {
-            log.clear();
-        }
-        let previous = libbpf_rs::set_print(Some((PrintLevel::Debug, collect)));
-        let loaded = open.load();
-        libbpf_rs::set_print(previous);
-        let object = loaded.map_err(|e| Error::Load {
+        let object = open.load().map_err(|e| Error::Load {
             message: e.to_string(),
-            log: LOG.lock().map(|l| l.clone()).unwrap_or_default(),
+            log: log(),
         })?;
         Ok(Loaded {
             object,

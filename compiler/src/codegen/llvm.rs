@@ -40,6 +40,9 @@ mod layout {
     pub const SRC_BITS: u64 = 64;
     pub const DST_BITS: u64 = 128;
     pub const DST_PORTS: u64 = 192;
+    pub const SLOT_BEST_T: u64 = 224;
+    pub const SLOT_BEST: u64 = 228;
+    pub const SLOT_ACCEPTED: u64 = 232;
 }
 
 extern "C" fn fatal(reason: *const c_char) {
@@ -65,10 +68,6 @@ fn e(x: impl std::fmt::Display) -> Err {
 struct Gen<'ctx> {
     ctx: &'ctx Context,
     b: Builder<'ctx>,
-    /// The function's entry block: every alloca goes there, so that they
-    /// stay static stack slots after inlining (a dynamic alloca makes the
-    /// BPF back end use a register the kernel does not have).
-    entry: BasicBlock<'ctx>,
     f: FunctionValue<'ctx>,
     p: PointerValue<'ctx>,
     i64t: IntType<'ctx>,
@@ -85,13 +84,19 @@ struct Fields<'ctx> {
 }
 
 impl<'ctx> Gen<'ctx> {
-    fn alloca(&self, name: &str) -> Result<PointerValue<'ctx>, Err> {
-        let b = self.ctx.create_builder();
-        match self.entry.get_first_instruction() {
-            Some(i) => b.position_before(&i),
-            None => b.position_at_end(self.entry),
+    /// A working slot in the context (see `slots` in cilc.h).
+    fn slot(&self, offset: u64) -> Result<PointerValue<'ctx>, Err> {
+        // SAFETY: the slot offsets are within struct cilc_ctx.
+        unsafe {
+            self.b
+                .build_in_bounds_gep(
+                    self.ctx.i8_type(),
+                    self.p,
+                    &[self.i64t.const_int(offset, false)],
+                    "",
+                )
+                .map_err(e)
         }
-        b.build_alloca(self.i32t, name).map_err(e)
     }
 
     /// Loads and stores of the decision slots are volatile: kept in
@@ -362,12 +367,10 @@ impl<'ctx> Gen<'ctx> {
         fields: &Fields<'ctx>,
     ) -> Result<IntValue<'ctx>, Err> {
         let i32t = self.i32t;
-        let best_t = self.alloca("best_t")?;
-        let best = self.alloca("best")?;
-        self.b
-            .build_store(best_t, i32t.const_all_ones())
-            .map_err(e)?;
-        self.b.build_store(best, i32t.const_zero()).map_err(e)?;
+        let best_t = self.slot(layout::SLOT_BEST_T)?;
+        let best = self.slot(layout::SLOT_BEST)?;
+        self.vstore(best_t, i32t.const_all_ones())?;
+        self.vstore(best, i32t.const_zero())?;
         let d = plan.diagram;
         for root in &d.roots {
             let exit = self.block("part_done");
@@ -438,8 +441,8 @@ impl<'ctx> Gen<'ctx> {
     fn hook(&self, h: &HookPlan<'_>) -> Result<(), Err> {
         let i32t = self.i32t;
         let fields = self.fields(h.v6)?;
-        let accepted = self.alloca("accepted")?;
-        self.b.build_store(accepted, i32t.const_zero()).map_err(e)?;
+        let accepted = self.slot(layout::SLOT_ACCEPTED)?;
+        self.vstore(accepted, i32t.const_zero())?;
         for c in &h.chains {
             let code = self.diagram(c, h, &fields)?;
             let reason = self
@@ -565,7 +568,6 @@ pub fn emit(hooks: &[HookPlan<'_>], manifest: &[u8], stdlib: &[u8]) -> Result<Ve
     let g = Gen {
         ctx: &ctx,
         b: ctx.create_builder(),
-        entry,
         f,
         p,
         i64t: ctx.i64_type(),
