@@ -203,9 +203,11 @@ impl Loaded {
             .progs_mut()
             .find(|p| p.name() == program)
             .ok_or_else(|| Error::NoProgram(program.into()))?;
-        let mut input = libbpf_rs::ProgramInput::default();
-        input.data_in = Some(frame);
-        input.repeat = repeat;
+        let input = libbpf_rs::ProgramInput {
+            data_in: Some(frame),
+            repeat,
+            ..Default::default()
+        };
         let out = prog
             .test_run(input)
             .map_err(|e| Error::Kernel(format!("test run of `{program}` failed: {e}")))?;

@@ -94,11 +94,10 @@ fn pick(r: &Region) -> [u128; 7] {
     p
 }
 
+type Intervals = Vec<(u128, u128)>;
+
 /// Cut `lo..=hi` by a merged set: the pieces outside it and inside it.
-pub fn pieces(
-    set: &[(u128, u128)],
-    (lo, hi): (u128, u128),
-) -> (Vec<(u128, u128)>, Vec<(u128, u128)>) {
+pub fn pieces(set: &[(u128, u128)], (lo, hi): (u128, u128)) -> (Intervals, Intervals) {
     let mut outside = Vec::new();
     let mut inside = Vec::new();
     let mut at = lo;
