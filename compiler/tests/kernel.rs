@@ -185,15 +185,15 @@ fn classbench_acl1_1k_on_the_kernel() {
     classbench("acl1_1k", Strategy::Linear);
 }
 
-// The tree programs of fw1_1k and ipc1_1k do not pass the verifier yet (its
-// 1M-instruction budget: see docs/backend.md); their linear programs do.
 #[test]
 fn classbench_fw1_1k_on_the_kernel() {
+    classbench("fw1_1k", Strategy::Tree);
     classbench("fw1_1k", Strategy::Linear);
 }
 
 #[test]
 fn classbench_ipc1_1k_on_the_kernel() {
+    classbench("ipc1_1k", Strategy::Tree);
     classbench("ipc1_1k", Strategy::Linear);
 }
 

@@ -181,6 +181,37 @@ impl<'ctx> Gen<'ctx> {
         })
     }
 
+    /// The fields with `field` loaded again (volatile) here. A cut tests
+    /// a fresh value: otherwise the verifier, knowing a field's range from
+    /// the cuts above, decides some cuts of shared nodes statically, marks
+    /// the field "precise", and then stops merging states that differ in
+    /// its range (wildcard-heavy sets then exceed its instruction budget).
+    fn reload(&self, fields: &Fields<'ctx>, field: Field) -> Result<Fields<'ctx>, Err> {
+        let mut f = Fields {
+            values: fields.values,
+            high: fields.high,
+        };
+        let off = match field {
+            Field::SrcAddr => layout::SRC,
+            Field::DstAddr => layout::DST,
+            Field::Proto => layout::PROTO,
+            Field::SrcPort => layout::SPORT,
+            Field::DstPort => layout::DPORT,
+            Field::IcmpType => layout::ICMP_TYPE,
+            Field::IcmpCode => layout::ICMP_CODE,
+        };
+        if matches!(field, Field::SrcAddr | Field::DstAddr) {
+            f.values[field.index()] = self.load_as(self.i64t, off + 8, true)?;
+            if let Some(h) = &mut f.high {
+                h[field.index()] = self.load_as(self.i64t, off, true)?;
+            }
+        } else {
+            let v = self.load_as(self.i32t, off, true)?;
+            f.values[field.index()] = self.b.build_int_z_extend(v, self.i64t, "").map_err(e)?;
+        }
+        Ok(f)
+    }
+
     fn k(&self, v: u64) -> IntValue<'ctx> {
         self.i64t.const_int(v, false)
     }
@@ -407,7 +438,8 @@ impl<'ctx> Gen<'ctx> {
                 self.b.position_at_end(here);
                 match &d.nodes[n as usize] {
                     Node::Split { field, cut, lo, hi } => {
-                        let c = self.less(fields, *field, *cut)?;
+                        let fresh = self.reload(fields, *field)?;
+                        let c = self.less(&fresh, *field, *cut)?;
                         let (l, h) = (get(*lo, &mut todo), get(*hi, &mut todo));
                         self.branch(c, l, h)?;
                     }
