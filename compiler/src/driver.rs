@@ -454,22 +454,25 @@ pub fn tree(input: &Input, stats: bool, classbench: bool, leaf_size: usize) -> O
     }
 }
 
+/// An input refused: its diagnostics, exit code 1.
+fn refused(input: &Input, diags: &[Diagnostic], color: bool) -> Outcome {
+    let report = Report {
+        name: &input.name,
+        source: &input.text,
+        diagnostics: diags,
+    };
+    Outcome {
+        stderr: render::human(&[report], color),
+        code: 1,
+        ..Outcome::default()
+    }
+}
+
 /// The validated IR of an input, or an outcome that shows its diagnostics.
 fn validated(input: &Input, color: bool) -> Result<crate::ir::Validated, Outcome> {
     crate::compile_ir(&input.text)
         .map(|(ir, _)| ir)
-        .map_err(|diags| {
-            let report = Report {
-                name: &input.name,
-                source: &input.text,
-                diagnostics: &diags,
-            };
-            Outcome {
-                stderr: render::human(&[report], color),
-                code: 1,
-                ..Outcome::default()
-            }
-        })
+        .map_err(|diags| refused(input, &diags, color))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -653,18 +656,7 @@ pub fn compile(
                 ..Outcome::default()
             },
         },
-        Err(diags) => {
-            let report = Report {
-                name: &input.name,
-                source: &input.text,
-                diagnostics: &diags,
-            };
-            Outcome {
-                stderr: render::human(&[report], color),
-                code: 1,
-                ..Outcome::default()
-            }
-        }
+        Err(diags) => refused(input, &diags, color),
     }
 }
 

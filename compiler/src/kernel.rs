@@ -27,19 +27,29 @@ pub struct Judged {
     pub duration: Duration,
 }
 
-/// The predicate bits and named ports of an identity, for this manifest.
-pub fn bits(manifest: &Manifest, id: &Identity) -> Bits {
+/// The manifest's selector predicates, read once: (bit, selector).
+pub fn selectors(manifest: &Manifest) -> Vec<(u32, Selector)> {
+    manifest
+        .predicates
+        .iter()
+        .filter_map(|p| {
+            let s = serde_json::from_value::<Selector>(p.selector.clone()?).ok()?;
+            Some((p.bit, s))
+        })
+        .collect()
+}
+
+/// The predicate bits and named ports of an identity, for this manifest
+/// (`selectors` from `selectors(manifest)`).
+pub fn bits(manifest: &Manifest, selectors: &[(u32, Selector)], id: &Identity) -> Bits {
     let mut b = Bits::default();
     match id {
         Identity::World => b.set(runtime_loader::manifest::PRED_WORLD),
         Identity::Host => b.set(runtime_loader::manifest::PRED_HOST),
         Identity::Endpoint(e) => {
-            for p in &manifest.predicates {
-                let Some(json) = &p.selector else { continue };
-                if let Ok(s) = serde_json::from_value::<Selector>(json.clone()) {
-                    if eval::selector_matches(&s, e) {
-                        b.set(p.bit);
-                    }
+            for (bit, s) in selectors {
+                if eval::selector_matches(s, e) {
+                    b.set(*bit);
                 }
             }
             for (slot, name) in manifest.named_ports.iter().enumerate() {
@@ -62,6 +72,7 @@ pub fn program(direction: Direction, tc: bool) -> &'static str {
 /// A loaded object and the identities it currently holds.
 pub struct Runner {
     pub obj: Loaded,
+    selectors: Vec<(u32, Selector)>,
     held: HashMap<IpAddr, Bits>,
     /// When both ends share an address but not an identity, give the
     /// address the local side's identity (ClassBench traces have such
@@ -73,6 +84,7 @@ pub struct Runner {
 impl Runner {
     pub fn new(obj: Loaded) -> Runner {
         Runner {
+            selectors: selectors(&obj.manifest),
             obj,
             held: HashMap::new(),
             local_wins: false,
@@ -87,7 +99,12 @@ impl Runner {
             Direction::Egress => (&pkt.local, &pkt.peer),
         };
         let m = &self.obj.manifest;
-        let (mut sb, mut db, world) = (bits(m, src), bits(m, dst), bits(m, &Identity::World));
+        let sel = &self.selectors;
+        let (mut sb, mut db, world) = (
+            bits(m, sel, src),
+            bits(m, sel, dst),
+            bits(m, sel, &Identity::World),
+        );
         if pkt.src == pkt.dst && sb != db {
             if !self.local_wins {
                 return Err(format!(
@@ -95,7 +112,7 @@ impl Runner {
                     pkt.src
                 ));
             }
-            let local = bits(m, &pkt.local);
+            let local = bits(m, sel, &pkt.local);
             (sb, db) = (local.clone(), local);
         }
         // World is what an unknown address is: it needs no entry.
