@@ -280,6 +280,19 @@ static __always_inline void identity(const __u64 *addr, int v6, __u64 *bits, __u
 	}
 }
 
+/* The classifier, once per object: a global function, so LLVM generates it
+ * once for the three entries and the verifier checks it once per program,
+ * on its own, from its BTF signature (its arguments are then unknown: the
+ * classifier never relies on what the parser established). The
+ * generated cilc_classify is inlined here, so this function carries
+ * clang's debug info, which becomes its BTF. */
+__attribute__((noinline)) __u32 cilc_decide(struct cilc_ctx *ctx, __u32 direction)
+{
+	if (!ctx) /* a global function's pointer argument may be null */
+		return CILC_NOT_JUDGED;
+	return cilc_classify(ctx, direction);
+}
+
 static __always_inline void count(void *map, __u32 key, __u32 len)
 {
 	struct cilc_count *n = bpf_map_lookup_elem(map, &key);

@@ -86,7 +86,8 @@ enum cilc_direction {
 	CILC_EGRESS = 1,
 };
 
-/* Defined by the code cilc generates for a policy. */
-extern __u32 cilc_decide(struct cilc_ctx *ctx, __u32 direction);
+/* Defined by the code cilc generates for a policy, and inlined into
+ * cilc_decide (cilc.c). */
+extern __u32 cilc_classify(struct cilc_ctx *ctx, __u32 direction);
 
 #endif

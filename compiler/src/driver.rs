@@ -757,7 +757,7 @@ pub fn run(
 /// `cilc inspect`: what an object holds (manifest, sections, programs with
 /// their instruction counts), read without loading it.
 pub fn inspect(object: &std::path::Path) -> Outcome {
-    use object::{Object as _, ObjectSection as _};
+    use object::{Object as _, ObjectSection as _, ObjectSymbol as _};
     use std::fmt::Write as _;
     let fail = |e: String| Outcome {
         stderr: format!("error: {e}\n"),
@@ -783,16 +783,11 @@ pub fn inspect(object: &std::path::Path) -> Outcome {
     let _ = writeln!(o, "strategy: {}", m.strategy);
     let _ = writeln!(o, "programs:");
     for p in &m.programs {
-        let section = match p.attach.as_str() {
-            "xdp" => "xdp",
-            _ => "tc",
-        };
         let _ = writeln!(
             o,
             "  {:<16} {:<11} judges {}",
             p.name, p.attach, p.direction
         );
-        let _ = section;
     }
     let _ = writeln!(o, "sections:");
     for s in file.sections() {
@@ -800,12 +795,31 @@ pub fn inspect(object: &std::path::Path) -> Outcome {
         if name.is_empty() || name.starts_with(".debug") || name.starts_with(".rel") {
             continue;
         }
-        let insns = if matches!(name, "xdp" | "tc") {
+        let insns = if s.kind() == object::SectionKind::Text {
             format!("  ({} instructions)", s.size() / 8)
         } else {
             String::new()
         };
         let _ = writeln!(o, "  {:<16} {:>8} bytes{insns}", name, s.size());
+    }
+    // Each entry calls the classifier (`cilc_decide`, in .text): a program
+    // as loaded is its entry plus that function.
+    let _ = writeln!(o, "functions:");
+    let mut funcs: Vec<(String, String, u64)> = file
+        .symbols()
+        .filter(|y| y.kind() == object::SymbolKind::Text && y.size() > 0)
+        .map(|y| {
+            let section = y
+                .section_index()
+                .and_then(|i| file.section_by_index(i).ok())
+                .and_then(|s| s.name().ok().map(str::to_string))
+                .unwrap_or_default();
+            (y.name().unwrap_or("?").to_string(), section, y.size() / 8)
+        })
+        .collect();
+    funcs.sort();
+    for (name, section, insns) in funcs {
+        let _ = writeln!(o, "  {name:<16} {section:<11} {insns:>8} instructions");
     }
     let _ = writeln!(o, "maps:");
     for map in &m.maps {

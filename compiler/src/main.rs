@@ -288,6 +288,11 @@ fn use_color(c: Color) -> bool {
 }
 
 fn main() -> ExitCode {
+    // A closed pipe (`cilc inspect x.o | head`) ends the process quietly,
+    // as for other command-line tools, instead of a failed write.
+    // SAFETY: restoring a signal's default action at start-up, before any
+    // thread exists.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     std::panic::set_hook(Box::new(|info| {
         let msg = info
             .payload()
