@@ -291,3 +291,42 @@ fn diff_exit_codes_and_json() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("undefined-name"), "{err}");
 }
+
+#[test]
+fn compile_is_byte_identical_across_runs() {
+    let dir = temp_dir("repro");
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let generated = dir.join("gen.cpl");
+    let (code, text, err) = cilc(&["gen", "--rules", "60", "--seed", "7"], None);
+    assert_eq!(code, 0, "{err}");
+    std::fs::write(&generated, text).unwrap();
+    let sources = [root.join("examples/three-tier.cpl"), generated];
+    for src in &sources {
+        for strategy in ["tree", "linear"] {
+            let out: Vec<Vec<u8>> = (0..2)
+                .map(|i| {
+                    let o = dir.join(format!("{strategy}{i}.o"));
+                    let (code, _, err) = cilc(
+                        &[
+                            "compile",
+                            "--strategy",
+                            strategy,
+                            src.to_str().unwrap(),
+                            "-o",
+                            o.to_str().unwrap(),
+                        ],
+                        None,
+                    );
+                    assert_eq!(code, 0, "{err}");
+                    std::fs::read(o).unwrap()
+                })
+                .collect();
+            assert!(out[0].len() > 1000);
+            assert!(
+                out[0] == out[1],
+                "{} ({strategy}) compiled to different bytes",
+                src.display()
+            );
+        }
+    }
+}

@@ -59,6 +59,10 @@ extern "C" fn fatal(reason: *const c_char) {
 
 type Err = String;
 
+/// Terms of a linear list that share their field loads (see `Gen::field`):
+/// up to this many conditions on one loaded value.
+const SHARED_LOADS: usize = 16;
+
 /// The optimisation pipeline: O1 (O2 cost twice the time on large
 /// diagrams for no smaller program).
 const PASSES: &str = "default<O1>";
@@ -76,13 +80,13 @@ struct Gen<'ctx> {
     i32t: IntType<'ctx>,
 }
 
-/// The numeric fields of a hook, loaded once. IPv6 addresses are two
-/// 64-bit halves (`values` holds the low ones): the BPF back end has no
-/// 128-bit registers, and i128 arithmetic miscompiles there.
-struct Fields<'ctx> {
-    values: [IntValue<'ctx>; 7],
-    /// High halves of the source and destination addresses, for IPv6.
-    high: Option<[IntValue<'ctx>; 2]>,
+/// A field's value as loaded for one test. IPv6 addresses are two 64-bit
+/// halves (`lo`, `hi`): the BPF back end has no 128-bit registers, and i128
+/// arithmetic miscompiles there.
+#[derive(Clone, Copy)]
+struct Val<'ctx> {
+    lo: IntValue<'ctx>,
+    hi: Option<IntValue<'ctx>>,
 }
 
 impl<'ctx> Gen<'ctx> {
@@ -150,49 +154,16 @@ impl<'ctx> Gen<'ctx> {
         Ok(v.into_int_value())
     }
 
-    /// The fields, loaded at this point. `volatile`: loaded again here,
-    /// whatever was loaded before (a term of a long linear list must not
-    /// share values with the others: LLVM would keep thousands of them
-    /// alive and overflow the 512-byte BPF stack with spills).
-    fn fields(&self, v6: bool) -> Result<Fields<'ctx>, Err> {
-        self.fields_as(v6, false)
-    }
-
-    fn fields_as(&self, v6: bool, volatile: bool) -> Result<Fields<'ctx>, Err> {
-        let load = |ty: IntType<'ctx>, off: u64| self.load_as(ty, off, volatile);
-        let small = |off: u64| -> Result<IntValue<'ctx>, Err> {
-            let v = load(self.i32t, off)?;
-            self.b.build_int_z_extend(v, self.i64t, "").map_err(e)
-        };
-        let high = if v6 {
-            Some([load(self.i64t, layout::SRC)?, load(self.i64t, layout::DST)?])
-        } else {
-            None
-        };
-        Ok(Fields {
-            values: [
-                load(self.i64t, layout::SRC + 8)?,
-                load(self.i64t, layout::DST + 8)?,
-                small(layout::PROTO)?,
-                small(layout::SPORT)?,
-                small(layout::DPORT)?,
-                small(layout::ICMP_TYPE)?,
-                small(layout::ICMP_CODE)?,
-            ],
-            high,
-        })
-    }
-
-    /// The fields with `field` loaded again (volatile) here. A cut tests
-    /// a fresh value: otherwise the verifier, knowing a field's range from
-    /// the cuts above, decides some cuts of shared nodes statically, marks
-    /// the field "precise", and then stops merging states that differ in
-    /// its range (wildcard-heavy sets then exceed its instruction budget).
-    fn reload(&self, fields: &Fields<'ctx>, field: Field) -> Result<Fields<'ctx>, Err> {
-        let mut f = Fields {
-            values: fields.values,
-            high: fields.high,
-        };
+    /// A field, loaded (volatile) for the test at hand. Every test loads
+    /// what it tests, fresh, for two reasons. The verifier: knowing a
+    /// field's range from the cuts above, it would decide some cuts of
+    /// shared nodes statically, mark the field "precise", and then stop
+    /// merging states that differ in its range (wildcard-heavy sets then
+    /// exceed its instruction budget). And LLVM: thousands of conditions on
+    /// one SSA value make InstCombine's use of dominating conditions
+    /// quadratic, and shared values live across the whole diagram spill
+    /// past the 512-byte stack.
+    fn field(&self, v6: bool, field: Field) -> Result<Val<'ctx>, Err> {
         let off = match field {
             Field::SrcAddr => layout::SRC,
             Field::DstAddr => layout::DST,
@@ -203,15 +174,17 @@ impl<'ctx> Gen<'ctx> {
             Field::IcmpCode => layout::ICMP_CODE,
         };
         if matches!(field, Field::SrcAddr | Field::DstAddr) {
-            f.values[field.index()] = self.load_as(self.i64t, off + 8, true)?;
-            if let Some(h) = &mut f.high {
-                h[field.index()] = self.load_as(self.i64t, off, true)?;
-            }
-        } else {
-            let v = self.load_as(self.i32t, off, true)?;
-            f.values[field.index()] = self.b.build_int_z_extend(v, self.i64t, "").map_err(e)?;
+            let lo = self.load_as(self.i64t, off + 8, true)?;
+            let hi = if v6 {
+                Some(self.load_as(self.i64t, off, true)?)
+            } else {
+                None
+            };
+            return Ok(Val { lo, hi });
         }
-        Ok(f)
+        let v = self.load_as(self.i32t, off, true)?;
+        let lo = self.b.build_int_z_extend(v, self.i64t, "").map_err(e)?;
+        Ok(Val { lo, hi: None })
     }
 
     fn k(&self, v: u64) -> IntValue<'ctx> {
@@ -227,50 +200,37 @@ impl<'ctx> Gen<'ctx> {
         self.b.build_int_compare(p, a, b, "").map_err(e)
     }
 
-    /// The high half of a wide field, if the field is one.
-    fn high(&self, fields: &Fields<'ctx>, field: Field) -> Option<IntValue<'ctx>> {
-        match (fields.high, field) {
-            (Some([h, _]), Field::SrcAddr) | (Some([_, h]), Field::DstAddr) => Some(h),
-            _ => None,
-        }
-    }
-
     /// `v < cut` (unsigned), for 64-bit or two-half values.
-    fn less(&self, fields: &Fields<'ctx>, field: Field, cut: u128) -> Result<IntValue<'ctx>, Err> {
-        let lo = fields.values[field.index()];
-        let Some(hi) = self.high(fields, field) else {
-            return self.cmp(IntPredicate::ULT, lo, self.k(cut as u64));
+    fn less(&self, v: &Val<'ctx>, cut: u128) -> Result<IntValue<'ctx>, Err> {
+        let Some(hi) = v.hi else {
+            return self.cmp(IntPredicate::ULT, v.lo, self.k(cut as u64));
         };
         let (ch, cl) = (self.k((cut >> 64) as u64), self.k(cut as u64));
         let below = self.cmp(IntPredicate::ULT, hi, ch)?;
         let same = self.cmp(IntPredicate::EQ, hi, ch)?;
-        let low = self.cmp(IntPredicate::ULT, lo, cl)?;
+        let low = self.cmp(IntPredicate::ULT, v.lo, cl)?;
         let both = self.b.build_and(same, low, "").map_err(e)?;
         self.b.build_or(below, both, "").map_err(e)
     }
 
     /// `lo <= v <= hi`: one unsigned compare of `v - lo` for 64-bit values.
-    fn in_range(
-        &self,
-        fields: &Fields<'ctx>,
-        field: Field,
-        lo: u128,
-        hi: u128,
-    ) -> Result<IntValue<'ctx>, Err> {
-        let v = fields.values[field.index()];
-        if self.high(fields, field).is_some() {
-            let not_below = self.less(fields, field, lo)?;
+    fn in_range(&self, v: &Val<'ctx>, lo: u128, hi: u128) -> Result<IntValue<'ctx>, Err> {
+        if v.hi.is_some() {
+            let not_below = self.less(v, lo)?;
             let not_below = self.b.build_not(not_below, "").map_err(e)?;
             if hi == u128::MAX {
                 return Ok(not_below);
             }
-            let under = self.less(fields, field, hi + 1)?;
+            let under = self.less(v, hi + 1)?;
             return self.b.build_and(not_below, under, "").map_err(e);
         }
         if lo == hi {
-            return self.cmp(IntPredicate::EQ, v, self.k(lo as u64));
+            return self.cmp(IntPredicate::EQ, v.lo, self.k(lo as u64));
         }
-        let d = self.b.build_int_sub(v, self.k(lo as u64), "").map_err(e)?;
+        let d = self
+            .b
+            .build_int_sub(v.lo, self.k(lo as u64), "")
+            .map_err(e)?;
         self.cmp(IntPredicate::ULE, d, self.k((hi - lo) as u64))
     }
 
@@ -280,7 +240,7 @@ impl<'ctx> Gen<'ctx> {
         } else {
             layout::DST_BITS
         };
-        let word = self.load(self.i64t, base + 8 * u64::from(bit / 64))?;
+        let word = self.load_as(self.i64t, base + 8 * u64::from(bit / 64), true)?;
         let m = self
             .b
             .build_and(word, self.i64t.const_int(1 << (bit % 64), false), "")
@@ -290,7 +250,7 @@ impl<'ctx> Gen<'ctx> {
             .map_err(e)
     }
 
-    fn atom(&self, code: &AtomCode, fields: &Fields<'ctx>) -> Result<IntValue<'ctx>, Err> {
+    fn atom(&self, code: &AtomCode, v6: bool) -> Result<IntValue<'ctx>, Err> {
         let bool_t = self.ctx.bool_type();
         match code {
             AtomCode::Bit(side, bit) => self.bit(*side, *bit),
@@ -304,12 +264,13 @@ impl<'ctx> Gen<'ctx> {
                 Ok(acc)
             }
             AtomCode::Port(slot) => {
-                let named = self.load(
+                let named = self.load_as(
                     self.ctx.i16_type(),
                     layout::DST_PORTS + 2 * u64::from(*slot),
+                    true,
                 )?;
                 let named = self.b.build_int_z_extend(named, self.i64t, "").map_err(e)?;
-                let dport = fields.values[Field::DstPort.index()];
+                let dport = self.field(v6, Field::DstPort)?.lo;
                 let same = self
                     .b
                     .build_int_compare(IntPredicate::EQ, named, dport, "")
@@ -321,7 +282,7 @@ impl<'ctx> Gen<'ctx> {
                 self.b.build_and(same, some, "").map_err(e)
             }
             AtomCode::Flags(v, m) => {
-                let flags = self.load(self.i32t, layout::TCP_FLAGS)?;
+                let flags = self.load_as(self.i32t, layout::TCP_FLAGS, true)?;
                 let masked = self
                     .b
                     .build_and(flags, self.i32t.const_int(u64::from(*m), false), "")
@@ -360,33 +321,33 @@ impl<'ctx> Gen<'ctx> {
         plan: &DiagramPlan<'_>,
         t: TermId,
         hook: &HookPlan<'_>,
-        fields: &Fields<'ctx>,
+        loaded: &mut [Option<Val<'ctx>>; 7],
         hit: BasicBlock<'ctx>,
         miss: BasicBlock<'ctx>,
-        long: bool,
     ) -> Result<(), Err> {
         let term = &plan.diagram.terms[t as usize];
-        let fresh;
-        let fields = if long {
-            fresh = self.fields_as(fields.high.is_some(), true)?;
-            &fresh
-        } else {
-            fields
-        };
         let mut all = self.ctx.bool_type().const_int(1, false);
         for f in FIELDS {
             let Some(set) = &term.fields[f.index()] else {
                 continue;
             };
+            let v = match loaded[f.index()] {
+                Some(v) => v,
+                None => {
+                    let v = self.field(hook.v6, f)?;
+                    loaded[f.index()] = Some(v);
+                    v
+                }
+            };
             let mut any = self.ctx.bool_type().const_zero();
             for (lo, hi) in set {
-                let c = self.in_range(fields, f, *lo, *hi)?;
+                let c = self.in_range(&v, *lo, *hi)?;
                 any = self.b.build_or(any, c, "").map_err(e)?;
             }
             all = self.b.build_and(all, any, "").map_err(e)?;
         }
         for a in &term.atoms {
-            let c = self.atom(&hook.atoms[*a as usize], fields)?;
+            let c = self.atom(&hook.atoms[*a as usize], hook.v6)?;
             all = self.b.build_and(all, c, "").map_err(e)?;
         }
         self.branch(all, hit, miss)
@@ -394,12 +355,7 @@ impl<'ctx> Gen<'ctx> {
 
     /// Evaluate a diagram; returns the decision word of its first matching
     /// term, or 0.
-    fn diagram(
-        &self,
-        plan: &DiagramPlan<'_>,
-        hook: &HookPlan<'_>,
-        fields: &Fields<'ctx>,
-    ) -> Result<IntValue<'ctx>, Err> {
+    fn diagram(&self, plan: &DiagramPlan<'_>, hook: &HookPlan<'_>) -> Result<IntValue<'ctx>, Err> {
         let i32t = self.i32t;
         let best_t = self.slot(layout::SLOT_BEST_T)?;
         let best = self.slot(layout::SLOT_BEST)?;
@@ -440,13 +396,13 @@ impl<'ctx> Gen<'ctx> {
                 self.b.position_at_end(here);
                 match &d.nodes[n as usize] {
                     Node::Split { field, cut, lo, hi } => {
-                        let fresh = self.reload(fields, *field)?;
-                        let c = self.less(&fresh, *field, *cut)?;
+                        let v = self.field(hook.v6, *field)?;
+                        let c = self.less(&v, *cut)?;
                         let (l, h) = (get(*lo, &mut todo), get(*hi, &mut todo));
                         self.branch(c, l, h)?;
                     }
                     Node::Test { atom, yes, no } => {
-                        let c = self.atom(&hook.atoms[*atom as usize], fields)?;
+                        let c = self.atom(&hook.atoms[*atom as usize], hook.v6)?;
                         let (y, n) = (get(*yes, &mut todo), get(*no, &mut todo));
                         self.branch(c, y, n)?;
                     }
@@ -455,10 +411,19 @@ impl<'ctx> Gen<'ctx> {
                     }
                     Node::Leaf(Some(t)) => record(*t)?,
                     Node::Linear(ts) => {
+                        // A short list (a diagram leaf) shares its loads;
+                        // a long one (`--strategy linear`) loads per term.
+                        let share = ts.len() <= SHARED_LOADS;
+                        let mut loaded = [None; 7];
                         for t in ts {
                             let hit = self.block("hit");
                             let miss = self.block("miss");
-                            self.term(plan, *t, hook, fields, hit, miss, ts.len() > 8)?;
+                            if !share {
+                                loaded = [None; 7];
+                            }
+                            // Loads in one term's block dominate the later
+                            // terms: each is reached by the misses before.
+                            self.term(plan, *t, hook, &mut loaded, hit, miss)?;
                             self.b.position_at_end(hit);
                             record(*t)?;
                             self.b.position_at_end(miss);
@@ -475,11 +440,10 @@ impl<'ctx> Gen<'ctx> {
     /// One hook: chains (a drop ends it), then policies, as `Forest::decide`.
     fn hook(&self, h: &HookPlan<'_>) -> Result<(), Err> {
         let i32t = self.i32t;
-        let fields = self.fields(h.v6)?;
         let accepted = self.slot(layout::SLOT_ACCEPTED)?;
         self.vstore(accepted, i32t.const_zero())?;
         for c in &h.chains {
-            let code = self.diagram(c, h, &fields)?;
+            let code = self.diagram(c, h)?;
             let reason = self
                 .b
                 .build_and(code, i32t.const_int(0x0f, false), "")
@@ -530,7 +494,7 @@ impl<'ctx> Gen<'ctx> {
         let result = match &h.policy {
             None => fallback,
             Some(p) => {
-                let code = self.diagram(p, h, &fields)?;
+                let code = self.diagram(p, h)?;
                 let found = self
                     .b
                     .build_int_compare(IntPredicate::NE, code, i32t.const_zero(), "")
