@@ -754,6 +754,72 @@ pub fn run(
     out
 }
 
+pub struct BenchOptions {
+    pub strategies: Vec<crate::codegen::Strategy>,
+    pub repeat: u32,
+    pub sample: usize,
+    pub tc: bool,
+    pub json: bool,
+}
+
+/// `cilc bench`: compile, load and time the policy with each strategy
+/// (see `bench`). Exit 1 when any verdict differs from the evaluator's.
+pub fn bench(
+    input: &Input,
+    lines: &[String],
+    trace: Option<&str>,
+    opts: &BenchOptions,
+    color: bool,
+) -> Outcome {
+    let fail = |e: String, code: i32| Outcome {
+        stderr: format!("error: {e}\n"),
+        code,
+        ..Outcome::default()
+    };
+    let ir = match validated(input, color) {
+        Ok(ir) => ir,
+        Err(o) => return o,
+    };
+    let mut packets = Vec::new();
+    for line in lines {
+        match crate::eval::packet::parse_packet(line) {
+            Ok(p) => packets.push(p),
+            Err(e) => return fail(format!("packet `{line}`: {e}"), 2),
+        }
+    }
+    if let Some(trace) = trace {
+        match crate::classbench::parse_trace(trace) {
+            Ok(t) => packets.extend(t.iter().map(crate::classbench::packet)),
+            Err(e) => return fail(e, 2),
+        }
+    }
+    if packets.is_empty() {
+        return fail(
+            "no packets to time\n  = help: give --packet, --packets FILE or --trace".into(),
+            2,
+        );
+    }
+    let packets = crate::bench::sample(&packets, opts.sample);
+    let bopts = crate::bench::Options {
+        strategies: opts.strategies.clone(),
+        repeat: opts.repeat.max(1),
+        tc: opts.tc,
+        local_wins: trace.is_some(),
+    };
+    match crate::bench::run(&ir, &input.text, &packets, &bopts) {
+        Ok(r) => Outcome {
+            stdout: if opts.json {
+                serde_json::to_string_pretty(&r).unwrap_or_default() + "\n"
+            } else {
+                r.table()
+            },
+            code: i32::from(r.wrong() > 0),
+            ..Outcome::default()
+        },
+        Err(e) => fail(e, 1),
+    }
+}
+
 /// `cilc inspect`: what an object holds (manifest, sections, programs with
 /// their instruction counts), read without loading it.
 pub fn inspect(object: &std::path::Path) -> Outcome {

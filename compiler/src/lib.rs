@@ -18,6 +18,7 @@
 // mistake, so their size does not matter.
 #![allow(clippy::result_large_err)]
 
+pub mod bench;
 pub mod classbench;
 pub mod codegen;
 pub mod diag;

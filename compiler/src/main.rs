@@ -247,6 +247,42 @@ enum Command {
         #[arg(long)]
         tc: bool,
     },
+    /// Compile a policy with several strategies, load each, and time
+    /// packets through it in the kernel (ns/packet, compile, load,
+    /// instructions), checking every verdict against the evaluator.
+    Bench {
+        /// A policy file (`-` for standard input).
+        file: PathBuf,
+        /// A packet, as `explain --packet` takes it (repeatable).
+        #[arg(long)]
+        packet: Vec<String>,
+        /// A file of packets, one per line in the `explain --packet` form
+        /// (`#` comments and blank lines skipped).
+        #[arg(long)]
+        packets: Option<PathBuf>,
+        /// A ClassBench trace (the policy imported from its filters).
+        #[arg(long)]
+        trace: Option<PathBuf>,
+        /// At most this many packets, spread evenly over the input.
+        #[arg(long, default_value_t = 100)]
+        sample: usize,
+        /// Runs per packet (BPF_PROG_TEST_RUN's repeat).
+        #[arg(long, default_value_t = 100_000)]
+        repeat: u32,
+        /// Strategies to compare.
+        #[arg(long, value_enum, value_delimiter = ',', default_values_t = [
+            cilc::codegen::Strategy::ParseOnly,
+            cilc::codegen::Strategy::Linear,
+            cilc::codegen::Strategy::Tree,
+        ])]
+        strategy: Vec<cilc::codegen::Strategy>,
+        /// Judge ingress with the TC program instead of XDP.
+        #[arg(long)]
+        tc: bool,
+        /// `human` (a table) or `json`.
+        #[arg(long, value_enum, default_value_t = DiffFormat::Human)]
+        format: DiffFormat,
+    },
     /// Show what a compiled object holds: manifest, sections, programs.
     Inspect {
         /// The object.
@@ -488,6 +524,59 @@ fn main() -> ExitCode {
             }
         }
         Command::Inspect { object } => merge(out, driver::inspect(&object)),
+        Command::Bench {
+            file,
+            packet,
+            packets,
+            trace,
+            sample,
+            repeat,
+            strategy,
+            tc,
+            format,
+        } => {
+            let inputs = driver::read_inputs(&[file], &mut out);
+            let read = |p: &PathBuf| {
+                std::fs::read_to_string(p)
+                    .map_err(|e| format!("cannot read `{}`: {e}", p.display()))
+            };
+            let texts = (
+                packets.as_ref().map(read).transpose(),
+                trace.as_ref().map(read).transpose(),
+            );
+            match (inputs.first(), texts) {
+                (Some(input), (Ok(list), Ok(trace))) => {
+                    let mut lines = packet;
+                    lines.extend(
+                        list.iter()
+                            .flat_map(|t| t.lines())
+                            .map(str::trim)
+                            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                            .map(str::to_string),
+                    );
+                    let opts = driver::BenchOptions {
+                        strategies: strategy,
+                        repeat,
+                        sample,
+                        tc,
+                        json: format == DiffFormat::Json,
+                    };
+                    merge(
+                        out,
+                        driver::bench(input, &lines, trace.as_deref(), &opts, color),
+                    )
+                }
+                (_, (Err(e), _) | (_, Err(e))) => {
+                    out.stderr.push_str(&format!("error: {e}\n"));
+                    out.code = 2;
+                    out
+                }
+                (None, _) => {
+                    out.code = 2;
+                    out
+                }
+            }
+        }
         Command::Diff { old, new, format } => {
             let inputs = driver::read_inputs(&[old, new], &mut out);
             if let [a, b] = &inputs[..] {

@@ -27,6 +27,19 @@ pub enum Strategy {
     Tree,
     /// Every rule tried in order: the naive baseline and a second oracle.
     Linear,
+    /// Parse and look up identities, decide nothing (every IP packet gets
+    /// "no policy"): the floor that benchmarks compare with.
+    ParseOnly,
+}
+
+impl Strategy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Strategy::Tree => "tree",
+            Strategy::Linear => "linear",
+            Strategy::ParseOnly => "parse-only",
+        }
+    }
 }
 
 pub struct Options {
@@ -160,6 +173,16 @@ pub fn compile(ir: &Validated, src: &str, opts: &Options) -> Result<Output, Vec<
     let forest = match opts.strategy {
         Strategy::Tree => forest,
         Strategy::Linear => linear(forest),
+        Strategy::ParseOnly => {
+            let mut f = forest;
+            for h in &mut f.hooks {
+                h.chains.clear();
+                h.policy.terms.clear();
+                h.policy.nodes.clear();
+                h.policy.roots.clear();
+            }
+            f
+        }
     };
     let mut tables = Tables::default();
     let mut hooks = Vec::new();
@@ -284,10 +307,7 @@ fn make_manifest(ir: &Validated, src: &str, opts: &Options, t: &Tables) -> Manif
             .iter()
             .map(|b| format!("{b:02x}"))
             .collect(),
-        strategy: match opts.strategy {
-            Strategy::Tree => "tree".into(),
-            Strategy::Linear => "linear".into(),
-        },
+        strategy: opts.strategy.as_str().into(),
         rules,
         programs: vec![
             program("cilc_xdp", "xdp", "ingress"),

@@ -1,0 +1,199 @@
+//! `cilc bench`: one policy compiled by several strategies, each loaded and
+//! timed per packet in the kernel.
+//!
+//! Stage: **(`ir::Validated`, packets) → `Report`**. For each strategy the
+//! object is compiled (timed), loaded (timed: the verifier's work), and
+//! every sampled packet is run through `BPF_PROG_TEST_RUN` `repeat` times;
+//! the kernel reports the mean time of one run, and a strategy's figure is
+//! the mean over the packets. Every judged packet is also checked against
+//! the reference evaluator (rule and reason): a fast wrong answer is no
+//! answer. Parse-only decides nothing and is not checked.
+
+use std::time::{Duration, Instant};
+
+use crate::codegen::{self, Strategy};
+use crate::eval::{self, Packet};
+use crate::ir::Validated;
+use crate::kernel::Runner;
+
+pub struct Options {
+    pub strategies: Vec<Strategy>,
+    /// Runs per packet (the kernel's `repeat`).
+    pub repeat: u32,
+    /// Judge ingress with the TC program instead of XDP.
+    pub tc: bool,
+    /// See `Runner::local_wins` (ClassBench traces).
+    pub local_wins: bool,
+}
+
+/// One strategy's figures.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Row {
+    pub strategy: &'static str,
+    pub compile_s: f64,
+    pub load_s: f64,
+    /// Instructions of the ingress program as loaded (entry and classifier).
+    pub instructions: usize,
+    pub ns_per_packet: f64,
+    /// Packets whose kernel rule and reason differ from the evaluator's.
+    pub wrong: usize,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Report {
+    pub rules: usize,
+    pub packets: usize,
+    pub repeat: u32,
+    pub program: &'static str,
+    pub rows: Vec<Row>,
+    /// The first few wrong answers, for the reader.
+    pub examples: Vec<String>,
+}
+
+/// Every `len / n`-th packet, at most `n` of them.
+pub fn sample<T: Clone>(items: &[T], n: usize) -> Vec<T> {
+    if items.len() <= n || n == 0 {
+        return items.to_vec();
+    }
+    (0..n).map(|i| items[i * items.len() / n].clone()).collect()
+}
+
+pub fn run(
+    ir: &Validated,
+    src: &str,
+    packets: &[Packet],
+    opts: &Options,
+) -> Result<Report, String> {
+    let mut rows = Vec::new();
+    let mut examples = Vec::new();
+    let expected: Vec<eval::Decision> = packets.iter().map(|p| eval::evaluate(ir, p)).collect();
+    for &strategy in &opts.strategies {
+        let t = Instant::now();
+        let out = codegen::compile(ir, src, &codegen::Options { strategy }).map_err(|d| {
+            d.first()
+                .map_or("cannot compile".into(), |d| d.message.clone())
+        })?;
+        let compile = t.elapsed();
+        let art = runtime_loader::Artifact::from_bytes(out.object).map_err(|e| e.to_string())?;
+        let t = Instant::now();
+        let loaded = runtime_loader::Loaded::load(&art)
+            .map_err(|e| format!("{} does not load: {e}", strategy.as_str()))?;
+        let load = t.elapsed();
+        let program = crate::kernel::program(crate::resolve::Direction::Ingress, opts.tc);
+        let instructions = loaded
+            .instructions()
+            .into_iter()
+            .find(|(name, _)| name == program)
+            .map_or(0, |(_, n)| n);
+        let mut runner = Runner::new(loaded);
+        runner.local_wins = opts.local_wins;
+        let mut total = Duration::ZERO;
+        let mut wrong = 0;
+        for (p, want) in packets.iter().zip(&expected) {
+            let j = runner.judge(p, opts.tc, opts.repeat)?;
+            total += j.duration;
+            if strategy != Strategy::ParseOnly
+                && (j.rule != want.rule || j.reason.as_str() != want.reason.as_str())
+            {
+                wrong += 1;
+                if examples.len() < 5 {
+                    examples.push(format!(
+                        "{}: {p}: kernel rule {:?} ({}), evaluator rule {:?} ({})",
+                        strategy.as_str(),
+                        j.rule,
+                        j.reason.as_str(),
+                        want.rule,
+                        want.reason.as_str()
+                    ));
+                }
+            }
+        }
+        rows.push(Row {
+            strategy: strategy.as_str(),
+            compile_s: compile.as_secs_f64(),
+            load_s: load.as_secs_f64(),
+            instructions,
+            ns_per_packet: total.as_nanos() as f64 / packets.len().max(1) as f64,
+            wrong,
+        });
+    }
+    Ok(Report {
+        rules: ir.rules.len(),
+        packets: packets.len(),
+        repeat: opts.repeat,
+        program: crate::kernel::program(crate::resolve::Direction::Ingress, opts.tc),
+        rows,
+        examples,
+    })
+}
+
+impl Report {
+    /// The table, with each strategy's time as a multiple of parse-only's
+    /// and linear's time as a multiple of each strategy's.
+    pub fn table(&self) -> String {
+        use std::fmt::Write as _;
+        let floor = self
+            .rows
+            .iter()
+            .find(|r| r.strategy == "parse-only")
+            .map(|r| r.ns_per_packet);
+        let linear = self
+            .rows
+            .iter()
+            .find(|r| r.strategy == "linear")
+            .map(|r| r.ns_per_packet);
+        let mut o = String::new();
+        let _ = writeln!(
+            o,
+            "{} rules; {} packets × {} runs each through {}",
+            self.rules, self.packets, self.repeat, self.program
+        );
+        let _ = writeln!(
+            o,
+            "{:<11} {:>9} {:>8} {:>13} {:>10} {:>12} {:>10} {:>6}",
+            "strategy",
+            "compile",
+            "load",
+            "instructions",
+            "ns/packet",
+            "/parse-only",
+            "linear/",
+            "wrong"
+        );
+        for r in &self.rows {
+            let ratio = |x: Option<f64>, num: bool| match x {
+                Some(x) if x > 0.0 && r.ns_per_packet > 0.0 => {
+                    format!(
+                        "{:.2}",
+                        if num {
+                            r.ns_per_packet / x
+                        } else {
+                            x / r.ns_per_packet
+                        }
+                    )
+                }
+                _ => "-".into(),
+            };
+            let _ = writeln!(
+                o,
+                "{:<11} {:>8.2}s {:>7.2}s {:>13} {:>10.1} {:>12} {:>10} {:>6}",
+                r.strategy,
+                r.compile_s,
+                r.load_s,
+                r.instructions,
+                r.ns_per_packet,
+                ratio(floor, true),
+                ratio(linear, false),
+                r.wrong
+            );
+        }
+        for x in &self.examples {
+            let _ = writeln!(o, "wrong: {x}");
+        }
+        o
+    }
+
+    pub fn wrong(&self) -> usize {
+        self.rows.iter().map(|r| r.wrong).sum()
+    }
+}
