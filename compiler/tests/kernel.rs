@@ -276,3 +276,47 @@ fn malformed_fragments_and_non_ip_frames() {
         assert_eq!(run.retval, 1, "cut at {cut}: XDP_DROP");
     }
 }
+
+#[test]
+fn bench_times_every_strategy_and_checks_its_verdicts() {
+    let src = std::fs::read_to_string(root().join("examples/three-tier.cpl")).unwrap();
+    let lines = std::fs::read_to_string(root().join("examples/three-tier.packets")).unwrap();
+    let packets: Vec<Packet> = lines
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        .map(|l| parse_packet(l).unwrap())
+        .collect();
+    assert!(packets.len() >= 10);
+    let (ir, _) = cilc::compile_ir(&src).unwrap();
+    let opts = cilc::bench::Options {
+        strategies: vec![Strategy::ParseOnly, Strategy::Linear, Strategy::Tree],
+        repeat: 50,
+        tc: false,
+        local_wins: false,
+    };
+    let r = cilc::bench::run(&ir, &src, &packets, &opts).unwrap();
+    let names: Vec<&str> = r.rows.iter().map(|x| x.strategy).collect();
+    assert_eq!(names, ["parse-only", "linear", "tree"]);
+    assert_eq!(r.wrong(), 0, "{}", r.table());
+    for row in &r.rows {
+        assert!(row.ns_per_packet > 0.0, "{row:?}");
+        assert!(row.instructions > 0, "{row:?}");
+    }
+    // Parse-only decides nothing, so it is the smallest program.
+    assert!(r.rows[0].instructions < r.rows[2].instructions, "{}", r.table());
+    assert!(r.table().contains("/parse-only"), "{}", r.table());
+    // And it answers "no policy" for every IP packet.
+    let (_, mut floor) = load(&src, Strategy::ParseOnly);
+    for p in &packets {
+        let j = floor.judge(p, false, 1).unwrap();
+        assert_eq!(j.reason.as_str(), "no-policy", "{p}");
+        assert_eq!(j.rule, None, "{p}");
+    }
+}
+
+#[test]
+fn bench_sample_spreads_over_the_input() {
+    let items: Vec<u32> = (0..1000).collect();
+    assert_eq!(cilc::bench::sample(&items, 4), [0, 250, 500, 750]);
+    assert_eq!(cilc::bench::sample(&items[..3], 4), [0, 1, 2]);
+}

@@ -200,38 +200,128 @@ impl<'ctx> Gen<'ctx> {
         self.b.build_int_compare(p, a, b, "").map_err(e)
     }
 
-    /// `v < cut` (unsigned), for 64-bit or two-half values.
-    fn less(&self, v: &Val<'ctx>, cut: u128) -> Result<IntValue<'ctx>, Err> {
-        let Some(hi) = v.hi else {
-            return self.cmp(IntPredicate::ULT, v.lo, self.k(cut as u64));
-        };
-        let (ch, cl) = (self.k((cut >> 64) as u64), self.k(cut as u64));
-        let below = self.cmp(IntPredicate::ULT, hi, ch)?;
-        let same = self.cmp(IntPredicate::EQ, hi, ch)?;
-        let low = self.cmp(IntPredicate::ULT, v.lo, cl)?;
-        let both = self.b.build_and(same, low, "").map_err(e)?;
-        self.b.build_or(below, both, "").map_err(e)
+    // Conditions are computed as 0/1 values in 64-bit registers, without
+    // branches, and each test ends in one branch. A branch per comparison
+    // (or LLVM's diamonds for `select`) multiplies the paths the verifier
+    // walks between two of its checkpoints, and keeps one branch pending
+    // per comparison on the way down a list of terms.
+
+    fn bin(
+        &self,
+        op: fn(&Builder<'ctx>, IntValue<'ctx>, IntValue<'ctx>) -> Result<IntValue<'ctx>, Err>,
+        a: IntValue<'ctx>,
+        b: IntValue<'ctx>,
+    ) -> Result<IntValue<'ctx>, Err> {
+        op(&self.b, a, b)
     }
 
-    /// `lo <= v <= hi`: one unsigned compare of `v - lo` for 64-bit values.
+    fn and(&self, a: IntValue<'ctx>, b: IntValue<'ctx>) -> Result<IntValue<'ctx>, Err> {
+        self.bin(|b, x, y| b.build_and(x, y, "").map_err(e), a, b)
+    }
+
+    fn or(&self, a: IntValue<'ctx>, b: IntValue<'ctx>) -> Result<IntValue<'ctx>, Err> {
+        self.bin(|b, x, y| b.build_or(x, y, "").map_err(e), a, b)
+    }
+
+    fn sub(&self, a: IntValue<'ctx>, b: IntValue<'ctx>) -> Result<IntValue<'ctx>, Err> {
+        self.bin(|b, x, y| b.build_int_sub(x, y, "").map_err(e), a, b)
+    }
+
+    fn xor(&self, a: IntValue<'ctx>, b: IntValue<'ctx>) -> Result<IntValue<'ctx>, Err> {
+        self.bin(|b, x, y| b.build_xor(x, y, "").map_err(e), a, b)
+    }
+
+    fn not(&self, a: IntValue<'ctx>) -> Result<IntValue<'ctx>, Err> {
+        self.b.build_not(a, "").map_err(e)
+    }
+
+    /// The sign bit as 0/1. Opaque on both sides: LLVM would otherwise
+    /// recognise the comparison idioms below (`(d | -d) >> 63` is
+    /// `d != 0`) and turn them, and the logic on their results, back into
+    /// comparisons and `select`s, which become branches.
+    fn sign(&self, a: IntValue<'ctx>) -> Result<IntValue<'ctx>, Err> {
+        let a = self.opaque(a)?;
+        let s = self.b.build_right_shift(a, self.k(63), false, "").map_err(e)?;
+        self.opaque(s)
+    }
+
+    /// `x < y` as 0/1, for any 64-bit values (Hacker's Delight 2-12).
+    fn ltu(&self, x: IntValue<'ctx>, y: IntValue<'ctx>) -> Result<IntValue<'ctx>, Err> {
+        let nx = self.not(x)?;
+        let a = self.and(nx, y)?;
+        let b = self.or(nx, y)?;
+        let d = self.sub(x, y)?;
+        let c = self.and(b, d)?;
+        let r = self.or(a, c)?;
+        self.sign(r)
+    }
+
+    /// `v`, through an empty inline assembly block: LLVM cannot see that
+    /// it is `v`, so it does not turn the arithmetic around it back into
+    /// comparisons and selects (which the BPF back end lowers to branches).
+    fn opaque(&self, v: IntValue<'ctx>) -> Result<IntValue<'ctx>, Err> {
+        let ty = self.i64t.fn_type(&[self.i64t.into()], false);
+        let asm = self.ctx.create_inline_asm(
+            ty,
+            String::new(),
+            "=r,0".into(),
+            false,
+            false,
+            None,
+            false,
+        );
+        let call = self
+            .b
+            .build_indirect_call(ty, asm, &[v.into()], "")
+            .map_err(e)?;
+        match call.try_as_basic_value() {
+            inkwell::values::ValueKind::Basic(v) => Ok(v.into_int_value()),
+            inkwell::values::ValueKind::Instruction(_) => {
+                Err("inline assembly returned nothing".into())
+            }
+        }
+    }
+
+    /// `x == y` as 0/1, for any 64-bit values.
+    fn eq(&self, x: IntValue<'ctx>, y: IntValue<'ctx>) -> Result<IntValue<'ctx>, Err> {
+        let d = self.xor(x, y)?;
+        let n = self.b.build_int_neg(d, "").map_err(e)?;
+        let any = self.or(d, n)?;
+        let ne = self.sign(any)?;
+        self.xor(ne, self.k(1))
+    }
+
+    /// `v < cut` as 0/1, for 64-bit or two-half values.
+    fn less(&self, v: &Val<'ctx>, cut: u128) -> Result<IntValue<'ctx>, Err> {
+        let Some(hi) = v.hi else {
+            return self.ltu(v.lo, self.k(cut as u64));
+        };
+        let (ch, cl) = (self.k((cut >> 64) as u64), self.k(cut as u64));
+        let below = self.ltu(hi, ch)?;
+        let same = self.eq(hi, ch)?;
+        let low = self.ltu(v.lo, cl)?;
+        let both = self.and(same, low)?;
+        self.or(below, both)
+    }
+
+    /// `lo <= v <= hi` as 0/1. Values below 2^32 (ports, protocols, IPv4
+    /// addresses) take the short form: neither `v - lo` nor `hi - v` is
+    /// negative.
     fn in_range(&self, v: &Val<'ctx>, lo: u128, hi: u128) -> Result<IntValue<'ctx>, Err> {
         if v.hi.is_some() {
-            let not_below = self.less(v, lo)?;
-            let not_below = self.b.build_not(not_below, "").map_err(e)?;
+            let below = self.less(v, lo)?;
+            let inside = self.xor(below, self.k(1))?;
             if hi == u128::MAX {
-                return Ok(not_below);
+                return Ok(inside);
             }
             let under = self.less(v, hi + 1)?;
-            return self.b.build_and(not_below, under, "").map_err(e);
+            return self.and(inside, under);
         }
-        if lo == hi {
-            return self.cmp(IntPredicate::EQ, v.lo, self.k(lo as u64));
-        }
-        let d = self
-            .b
-            .build_int_sub(v.lo, self.k(lo as u64), "")
-            .map_err(e)?;
-        self.cmp(IntPredicate::ULE, d, self.k((hi - lo) as u64))
+        let a = self.sub(v.lo, self.k(lo as u64))?;
+        let b = self.sub(self.k(hi as u64), v.lo)?;
+        let out = self.or(a, b)?;
+        let out = self.sign(out)?;
+        self.xor(out, self.k(1))
     }
 
     fn bit(&self, side: Side, bit: u32) -> Result<IntValue<'ctx>, Err> {
@@ -241,27 +331,24 @@ impl<'ctx> Gen<'ctx> {
             layout::DST_BITS
         };
         let word = self.load_as(self.i64t, base + 8 * u64::from(bit / 64), true)?;
-        let m = self
+        let w = self
             .b
-            .build_and(word, self.i64t.const_int(1 << (bit % 64), false), "")
+            .build_right_shift(word, self.k(u64::from(bit % 64)), false, "")
             .map_err(e)?;
-        self.b
-            .build_int_compare(IntPredicate::NE, m, self.i64t.const_zero(), "")
-            .map_err(e)
+        self.and(w, self.k(1))
     }
 
+    /// An atom as 0/1.
     fn atom(&self, code: &AtomCode, v6: bool) -> Result<IntValue<'ctx>, Err> {
-        let bool_t = self.ctx.bool_type();
         match code {
             AtomCode::Bit(side, bit) => self.bit(*side, *bit),
             AtomCode::NoBit(side, bits) => {
-                let mut acc = bool_t.const_int(1, false);
+                let mut any = self.k(0);
                 for b in bits {
                     let set = self.bit(*side, *b)?;
-                    let unset = self.b.build_not(set, "").map_err(e)?;
-                    acc = self.b.build_and(acc, unset, "").map_err(e)?;
+                    any = self.or(any, set)?;
                 }
-                Ok(acc)
+                self.xor(any, self.k(1))
             }
             AtomCode::Port(slot) => {
                 let named = self.load_as(
@@ -271,33 +358,24 @@ impl<'ctx> Gen<'ctx> {
                 )?;
                 let named = self.b.build_int_z_extend(named, self.i64t, "").map_err(e)?;
                 let dport = self.field(v6, Field::DstPort)?.lo;
-                let same = self
-                    .b
-                    .build_int_compare(IntPredicate::EQ, named, dport, "")
-                    .map_err(e)?;
-                let some = self
-                    .b
-                    .build_int_compare(IntPredicate::NE, named, self.i64t.const_zero(), "")
-                    .map_err(e)?;
-                self.b.build_and(same, some, "").map_err(e)
+                let same = self.eq(named, dport)?;
+                let none = self.eq(named, self.k(0))?;
+                let some = self.xor(none, self.k(1))?;
+                self.and(same, some)
             }
             AtomCode::Flags(v, m) => {
                 let flags = self.load_as(self.i32t, layout::TCP_FLAGS, true)?;
-                let masked = self
-                    .b
-                    .build_and(flags, self.i32t.const_int(u64::from(*m), false), "")
-                    .map_err(e)?;
-                self.b
-                    .build_int_compare(
-                        IntPredicate::EQ,
-                        masked,
-                        self.i32t.const_int(u64::from(*v), false),
-                        "",
-                    )
-                    .map_err(e)
+                let flags = self.b.build_int_z_extend(flags, self.i64t, "").map_err(e)?;
+                let masked = self.and(flags, self.k(u64::from(*m)))?;
+                self.eq(masked, self.k(u64::from(*v)))
             }
-            AtomCode::True => Ok(bool_t.const_int(1, false)),
+            AtomCode::True => Ok(self.k(1)),
         }
+    }
+
+    /// A 0/1 value as the condition of a branch.
+    fn holds(&self, flag: IntValue<'ctx>) -> Result<IntValue<'ctx>, Err> {
+        self.cmp(IntPredicate::NE, flag, self.k(0))
     }
 
     /// Branch to `yes` when `cond`, else to `no`.
@@ -309,6 +387,30 @@ impl<'ctx> Gen<'ctx> {
     ) -> Result<(), Err> {
         self.b.build_conditional_branch(cond, yes, no).map_err(e)?;
         Ok(())
+    }
+
+    /// Branch to `hit` when `cond`, with `hit` laid out as the fall-through.
+    /// The verifier walks the fall-through first and keeps the jump target
+    /// pending; a term's hit soon ends (record, part done), so a list of
+    /// terms keeps one branch pending instead of one per term (more than
+    /// 8,192 pending is "too complex").
+    fn branch_hit_first(
+        &self,
+        cond: IntValue<'ctx>,
+        hit: BasicBlock<'ctx>,
+        miss: BasicBlock<'ctx>,
+    ) -> Result<(), Err> {
+        let br = self
+            .b
+            .build_conditional_branch(cond, hit, miss)
+            .map_err(e)?;
+        let weights = self.ctx.metadata_node(&[
+            self.ctx.metadata_string("branch_weights").into(),
+            self.i32t.const_int(1 << 20, false).into(),
+            self.i32t.const_int(1, false).into(),
+        ]);
+        br.set_metadata(weights, self.ctx.get_kind_id("prof"))
+            .map_err(e)
     }
 
     /// Emit the checks of one term at the current position: on success go
@@ -326,7 +428,7 @@ impl<'ctx> Gen<'ctx> {
         miss: BasicBlock<'ctx>,
     ) -> Result<(), Err> {
         let term = &plan.diagram.terms[t as usize];
-        let mut all = self.ctx.bool_type().const_int(1, false);
+        let mut all = self.k(1);
         for f in FIELDS {
             let Some(set) = &term.fields[f.index()] else {
                 continue;
@@ -339,18 +441,19 @@ impl<'ctx> Gen<'ctx> {
                     v
                 }
             };
-            let mut any = self.ctx.bool_type().const_zero();
+            let mut any = self.k(0);
             for (lo, hi) in set {
                 let c = self.in_range(&v, *lo, *hi)?;
-                any = self.b.build_or(any, c, "").map_err(e)?;
+                any = self.or(any, c)?;
             }
-            all = self.b.build_and(all, any, "").map_err(e)?;
+            all = self.and(all, any)?;
         }
         for a in &term.atoms {
             let c = self.atom(&hook.atoms[*a as usize], hook.v6)?;
-            all = self.b.build_and(all, c, "").map_err(e)?;
+            all = self.and(all, c)?;
         }
-        self.branch(all, hit, miss)
+        let all = self.holds(all)?;
+        self.branch_hit_first(all, hit, miss)
     }
 
     /// Evaluate a diagram; returns the decision word of its first matching
@@ -366,18 +469,23 @@ impl<'ctx> Gen<'ctx> {
             let exit = self.block("part_done");
             // A term found: keep it if it comes before the best so far.
             let record = |t: TermId| -> Result<(), Err> {
-                let cur = self.vload(best_t)?;
-                let tv = i32t.const_int(u64::from(t), false);
-                let earlier = self
-                    .b
-                    .build_int_compare(IntPredicate::ULT, tv, cur, "")
-                    .map_err(e)?;
-                let code = i32t.const_int(u64::from(plan.codes[t as usize]), false);
-                let old = self.vload(best)?;
-                let nt = self.b.build_select(earlier, tv, cur, "").map_err(e)?;
-                let nc = self.b.build_select(earlier, code, old, "").map_err(e)?;
-                self.vstore(best_t, nt)?;
-                self.vstore(best, nc)?;
+                // Without branches: keep `t` if it comes first.
+                let wide = |v: IntValue<'ctx>| {
+                    self.b.build_int_z_extend(v, self.i64t, "").map_err(e)
+                };
+                let cur = wide(self.vload(best_t)?)?;
+                let old = wide(self.vload(best)?)?;
+                let tv = self.k(u64::from(t));
+                let code = self.k(u64::from(plan.codes[t as usize]));
+                let earlier = self.sign(self.sub(tv, cur)?)?;
+                let mask = self.b.build_int_neg(earlier, "").map_err(e)?;
+                let pick = |new: IntValue<'ctx>, old: IntValue<'ctx>| -> Result<_, Err> {
+                    let d = self.and(self.xor(new, old)?, mask)?;
+                    let v = self.xor(old, d)?;
+                    self.b.build_int_truncate(v, i32t, "").map_err(e)
+                };
+                self.vstore(best_t, pick(tv, cur)?)?;
+                self.vstore(best, pick(code, old)?)?;
                 self.b.build_unconditional_branch(exit).map_err(e)?;
                 Ok(())
             };
@@ -398,11 +506,13 @@ impl<'ctx> Gen<'ctx> {
                     Node::Split { field, cut, lo, hi } => {
                         let v = self.field(hook.v6, *field)?;
                         let c = self.less(&v, *cut)?;
+                        let c = self.holds(c)?;
                         let (l, h) = (get(*lo, &mut todo), get(*hi, &mut todo));
                         self.branch(c, l, h)?;
                     }
                     Node::Test { atom, yes, no } => {
                         let c = self.atom(&hook.atoms[*atom as usize], hook.v6)?;
+                        let c = self.holds(c)?;
                         let (y, n) = (get(*yes, &mut todo), get(*no, &mut todo));
                         self.branch(c, y, n)?;
                     }
