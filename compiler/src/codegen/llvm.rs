@@ -586,6 +586,13 @@ impl<'ctx> Gen<'ctx> {
             let new = self.b.build_select(take, code, old, "").map_err(e)?;
             self.vstore(accepted, new)?;
         }
+        // The policy diagram first: anything computed before it and used
+        // after stays live in a register through the whole diagram, and a
+        // value that differs between paths splits the verifier's states.
+        let code = match &h.policy {
+            None => None,
+            Some(p) => Some(self.diagram(p, h)?),
+        };
         let acc = self.vload(accepted)?;
         let has_acc = self
             .b
@@ -601,10 +608,9 @@ impl<'ctx> Gen<'ctx> {
             )
             .map_err(e)?
             .into_int_value();
-        let result = match &h.policy {
+        let result = match code {
             None => fallback,
-            Some(p) => {
-                let code = self.diagram(p, h)?;
+            Some(code) => {
                 let found = self
                     .b
                     .build_int_compare(IntPredicate::NE, code, i32t.const_zero(), "")
