@@ -303,7 +303,11 @@ fn bench_times_every_strategy_and_checks_its_verdicts() {
         assert!(row.instructions > 0, "{row:?}");
     }
     // Parse-only decides nothing, so it is the smallest program.
-    assert!(r.rows[0].instructions < r.rows[2].instructions, "{}", r.table());
+    assert!(
+        r.rows[0].instructions < r.rows[2].instructions,
+        "{}",
+        r.table()
+    );
     assert!(r.table().contains("/parse-only"), "{}", r.table());
     // And it answers "no policy" for every IP packet.
     let (_, mut floor) = load(&src, Strategy::ParseOnly);

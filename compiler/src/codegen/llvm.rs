@@ -59,9 +59,13 @@ extern "C" fn fatal(reason: *const c_char) {
 
 type Err = String;
 
-/// Terms of a linear list that share their field loads (see `Gen::field`):
-/// up to this many conditions on one loaded value.
-const SHARED_LOADS: usize = 16;
+/// Terms of a linear list judged together, without branches (they share
+/// their field loads: up to this many conditions on one loaded value, see
+/// `Gen::field`).
+const CHUNK: usize = 4;
+
+/// "No term" in a chunk (term ids are below 2^32).
+const NONE: u64 = u32::MAX as u64;
 
 /// The optimisation pipeline: O1 (O2 cost twice the time on large
 /// diagrams for no smaller program).
@@ -241,7 +245,10 @@ impl<'ctx> Gen<'ctx> {
     /// comparisons and `select`s, which become branches.
     fn sign(&self, a: IntValue<'ctx>) -> Result<IntValue<'ctx>, Err> {
         let a = self.opaque(a)?;
-        let s = self.b.build_right_shift(a, self.k(63), false, "").map_err(e)?;
+        let s = self
+            .b
+            .build_right_shift(a, self.k(63), false, "")
+            .map_err(e)?;
         self.opaque(s)
     }
 
@@ -261,15 +268,9 @@ impl<'ctx> Gen<'ctx> {
     /// comparisons and selects (which the BPF back end lowers to branches).
     fn opaque(&self, v: IntValue<'ctx>) -> Result<IntValue<'ctx>, Err> {
         let ty = self.i64t.fn_type(&[self.i64t.into()], false);
-        let asm = self.ctx.create_inline_asm(
-            ty,
-            String::new(),
-            "=r,0".into(),
-            false,
-            false,
-            None,
-            false,
-        );
+        let asm =
+            self.ctx
+                .create_inline_asm(ty, String::new(), "=r,0".into(), false, false, None, false);
         let call = self
             .b
             .build_indirect_call(ty, asm, &[v.into()], "")
@@ -373,6 +374,17 @@ impl<'ctx> Gen<'ctx> {
         }
     }
 
+    /// `new` where `mask` is all ones, `old` where it is zero.
+    fn merge(
+        &self,
+        mask: IntValue<'ctx>,
+        new: IntValue<'ctx>,
+        old: IntValue<'ctx>,
+    ) -> Result<IntValue<'ctx>, Err> {
+        let d = self.and(self.xor(new, old)?, mask)?;
+        self.xor(old, d)
+    }
+
     /// A 0/1 value as the condition of a branch.
     fn holds(&self, flag: IntValue<'ctx>) -> Result<IntValue<'ctx>, Err> {
         self.cmp(IntPredicate::NE, flag, self.k(0))
@@ -413,22 +425,18 @@ impl<'ctx> Gen<'ctx> {
             .map_err(e)
     }
 
-    /// Emit the checks of one term at the current position: on success go
-    /// to `hit`, else to `miss`. The checks are one straight-line
-    /// conjunction and one branch: a block per check would multiply the
-    /// blocks LLVM has to lay out by ten on large policies.
-    #[allow(clippy::too_many_arguments)]
+    /// The checks of one term, as a value that is nonzero when the packet
+    /// is outside the term. `loaded` holds the fields loaded so far at this
+    /// point (see `Gen::field`).
     fn term(
         &self,
         plan: &DiagramPlan<'_>,
         t: TermId,
         hook: &HookPlan<'_>,
         loaded: &mut [Option<Val<'ctx>>; 7],
-        hit: BasicBlock<'ctx>,
-        miss: BasicBlock<'ctx>,
-    ) -> Result<(), Err> {
+    ) -> Result<IntValue<'ctx>, Err> {
         let term = &plan.diagram.terms[t as usize];
-        let mut all = self.k(1);
+        let mut out = self.k(0);
         for f in FIELDS {
             let Some(set) = &term.fields[f.index()] else {
                 continue;
@@ -441,19 +449,46 @@ impl<'ctx> Gen<'ctx> {
                     v
                 }
             };
-            let mut any = self.k(0);
-            for (lo, hi) in set {
-                let c = self.in_range(&v, *lo, *hi)?;
-                any = self.or(any, c)?;
-            }
-            all = self.and(all, any)?;
+            let o = self.outside(&v, set)?;
+            out = self.or(out, o)?;
         }
         for a in &term.atoms {
             let c = self.atom(&hook.atoms[*a as usize], hook.v6)?;
-            all = self.and(all, c)?;
+            let o = self.xor(c, self.k(1))?;
+            out = self.or(out, o)?;
         }
-        let all = self.holds(all)?;
-        self.branch_hit_first(all, hit, miss)
+        Ok(out)
+    }
+
+    /// Nonzero when `v` is in none of the ranges of `set` (not always 0/1:
+    /// the cheapest form for each range).
+    fn outside(&self, v: &Val<'ctx>, set: &[(u128, u128)]) -> Result<IntValue<'ctx>, Err> {
+        if let [(lo, hi)] = set {
+            if let Some(size) = (hi - lo).checked_add(1) {
+                if size.is_power_of_two() && lo % size == 0 {
+                    // A prefix (or one value): the bits above it differ.
+                    let keep = !(size - 1);
+                    let half = |x: IntValue<'ctx>, base: u64, keep: u64| {
+                        let d = self.xor(x, self.k(base))?;
+                        self.and(d, self.k(keep))
+                    };
+                    let low = half(v.lo, *lo as u64, keep as u64)?;
+                    return match v.hi {
+                        Some(h) => {
+                            let high = half(h, (*lo >> 64) as u64, (keep >> 64) as u64)?;
+                            self.or(high, low)
+                        }
+                        None => Ok(low),
+                    };
+                }
+            }
+        }
+        let mut any = self.k(0);
+        for (lo, hi) in set {
+            let c = self.in_range(v, *lo, *hi)?;
+            any = self.or(any, c)?;
+        }
+        self.xor(any, self.k(1))
     }
 
     /// Evaluate a diagram; returns the decision word of its first matching
@@ -467,25 +502,19 @@ impl<'ctx> Gen<'ctx> {
         let d = plan.diagram;
         for root in &d.roots {
             let exit = self.block("part_done");
-            // A term found: keep it if it comes before the best so far.
-            let record = |t: TermId| -> Result<(), Err> {
-                // Without branches: keep `t` if it comes first.
-                let wide = |v: IntValue<'ctx>| {
-                    self.b.build_int_z_extend(v, self.i64t, "").map_err(e)
-                };
+            // A term found (its id and decision word): keep it if it comes
+            // before the best so far, without branches.
+            let record = |tv: IntValue<'ctx>, code: IntValue<'ctx>| -> Result<(), Err> {
+                let wide =
+                    |v: IntValue<'ctx>| self.b.build_int_z_extend(v, self.i64t, "").map_err(e);
                 let cur = wide(self.vload(best_t)?)?;
                 let old = wide(self.vload(best)?)?;
-                let tv = self.k(u64::from(t));
-                let code = self.k(u64::from(plan.codes[t as usize]));
                 let earlier = self.sign(self.sub(tv, cur)?)?;
                 let mask = self.b.build_int_neg(earlier, "").map_err(e)?;
-                let pick = |new: IntValue<'ctx>, old: IntValue<'ctx>| -> Result<_, Err> {
-                    let d = self.and(self.xor(new, old)?, mask)?;
-                    let v = self.xor(old, d)?;
-                    self.b.build_int_truncate(v, i32t, "").map_err(e)
-                };
-                self.vstore(best_t, pick(tv, cur)?)?;
-                self.vstore(best, pick(code, old)?)?;
+                let v = self.merge(mask, tv, cur)?;
+                self.vstore(best_t, self.b.build_int_truncate(v, i32t, "").map_err(e)?)?;
+                let v = self.merge(mask, code, old)?;
+                self.vstore(best, self.b.build_int_truncate(v, i32t, "").map_err(e)?)?;
                 self.b.build_unconditional_branch(exit).map_err(e)?;
                 Ok(())
             };
@@ -505,8 +534,13 @@ impl<'ctx> Gen<'ctx> {
                 match &d.nodes[n as usize] {
                     Node::Split { field, cut, lo, hi } => {
                         let v = self.field(hook.v6, *field)?;
-                        let c = self.less(&v, *cut)?;
-                        let c = self.holds(c)?;
+                        let c = match v.hi {
+                            None => self.cmp(IntPredicate::ULT, v.lo, self.k(*cut as u64))?,
+                            Some(_) => {
+                                let c = self.less(&v, *cut)?;
+                                self.holds(c)?
+                            }
+                        };
                         let (l, h) = (get(*lo, &mut todo), get(*hi, &mut todo));
                         self.branch(c, l, h)?;
                     }
@@ -519,24 +553,36 @@ impl<'ctx> Gen<'ctx> {
                     Node::Leaf(None) => {
                         self.b.build_unconditional_branch(exit).map_err(e)?;
                     }
-                    Node::Leaf(Some(t)) => record(*t)?,
+                    Node::Leaf(Some(t)) => record(
+                        self.k(u64::from(*t)),
+                        self.k(u64::from(plan.codes[*t as usize])),
+                    )?,
                     Node::Linear(ts) => {
-                        // A short list (a diagram leaf) shares its loads;
-                        // a long one (`--strategy linear`) loads per term.
-                        let share = ts.len() <= SHARED_LOADS;
-                        let mut loaded = [None; 7];
-                        for t in ts {
-                            let hit = self.block("hit");
-                            let miss = self.block("miss");
-                            if !share {
-                                loaded = [None; 7];
+                        // Chunks of terms, each judged without branches
+                        // (the first term inside wins) and left by one
+                        // branch: a list of 10,000 terms leaves the
+                        // verifier hundreds of pending branches, not
+                        // thousands. A chunk shares its loads.
+                        for chunk in ts.chunks(CHUNK) {
+                            let mut loaded = [None; 7];
+                            let (mut bt, mut bc) = (self.k(NONE), self.k(0));
+                            for t in chunk.iter().rev() {
+                                let out = self.term(plan, *t, hook, &mut loaded)?;
+                                // All ones when inside: (out != 0) - 1.
+                                let neg = self.b.build_int_neg(out, "").map_err(e)?;
+                                let outside = self.sign(self.or(out, neg)?)?;
+                                let mask = self.sub(outside, self.k(1))?;
+                                let code = u64::from(plan.codes[*t as usize]);
+                                bt = self.merge(mask, self.k(u64::from(*t)), bt)?;
+                                bc = self.merge(mask, self.k(code), bc)?;
                             }
-                            // Loads in one term's block dominate the later
-                            // terms: each is reached by the misses before.
-                            self.term(plan, *t, hook, &mut loaded, hit, miss)?;
+                            let hit = self.block("hit");
+                            let next = self.block("next");
+                            let found = self.cmp(IntPredicate::NE, bt, self.k(NONE))?;
+                            self.branch_hit_first(found, hit, next)?;
                             self.b.position_at_end(hit);
-                            record(*t)?;
-                            self.b.position_at_end(miss);
+                            record(bt, bc)?;
+                            self.b.position_at_end(next);
                         }
                         self.b.build_unconditional_branch(exit).map_err(e)?;
                     }
