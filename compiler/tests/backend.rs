@@ -1,0 +1,103 @@
+//! The back end's output as text: the disassembly of the generated
+//! classifier (`llvm-objdump-19 -d`) and `cilc inspect`, as snapshots. A
+//! change in code generation shows up here, instruction by instruction.
+//! (Whether the code is right is for tests/kernel.rs, in the kernel.)
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const CHAIN: &str = "chain edge on host ingress {\n  drop from 192.0.2.0/24 as spoofed\n  accept tcp 22, 443 as admin\n  accept udp 53 sport 1024-65535\n  drop\n}\n";
+
+const SELECTORS: &str = "select web = app=web in namespace shop\nselect api = app=api in namespace shop\n\npolicy api on api {\n  ingress {\n    allow from web tcp 8080 as from-web\n    deny from 2001:db8::/32 as v6-block\n  }\n}\n";
+
+fn dir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("cilc-backend-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn cilc(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_cilc"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "cilc {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn compile(src: &str, strategy: &str, tag: &str) -> PathBuf {
+    let d = dir(tag);
+    let input = d.join("p.cpl");
+    std::fs::write(&input, src).unwrap();
+    let object = d.join(format!("{strategy}.o"));
+    cilc(&[
+        "compile",
+        "--strategy",
+        strategy,
+        input.to_str().unwrap(),
+        "-o",
+        object.to_str().unwrap(),
+    ]);
+    object
+}
+
+/// The classifier's instructions (section .text), without addresses that
+/// only repeat the line number.
+fn disassembly(object: &Path) -> String {
+    let out = Command::new("llvm-objdump-19")
+        .args(["-d", "--no-show-raw-insn", "--section=.text"])
+        .arg(object)
+        .output()
+        .expect("llvm-objdump-19 (scripts/setup.sh installs llvm-19)");
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    text.lines()
+        .skip_while(|l| !l.contains("<cilc_decide>:"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn snapshot(name: &str, text: &str) {
+    insta::with_settings!({snapshot_path => "../../tests/snapshots", prepend_module_to_snapshot => false}, {
+        insta::assert_snapshot!(name, text);
+    });
+}
+
+#[test]
+fn disassembly_of_small_policies() {
+    for (name, src) in [("chain", CHAIN), ("selectors", SELECTORS)] {
+        for strategy in ["tree", "linear"] {
+            let object = compile(src, strategy, &format!("{name}-{strategy}"));
+            let text = disassembly(&object);
+            assert!(text.contains("exit"), "{text}");
+            snapshot(&format!("disassembly_{name}_{strategy}"), &text);
+        }
+    }
+}
+
+#[test]
+fn parse_only_classifier_decides_nothing() {
+    // The floor of `cilc bench`: no test of any field in the classifier.
+    let object = compile(CHAIN, "parse-only", "floor");
+    let text = disassembly(&object);
+    assert!(!text.contains("0x1bb"), "port 443 is tested:\n{text}");
+    let tree = disassembly(&compile(CHAIN, "tree", "floor-tree"));
+    assert!(tree.contains("0x1bb"), "port 443 is not tested:\n{tree}");
+}
+
+#[test]
+fn inspect_lists_manifest_sections_functions_and_rules() {
+    let object = compile(SELECTORS, "tree", "inspect");
+    let text = cilc(&["inspect", object.to_str().unwrap()]);
+    let text = text.replace(object.to_str().unwrap(), "OBJECT");
+    // Sizes depend on the compiler's build; the names and order do not.
+    let sizes = regex::Regex::new(r"\d+ (bytes|instructions)").unwrap();
+    let text = sizes.replace_all(&text, "N $1");
+    let hash = regex::Regex::new(r"sha256 [0-9a-f]{64}").unwrap();
+    let text = hash.replace_all(&text, "sha256 HASH");
+    snapshot("inspect_selectors", &text);
+}
