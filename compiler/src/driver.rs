@@ -660,15 +660,71 @@ pub fn compile(
     }
 }
 
+/// What `cilc run` judges, besides `--packet` lines.
+#[derive(Default)]
+pub struct RunInput<'a> {
+    /// A ClassBench trace and, optionally, its truth file (checked).
+    pub trace: Option<(&'a str, Option<&'a str>)>,
+    /// A capture (pcap or pcapng, Ethernet frames), judged frame by frame.
+    pub pcap: Option<&'a [u8]>,
+    /// `ADDRESS=IDENTITY` for the capture's addresses (others are world).
+    pub identities: &'a [String],
+    /// The capture's frames leave the endpoint (TC egress program).
+    pub egress: bool,
+}
+
+/// The Ethernet frames of a pcap or pcapng capture.
+pub fn read_capture(bytes: &[u8]) -> Result<Vec<Vec<u8>>, String> {
+    use pcap_file::DataLink;
+    let bad = |e: pcap_file::PcapError| format!("cannot read the capture: {e}");
+    let mut frames = Vec::new();
+    if bytes.starts_with(&[0x0a, 0x0d, 0x0d, 0x0a]) {
+        let mut r = pcap_file::pcapng::PcapNgReader::new(bytes).map_err(bad)?;
+        while let Some(block) = r.next_block() {
+            let block = block.map_err(bad)?.into_owned();
+            match block {
+                pcap_file::pcapng::Block::EnhancedPacket(p) => {
+                    let link = r
+                        .interfaces()
+                        .get(p.interface_id as usize)
+                        .map(|i| i.linktype);
+                    if link != Some(DataLink::ETHERNET) {
+                        return Err(format!(
+                            "frame {} is not Ethernet ({link:?}); capture on an Ethernet or veth interface",
+                            frames.len() + 1
+                        ));
+                    }
+                    frames.push(p.data.into_owned());
+                }
+                pcap_file::pcapng::Block::SimplePacket(p) => frames.push(p.data.into_owned()),
+                _ => {}
+            }
+        }
+    } else {
+        let mut r = pcap_file::pcap::PcapReader::new(bytes).map_err(bad)?;
+        let link = r.header().datalink;
+        if link != DataLink::ETHERNET {
+            return Err(format!(
+                "the capture's link type is {link:?}, not Ethernet; capture on an Ethernet or veth interface (not `any`)"
+            ));
+        }
+        while let Some(p) = r.next_packet() {
+            frames.push(p.map_err(bad)?.data.into_owned());
+        }
+    }
+    Ok(frames)
+}
+
 /// `cilc run`: load an object and judge packets with it in the kernel
 /// (BPF_PROG_TEST_RUN). Packets are lines in the `explain --packet` form,
-/// or a ClassBench trace (with its truth file, checked).
+/// a ClassBench trace (with its truth file, checked), or a capture.
 pub fn run(
     object: &std::path::Path,
     packets: &[String],
-    trace: Option<(&str, Option<&str>)>,
+    input: &RunInput<'_>,
     tc: bool,
 ) -> Outcome {
+    let trace = input.trace;
     use std::fmt::Write as _;
     let fail = |e: String, code: i32| Outcome {
         stderr: format!("error: {e}\n"),
@@ -751,7 +807,66 @@ pub fn run(
         );
         out.code = i32::from(wrong > 0);
     }
+    if let Some(bytes) = input.pcap {
+        if let Err(e) = run_capture(&mut runner, bytes, input, tc, &mut out.stdout) {
+            return fail(e, 2);
+        }
+    }
     out
+}
+
+/// The frames of a capture, judged one by one with the given identities.
+fn run_capture(
+    runner: &mut crate::kernel::Runner,
+    bytes: &[u8],
+    input: &RunInput<'_>,
+    tc: bool,
+    out: &mut String,
+) -> Result<(), String> {
+    use std::fmt::Write as _;
+    let frames = read_capture(bytes)?;
+    let selectors = crate::kernel::selectors(&runner.obj.manifest);
+    for spec in input.identities {
+        let (addr, id) = spec.split_once('=').ok_or_else(|| {
+            format!("identity `{spec}`: expected ADDRESS=IDENTITY, e.g. 10.0.0.5=app=web@shop")
+        })?;
+        let addr: std::net::IpAddr = addr
+            .trim()
+            .parse()
+            .map_err(|e| format!("identity `{spec}`: {e}"))?;
+        let id = crate::eval::packet::parse_identity(id.trim())
+            .map_err(|e| format!("identity `{spec}`: {e}"))?;
+        let bits = crate::kernel::bits(&runner.obj.manifest, &selectors, &id);
+        runner
+            .obj
+            .set_identity(addr, &bits)
+            .map_err(|e| e.to_string())?;
+    }
+    let direction = if input.egress {
+        crate::resolve::Direction::Egress
+    } else {
+        crate::resolve::Direction::Ingress
+    };
+    let program = crate::kernel::program(direction, tc);
+    for (i, frame) in frames.iter().enumerate() {
+        let r = runner
+            .obj
+            .run(program, frame, 1)
+            .map_err(|e| e.to_string())?;
+        let rule = r.rule.map(|id| &runner.obj.manifest.rules[id as usize]);
+        let _ = writeln!(
+            out,
+            "frame {} ({} bytes, {}): {} ({}){}",
+            i + 1,
+            frame.len(),
+            direction.keyword(),
+            if r.reason.passes() { "ALLOW" } else { "DROP" },
+            r.reason.as_str(),
+            rule.map(|r| format!(" by {} (line {})", r.name, r.line))
+                .unwrap_or_default()
+        );
+    }
+    Ok(())
 }
 
 pub struct BenchOptions {

@@ -243,6 +243,19 @@ enum Command {
         /// The trace's first-match truth file, to check against.
         #[arg(long, requires = "trace")]
         truth: Option<PathBuf>,
+        /// A capture (pcap or pcapng of Ethernet frames) to judge frame by
+        /// frame.
+        #[arg(long)]
+        pcap: Option<PathBuf>,
+        /// The identity of an address in the capture, as
+        /// `ADDRESS=IDENTITY` (e.g. `10.0.0.5=app=web@shop`; repeatable);
+        /// other addresses are world.
+        #[arg(long, requires = "pcap")]
+        identity: Vec<String>,
+        /// The capture's frames leave the endpoint (judged by the TC egress
+        /// program); without it they arrive.
+        #[arg(long, requires = "pcap")]
+        egress: bool,
         /// Judge ingress with the TC program instead of XDP.
         #[arg(long)]
         tc: bool,
@@ -496,27 +509,38 @@ fn main() -> ExitCode {
             packet,
             trace,
             truth,
+            pcap,
+            identity,
+            egress,
             tc,
         } => {
             let read = |p: &PathBuf| {
                 std::fs::read_to_string(p)
                     .map_err(|e| format!("cannot read `{}`: {e}", p.display()))
             };
+            let capture = pcap
+                .as_ref()
+                .map(|p| {
+                    std::fs::read(p).map_err(|e| format!("cannot read `{}`: {e}", p.display()))
+                })
+                .transpose();
             let texts = (
                 trace.as_ref().map(read).transpose(),
                 truth.as_ref().map(read).transpose(),
+                capture,
             );
             match texts {
-                (Ok(t), Ok(u)) => {
-                    let r = driver::run(
-                        &object,
-                        &packet,
-                        t.as_deref().map(|t| (t, u.as_deref())),
-                        tc,
-                    );
+                (Ok(t), Ok(u), Ok(c)) => {
+                    let input = driver::RunInput {
+                        trace: t.as_deref().map(|t| (t, u.as_deref())),
+                        pcap: c.as_deref(),
+                        identities: &identity,
+                        egress,
+                    };
+                    let r = driver::run(&object, &packet, &input, tc);
                     merge(out, r)
                 }
-                (Err(e), _) | (_, Err(e)) => {
+                (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
                     out.stderr.push_str(&format!("error: {e}\n"));
                     out.code = 2;
                     out

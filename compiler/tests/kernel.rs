@@ -324,3 +324,117 @@ fn bench_sample_spreads_over_the_input() {
     assert_eq!(cilc::bench::sample(&items, 4), [0, 250, 500, 750]);
     assert_eq!(cilc::bench::sample(&items[..3], 4), [0, 1, 2]);
 }
+
+#[test]
+fn run_judges_a_capture_frame_by_frame() {
+    use pcap_file::pcap::{PcapHeader, PcapPacket, PcapWriter};
+    let root = root();
+    let dir = std::env::temp_dir().join(format!("cilc-pcap-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let src = std::fs::read_to_string(root.join("examples/three-tier.cpl")).unwrap();
+    let (ir, _) = cilc::compile_ir(&src).unwrap();
+    let lines = std::fs::read_to_string(root.join("examples/three-tier.packets")).unwrap();
+    // Ingress packets of the example whose addresses have one identity
+    // each (a capture cannot say more).
+    let mut packets: Vec<Packet> = Vec::new();
+    let mut ids: std::collections::HashMap<std::net::IpAddr, String> = Default::default();
+    for l in lines.lines().filter(|l| l.starts_with("ingress")) {
+        let p = parse_packet(l).unwrap();
+        let mine = [(p.dst, p.local.to_string()), (p.src, p.peer.to_string())];
+        if mine
+            .iter()
+            .all(|(a, i)| ids.get(a).is_none_or(|known| known == i))
+        {
+            for (a, i) in mine {
+                ids.insert(a, i);
+            }
+            packets.push(p);
+        }
+    }
+    assert!(packets.len() >= 5, "{packets:?}");
+    let pcap = dir.join("t.pcap");
+    let mut w =
+        PcapWriter::with_header(std::fs::File::create(&pcap).unwrap(), PcapHeader::default())
+            .unwrap();
+    for p in &packets {
+        let f = cilc::eval::frame::frame(p);
+        w.write_packet(&PcapPacket::new(
+            std::time::Duration::ZERO,
+            f.len() as u32,
+            &f,
+        ))
+        .unwrap();
+    }
+    drop(w);
+    let out = compile(
+        &ir,
+        &src,
+        &Options {
+            strategy: Strategy::Tree,
+        },
+    )
+    .unwrap();
+    let object = dir.join("t.o");
+    std::fs::write(&object, &out.object).unwrap();
+    let mut args = vec![
+        "run".to_string(),
+        object.display().to_string(),
+        "--pcap".into(),
+        pcap.display().to_string(),
+    ];
+    for (a, i) in &ids {
+        if i != "world" {
+            args.push("--identity".into());
+            args.push(format!("{a}={i}"));
+        }
+    }
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_cilc"))
+        .args(&args)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let got: Vec<&str> = text.lines().collect();
+    assert_eq!(got.len(), packets.len(), "{text}");
+    for (p, line) in packets.iter().zip(got) {
+        let d = evaluate(&ir, p);
+        let verdict = if d.reason.as_str().contains("allow")
+            || matches!(d.reason.as_str(), "no-policy" | "chain-accept")
+        {
+            "ALLOW"
+        } else {
+            "DROP"
+        };
+        let rule = d
+            .rule
+            .map(|r| format!(" by {} ", ir.rules[r as usize].name))
+            .unwrap_or_default();
+        assert!(
+            line.contains(&format!(": {verdict} ({})", d.reason.as_str())) && line.contains(&rule),
+            "{p}: evaluator {verdict} {} {rule}, kernel: {line}",
+            d.reason.as_str()
+        );
+    }
+    // A capture that is not Ethernet is refused with a hint.
+    let raw = dir.join("raw.pcap");
+    let header = PcapHeader {
+        datalink: pcap_file::DataLink::RAW,
+        ..PcapHeader::default()
+    };
+    drop(PcapWriter::with_header(std::fs::File::create(&raw).unwrap(), header).unwrap());
+    let bad = std::process::Command::new(env!("CARGO_BIN_EXE_cilc"))
+        .args([
+            "run",
+            object.to_str().unwrap(),
+            "--pcap",
+            raw.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("not Ethernet"));
+}
