@@ -59,13 +59,9 @@ extern "C" fn fatal(reason: *const c_char) {
 
 type Err = String;
 
-/// Terms of a linear list judged together, without branches (they share
-/// their field loads: up to this many conditions on one loaded value, see
-/// `Gen::field`).
-const CHUNK: usize = 4;
-
-/// "No term" in a chunk (term ids are below 2^32).
-const NONE: u64 = u32::MAX as u64;
+/// Terms of a linear list that share their field loads (see `Gen::field`):
+/// up to this many conditions on one loaded value.
+const SHARED_LOADS: usize = 16;
 
 /// The optimisation pipeline: O1 (O2 cost twice the time on large
 /// diagrams for no smaller program).
@@ -558,31 +554,28 @@ impl<'ctx> Gen<'ctx> {
                         self.k(u64::from(plan.codes[*t as usize])),
                     )?,
                     Node::Linear(ts) => {
-                        // Chunks of terms, each judged without branches
-                        // (the first term inside wins) and left by one
-                        // branch: a list of 10,000 terms leaves the
-                        // verifier hundreds of pending branches, not
-                        // thousands. A chunk shares its loads.
-                        for chunk in ts.chunks(CHUNK) {
-                            let mut loaded = [None; 7];
-                            let (mut bt, mut bc) = (self.k(NONE), self.k(0));
-                            for t in chunk.iter().rev() {
-                                let out = self.term(plan, *t, hook, &mut loaded)?;
-                                // All ones when inside: (out != 0) - 1.
-                                let neg = self.b.build_int_neg(out, "").map_err(e)?;
-                                let outside = self.sign(self.or(out, neg)?)?;
-                                let mask = self.sub(outside, self.k(1))?;
-                                let code = u64::from(plan.codes[*t as usize]);
-                                bt = self.merge(mask, self.k(u64::from(*t)), bt)?;
-                                bc = self.merge(mask, self.k(code), bc)?;
+                        // One branch per term, the hit laid out first (see
+                        // `branch_hit_first`). A short list (a diagram
+                        // leaf) shares its loads; a long one loads per
+                        // term (see `Gen::field`).
+                        let mut loaded = [None; 7];
+                        for t in ts {
+                            if ts.len() > SHARED_LOADS {
+                                loaded = [None; 7];
                             }
+                            // Loads in one term's block dominate the later
+                            // terms: each is reached by the misses before.
+                            let out = self.term(plan, *t, hook, &mut loaded)?;
+                            let inside = self.cmp(IntPredicate::EQ, out, self.k(0))?;
                             let hit = self.block("hit");
-                            let next = self.block("next");
-                            let found = self.cmp(IntPredicate::NE, bt, self.k(NONE))?;
-                            self.branch_hit_first(found, hit, next)?;
+                            let miss = self.block("miss");
+                            self.branch_hit_first(inside, hit, miss)?;
                             self.b.position_at_end(hit);
-                            record(bt, bc)?;
-                            self.b.position_at_end(next);
+                            record(
+                                self.k(u64::from(*t)),
+                                self.k(u64::from(plan.codes[*t as usize])),
+                            )?;
+                            self.b.position_at_end(miss);
                         }
                         self.b.build_unconditional_branch(exit).map_err(e)?;
                     }
