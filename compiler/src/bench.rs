@@ -37,6 +37,9 @@ pub struct Row {
     pub ns_per_packet: f64,
     /// Packets whose kernel rule and reason differ from the evaluator's.
     pub wrong: usize,
+    /// Why the strategy has no figures (it did not compile or load).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failed: Option<String>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -76,8 +79,28 @@ pub fn run(
         let compile = t.elapsed();
         let art = runtime_loader::Artifact::from_bytes(out.object).map_err(|e| e.to_string())?;
         let t = Instant::now();
-        let loaded = runtime_loader::Loaded::load(&art)
-            .map_err(|e| format!("{} does not load: {e}", strategy.as_str()))?;
+        let loaded = match runtime_loader::Loaded::load(&art) {
+            Ok(l) => l,
+            Err(e) => {
+                // The verifier's verdict, without its log.
+                let why = e.to_string();
+                let why = why
+                    .lines()
+                    .find(|l| l.contains("too large") || l.contains("too complex"))
+                    .unwrap_or_else(|| why.lines().next().unwrap_or(""))
+                    .to_string();
+                rows.push(Row {
+                    strategy: strategy.as_str(),
+                    compile_s: compile.as_secs_f64(),
+                    load_s: t.elapsed().as_secs_f64(),
+                    instructions: 0,
+                    ns_per_packet: 0.0,
+                    wrong: 0,
+                    failed: Some(format!("does not load: {why}")),
+                });
+                continue;
+            }
+        };
         let load = t.elapsed();
         let program = crate::kernel::program(crate::resolve::Direction::Ingress, opts.tc);
         let instructions = loaded
@@ -115,6 +138,7 @@ pub fn run(
             instructions,
             ns_per_packet: total.as_nanos() as f64 / packets.len().max(1) as f64,
             wrong,
+            failed: None,
         });
     }
     Ok(Report {
@@ -132,16 +156,13 @@ impl Report {
     /// and linear's time as a multiple of each strategy's.
     pub fn table(&self) -> String {
         use std::fmt::Write as _;
-        let floor = self
-            .rows
-            .iter()
-            .find(|r| r.strategy == "parse-only")
-            .map(|r| r.ns_per_packet);
-        let linear = self
-            .rows
-            .iter()
-            .find(|r| r.strategy == "linear")
-            .map(|r| r.ns_per_packet);
+        let figure = |name: &str| {
+            self.rows
+                .iter()
+                .find(|r| r.strategy == name && r.failed.is_none())
+                .map(|r| r.ns_per_packet)
+        };
+        let (floor, linear) = (figure("parse-only"), figure("linear"));
         let mut o = String::new();
         let _ = writeln!(
             o,
@@ -161,6 +182,14 @@ impl Report {
             "wrong"
         );
         for r in &self.rows {
+            if let Some(why) = &r.failed {
+                let _ = writeln!(
+                    o,
+                    "{:<11} {:>8.2}s {:>7.2}s  {why}",
+                    r.strategy, r.compile_s, r.load_s
+                );
+                continue;
+            }
             let ratio = |x: Option<f64>, num: bool| match x {
                 Some(x) if x > 0.0 && r.ns_per_packet > 0.0 => {
                     format!(
@@ -195,5 +224,10 @@ impl Report {
 
     pub fn wrong(&self) -> usize {
         self.rows.iter().map(|r| r.wrong).sum()
+    }
+
+    /// Strategies that did not load.
+    pub fn failed(&self) -> usize {
+        self.rows.iter().filter(|r| r.failed.is_some()).count()
     }
 }

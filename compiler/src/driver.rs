@@ -878,7 +878,8 @@ pub struct BenchOptions {
 }
 
 /// `cilc bench`: compile, load and time the policy with each strategy
-/// (see `bench`). Exit 1 when any verdict differs from the evaluator's.
+/// (see `bench`). Exit 1 when any verdict differs from the evaluator's or
+/// a strategy does not load (the others are still measured).
 pub fn bench(
     input: &Input,
     lines: &[String],
@@ -928,7 +929,7 @@ pub fn bench(
             } else {
                 r.table()
             },
-            code: i32::from(r.wrong() > 0),
+            code: i32::from(r.wrong() > 0 || r.failed() > 0),
             ..Outcome::default()
         },
         Err(e) => fail(e, 1),
