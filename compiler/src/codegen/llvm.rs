@@ -59,6 +59,9 @@ extern "C" fn fatal(reason: *const c_char) {
 
 type Err = String;
 
+/// "No term found" (term ids are below 2^32 - 1).
+const NONE: u64 = u32::MAX as u64;
+
 /// Terms of a linear list that share their field loads (see `Gen::field`):
 /// up to this many conditions on one loaded value.
 const SHARED_LOADS: usize = 16;
@@ -87,6 +90,78 @@ struct Gen<'ctx> {
 struct Val<'ctx> {
     lo: IntValue<'ctx>,
     hi: Option<IntValue<'ctx>>,
+}
+
+/// Per field, the values (lo..=hi) that can reach a node.
+type Region = [(u128, u128); 7];
+
+/// For every node reached from the roots, a box that holds every packet
+/// that reaches it: the cuts on its paths, as a hull over its paths (a node
+/// can be shared). A term's check on a field that the box already implies
+/// is not emitted: the cuts above loaded and tested the same value.
+fn regions(d: &crate::tree::Diagram) -> HashMap<NodeId, Region> {
+    let children = |n: NodeId| -> Vec<(NodeId, Option<(Field, u128, bool)>)> {
+        match &d.nodes[n as usize] {
+            Node::Split { field, cut, lo, hi } => {
+                vec![
+                    (*lo, Some((*field, *cut, false))),
+                    (*hi, Some((*field, *cut, true))),
+                ]
+            }
+            Node::Test { yes, no, .. } => vec![(*yes, None), (*no, None)],
+            Node::Leaf(_) | Node::Linear(_) => Vec::new(),
+        }
+    };
+    // Reverse post-order: parents before children.
+    let mut order = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for &root in &d.roots {
+        let mut stack = vec![(root, false)];
+        while let Some((n, done)) = stack.pop() {
+            if done {
+                order.push(n);
+                continue;
+            }
+            if !seen.insert(n) {
+                continue;
+            }
+            stack.push((n, true));
+            for (c, _) in children(n) {
+                if !seen.contains(&c) {
+                    stack.push((c, false));
+                }
+            }
+        }
+    }
+    order.reverse();
+    let mut out: HashMap<NodeId, Region> = HashMap::new();
+    for &root in &d.roots {
+        out.insert(root, [(0, u128::MAX); 7]);
+    }
+    for n in order {
+        let Some(here) = out.get(&n).copied() else {
+            continue;
+        };
+        for (c, cut) in children(n) {
+            let mut r = here;
+            if let Some((f, cut, high)) = cut {
+                let (lo, hi) = &mut r[f.index()];
+                if high {
+                    *lo = (*lo).max(cut);
+                } else {
+                    *hi = (*hi).min(cut.saturating_sub(1));
+                }
+            }
+            out.entry(c)
+                .and_modify(|old| {
+                    for (o, x) in old.iter_mut().zip(r) {
+                        *o = (o.0.min(x.0), o.1.max(x.1));
+                    }
+                })
+                .or_insert(r);
+        }
+    }
+    out
 }
 
 impl<'ctx> Gen<'ctx> {
@@ -173,15 +248,18 @@ impl<'ctx> Gen<'ctx> {
             Field::IcmpType => layout::ICMP_TYPE,
             Field::IcmpCode => layout::ICMP_CODE,
         };
-        if matches!(field, Field::SrcAddr | Field::DstAddr) {
+        if matches!(field, Field::SrcAddr | Field::DstAddr) && v6 {
             let lo = self.load_as(self.i64t, off + 8, true)?;
-            let hi = if v6 {
-                Some(self.load_as(self.i64t, off, true)?)
-            } else {
-                None
-            };
+            let hi = Some(self.load_as(self.i64t, off, true)?);
             return Ok(Val { lo, hi });
         }
+        // An IPv4 address is the low 32 bits of the low half (little-endian:
+        // its first four bytes). Loaded as 32 bits, LLVM knows the rest is
+        // zero and uses 32-bit operations with 32-bit immediates.
+        let off = match field {
+            Field::SrcAddr | Field::DstAddr => off + 8,
+            _ => off,
+        };
         let v = self.load_as(self.i32t, off, true)?;
         let lo = self.b.build_int_z_extend(v, self.i64t, "").map_err(e)?;
         Ok(Val { lo, hi: None })
@@ -430,6 +508,7 @@ impl<'ctx> Gen<'ctx> {
         t: TermId,
         hook: &HookPlan<'_>,
         loaded: &mut [Option<Val<'ctx>>; 7],
+        region: &Region,
     ) -> Result<IntValue<'ctx>, Err> {
         let term = &plan.diagram.terms[t as usize];
         let mut out = self.k(0);
@@ -437,6 +516,10 @@ impl<'ctx> Gen<'ctx> {
             let Some(set) = &term.fields[f.index()] else {
                 continue;
             };
+            let (rlo, rhi) = region[f.index()];
+            if set.iter().any(|(lo, hi)| *lo <= rlo && rhi <= *hi) {
+                continue;
+            }
             let v = match loaded[f.index()] {
                 Some(v) => v,
                 None => {
@@ -496,24 +579,29 @@ impl<'ctx> Gen<'ctx> {
         self.vstore(best_t, i32t.const_all_ones())?;
         self.vstore(best, i32t.const_zero())?;
         let d = plan.diagram;
+        let regions = regions(d);
         for root in &d.roots {
             let exit = self.block("part_done");
-            // A term found (its id and decision word): keep it if it comes
-            // before the best so far, without branches.
-            let record = |tv: IntValue<'ctx>, code: IntValue<'ctx>| -> Result<(), Err> {
-                let wide =
-                    |v: IntValue<'ctx>| self.b.build_int_z_extend(v, self.i64t, "").map_err(e);
-                let cur = wide(self.vload(best_t)?)?;
-                let old = wide(self.vload(best)?)?;
-                let earlier = self.sign(self.sub(tv, cur)?)?;
-                let mask = self.b.build_int_neg(earlier, "").map_err(e)?;
-                let v = self.merge(mask, tv, cur)?;
-                self.vstore(best_t, self.b.build_int_truncate(v, i32t, "").map_err(e)?)?;
-                let v = self.merge(mask, code, old)?;
-                self.vstore(best, self.b.build_int_truncate(v, i32t, "").map_err(e)?)?;
+            // Every way out of the part jumps to `exit` with the term found
+            // (its id, or NONE) and its decision word, as PHI inputs: a hit
+            // costs a jump and two constants. The comparison with the best
+            // so far happens once, after the part.
+            let incoming: std::cell::RefCell<
+                Vec<(IntValue<'ctx>, IntValue<'ctx>, BasicBlock<'ctx>)>,
+            > = Default::default();
+            let leave = |tv: IntValue<'ctx>, code: IntValue<'ctx>| -> Result<(), Err> {
+                let here = self.b.get_insert_block().ok_or("no current block")?;
+                incoming.borrow_mut().push((tv, code, here));
                 self.b.build_unconditional_branch(exit).map_err(e)?;
                 Ok(())
             };
+            let record = |t: TermId| -> Result<(), Err> {
+                leave(
+                    self.k(u64::from(t)),
+                    self.k(u64::from(plan.codes[t as usize])),
+                )
+            };
+            let nothing = || leave(self.k(NONE), self.k(0));
             let mut blocks: HashMap<NodeId, BasicBlock<'ctx>> = HashMap::new();
             let mut todo: Vec<NodeId> = Vec::new();
             let mut get = |n: NodeId, todo: &mut Vec<NodeId>| {
@@ -546,13 +634,8 @@ impl<'ctx> Gen<'ctx> {
                         let (y, n) = (get(*yes, &mut todo), get(*no, &mut todo));
                         self.branch(c, y, n)?;
                     }
-                    Node::Leaf(None) => {
-                        self.b.build_unconditional_branch(exit).map_err(e)?;
-                    }
-                    Node::Leaf(Some(t)) => record(
-                        self.k(u64::from(*t)),
-                        self.k(u64::from(plan.codes[*t as usize])),
-                    )?,
+                    Node::Leaf(None) => nothing()?,
+                    Node::Leaf(Some(t)) => record(*t)?,
                     Node::Linear(ts) => {
                         // One branch per term, the hit laid out first (see
                         // `branch_hit_first`). A short list (a diagram
@@ -565,23 +648,40 @@ impl<'ctx> Gen<'ctx> {
                             }
                             // Loads in one term's block dominate the later
                             // terms: each is reached by the misses before.
-                            let out = self.term(plan, *t, hook, &mut loaded)?;
+                            let region = regions.get(&n).copied().unwrap_or([(0, u128::MAX); 7]);
+                            let out = self.term(plan, *t, hook, &mut loaded, &region)?;
                             let inside = self.cmp(IntPredicate::EQ, out, self.k(0))?;
                             let hit = self.block("hit");
                             let miss = self.block("miss");
                             self.branch_hit_first(inside, hit, miss)?;
                             self.b.position_at_end(hit);
-                            record(
-                                self.k(u64::from(*t)),
-                                self.k(u64::from(plan.codes[*t as usize])),
-                            )?;
+                            record(*t)?;
                             self.b.position_at_end(miss);
                         }
-                        self.b.build_unconditional_branch(exit).map_err(e)?;
+                        nothing()?;
                     }
                 }
             }
             self.b.position_at_end(exit);
+            let found_t = self.b.build_phi(self.i64t, "").map_err(e)?;
+            let found_code = self.b.build_phi(self.i64t, "").map_err(e)?;
+            for (tv, code, block) in incoming.borrow().iter() {
+                found_t.add_incoming(&[(tv, *block)]);
+                found_code.add_incoming(&[(code, *block)]);
+            }
+            // Keep the term found if it comes before the best so far,
+            // without branches (NONE never does).
+            let tv = found_t.as_basic_value().into_int_value();
+            let code = found_code.as_basic_value().into_int_value();
+            let wide = |v: IntValue<'ctx>| self.b.build_int_z_extend(v, self.i64t, "").map_err(e);
+            let cur = wide(self.vload(best_t)?)?;
+            let old = wide(self.vload(best)?)?;
+            let earlier = self.sign(self.sub(tv, cur)?)?;
+            let mask = self.b.build_int_neg(earlier, "").map_err(e)?;
+            let v = self.merge(mask, tv, cur)?;
+            self.vstore(best_t, self.b.build_int_truncate(v, i32t, "").map_err(e)?)?;
+            let v = self.merge(mask, code, old)?;
+            self.vstore(best, self.b.build_int_truncate(v, i32t, "").map_err(e)?)?;
         }
         self.vload(best)
     }
