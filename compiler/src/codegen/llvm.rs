@@ -95,12 +95,15 @@ struct Val<'ctx> {
 /// Per field, the values (lo..=hi) that can reach a node.
 type Region = [(u128, u128); 7];
 
+/// A child of a node, and the cut on the way to it: (field, cut, high side).
+type Edge = (NodeId, Option<(Field, u128, bool)>);
+
 /// For every node reached from the roots, a box that holds every packet
 /// that reaches it: the cuts on its paths, as a hull over its paths (a node
 /// can be shared). A term's check on a field that the box already implies
 /// is not emitted: the cuts above loaded and tested the same value.
 fn regions(d: &crate::tree::Diagram) -> HashMap<NodeId, Region> {
-    let children = |n: NodeId| -> Vec<(NodeId, Option<(Field, u128, bool)>)> {
+    let children = |n: NodeId| -> Vec<Edge> {
         match &d.nodes[n as usize] {
             Node::Split { field, cut, lo, hi } => {
                 vec![
