@@ -25,7 +25,7 @@ use inkwell::values::{AsValueRef, BasicValue, FunctionValue, IntValue, PointerVa
 use inkwell::{IntPredicate, OptimizationLevel};
 
 use super::{AtomCode, DiagramPlan, HookPlan, CHAIN_DROP, NO_POLICY};
-use crate::tree::{Field, Node, NodeId, Side, TermId, FIELDS};
+use crate::tree::{AtomId, Field, Node, NodeId, Side, TermId, FIELDS};
 
 /// Byte offsets in `struct cilc_ctx` (stdlib-bpf/cilc.h asserts them).
 mod layout {
@@ -92,26 +92,73 @@ struct Val<'ctx> {
     hi: Option<IntValue<'ctx>>,
 }
 
-/// Per field, the values (lo..=hi) that can reach a node.
-type Region = [(u128, u128); 7];
+/// What holds for every packet that reaches a node: per field, the values
+/// (lo..=hi); the atoms tested true on the way.
+#[derive(Clone, PartialEq)]
+struct Region {
+    ranges: [(u128, u128); 7],
+    atoms: Vec<AtomId>,
+}
 
-/// A child of a node, and the cut on the way to it: (field, cut, high side).
-type Edge = (NodeId, Option<(Field, u128, bool)>);
+impl Region {
+    fn all() -> Region {
+        Region {
+            ranges: [(0, u128::MAX); 7],
+            atoms: Vec::new(),
+        }
+    }
+}
+
+/// The way from a node to a child.
+enum Edge {
+    Cut { field: Field, cut: u128, high: bool },
+    Atom { atom: AtomId, holds: bool },
+}
 
 /// For every node reached from the roots, a box that holds every packet
 /// that reaches it: the cuts on its paths, as a hull over its paths (a node
 /// can be shared). A term's check on a field that the box already implies
 /// is not emitted: the cuts above loaded and tested the same value.
 fn regions(d: &crate::tree::Diagram) -> HashMap<NodeId, Region> {
-    let children = |n: NodeId| -> Vec<Edge> {
+    let children = |n: NodeId| -> Vec<(NodeId, Edge)> {
         match &d.nodes[n as usize] {
             Node::Split { field, cut, lo, hi } => {
+                let (field, cut) = (*field, *cut);
                 vec![
-                    (*lo, Some((*field, *cut, false))),
-                    (*hi, Some((*field, *cut, true))),
+                    (
+                        *lo,
+                        Edge::Cut {
+                            field,
+                            cut,
+                            high: false,
+                        },
+                    ),
+                    (
+                        *hi,
+                        Edge::Cut {
+                            field,
+                            cut,
+                            high: true,
+                        },
+                    ),
                 ]
             }
-            Node::Test { yes, no, .. } => vec![(*yes, None), (*no, None)],
+            Node::Test { atom, yes, no } => vec![
+                (
+                    *yes,
+                    Edge::Atom {
+                        atom: *atom,
+                        holds: true,
+                    },
+                ),
+                (
+                    *no,
+                    Edge::Atom {
+                        atom: *atom,
+                        holds: false,
+                    },
+                ),
+            ],
             Node::Leaf(_) | Node::Linear(_) => Vec::new(),
         }
     };
@@ -139,29 +186,41 @@ fn regions(d: &crate::tree::Diagram) -> HashMap<NodeId, Region> {
     order.reverse();
     let mut out: HashMap<NodeId, Region> = HashMap::new();
     for &root in &d.roots {
-        out.insert(root, [(0, u128::MAX); 7]);
+        out.insert(root, Region::all());
     }
     for n in order {
-        let Some(here) = out.get(&n).copied() else {
+        let Some(here) = out.get(&n).cloned() else {
             continue;
         };
-        for (c, cut) in children(n) {
-            let mut r = here;
-            if let Some((f, cut, high)) = cut {
-                let (lo, hi) = &mut r[f.index()];
-                if high {
-                    *lo = (*lo).max(cut);
-                } else {
-                    *hi = (*hi).min(cut.saturating_sub(1));
+        for (c, edge) in children(n) {
+            let mut r = here.clone();
+            match edge {
+                Edge::Cut { field, cut, high } => {
+                    let (lo, hi) = &mut r.ranges[field.index()];
+                    if high {
+                        *lo = (*lo).max(cut);
+                    } else {
+                        *hi = (*hi).min(cut.saturating_sub(1));
+                    }
+                }
+                Edge::Atom { atom, holds } => {
+                    if holds && !r.atoms.contains(&atom) {
+                        r.atoms.push(atom);
+                        r.atoms.sort_unstable();
+                    }
                 }
             }
-            out.entry(c)
-                .and_modify(|old| {
-                    for (o, x) in old.iter_mut().zip(r) {
+            match out.get_mut(&c) {
+                Some(old) => {
+                    for (o, x) in old.ranges.iter_mut().zip(r.ranges) {
                         *o = (o.0.min(x.0), o.1.max(x.1));
                     }
-                })
-                .or_insert(r);
+                    old.atoms.retain(|a| r.atoms.contains(a));
+                }
+                None => {
+                    out.insert(c, r);
+                }
+            }
         }
     }
     out
@@ -519,7 +578,7 @@ impl<'ctx> Gen<'ctx> {
             let Some(set) = &term.fields[f.index()] else {
                 continue;
             };
-            let (rlo, rhi) = region[f.index()];
+            let (rlo, rhi) = region.ranges[f.index()];
             if set.iter().any(|(lo, hi)| *lo <= rlo && rhi <= *hi) {
                 continue;
             }
@@ -534,7 +593,7 @@ impl<'ctx> Gen<'ctx> {
             let o = self.outside(&v, set)?;
             out = self.or(out, o)?;
         }
-        for a in &term.atoms {
+        for a in term.atoms.iter().filter(|a| !region.atoms.contains(a)) {
             let c = self.atom(&hook.atoms[*a as usize], hook.v6)?;
             let o = self.xor(c, self.k(1))?;
             out = self.or(out, o)?;
@@ -640,6 +699,7 @@ impl<'ctx> Gen<'ctx> {
                     Node::Leaf(None) => nothing()?,
                     Node::Leaf(Some(t)) => record(*t)?,
                     Node::Linear(ts) => {
+                        let region = regions.get(&n).cloned().unwrap_or_else(Region::all);
                         // One branch per term, the hit laid out first (see
                         // `branch_hit_first`). A short list (a diagram
                         // leaf) shares its loads; a long one loads per
@@ -651,7 +711,6 @@ impl<'ctx> Gen<'ctx> {
                             }
                             // Loads in one term's block dominate the later
                             // terms: each is reached by the misses before.
-                            let region = regions.get(&n).copied().unwrap_or([(0, u128::MAX); 7]);
                             let out = self.term(plan, *t, hook, &mut loaded, &region)?;
                             let inside = self.cmp(IntPredicate::EQ, out, self.k(0))?;
                             let hit = self.block("hit");
