@@ -632,6 +632,24 @@ impl<'ctx> Gen<'ctx> {
         self.xor(any, self.k(1))
     }
 
+    /// Keep a term found (its id and decision word) if it comes before the
+    /// best so far, without branches (NONE never does).
+    fn keep_if_earlier(&self, tv: IntValue<'ctx>, code: IntValue<'ctx>) -> Result<(), Err> {
+        let best_t = self.slot(layout::SLOT_BEST_T)?;
+        let best = self.slot(layout::SLOT_BEST)?;
+        let wide = |v: IntValue<'ctx>| self.b.build_int_z_extend(v, self.i64t, "").map_err(e);
+        let cur = wide(self.vload(best_t)?)?;
+        let old = wide(self.vload(best)?)?;
+        let earlier = self.sign(self.sub(tv, cur)?)?;
+        let mask = self.b.build_int_neg(earlier, "").map_err(e)?;
+        let v = self.merge(mask, tv, cur)?;
+        let v = self.b.build_int_truncate(v, self.i32t, "").map_err(e)?;
+        self.vstore(best_t, v)?;
+        let v = self.merge(mask, code, old)?;
+        let v = self.b.build_int_truncate(v, self.i32t, "").map_err(e)?;
+        self.vstore(best, v)
+    }
+
     /// Evaluate a diagram; returns the decision word of its first matching
     /// term, or 0.
     fn diagram(&self, plan: &DiagramPlan<'_>, hook: &HookPlan<'_>) -> Result<IntValue<'ctx>, Err> {
@@ -705,8 +723,9 @@ impl<'ctx> Gen<'ctx> {
                         // leaf) shares its loads; a long one loads per
                         // term (see `Gen::field`).
                         let mut loaded = [None; 7];
+                        let long = ts.len() > SHARED_LOADS;
                         for t in ts {
-                            if ts.len() > SHARED_LOADS {
+                            if long {
                                 loaded = [None; 7];
                             }
                             // Loads in one term's block dominate the later
@@ -717,7 +736,20 @@ impl<'ctx> Gen<'ctx> {
                             let miss = self.block("miss");
                             self.branch_hit_first(inside, hit, miss)?;
                             self.b.position_at_end(hit);
-                            record(*t)?;
+                            if long {
+                                // Kept here, so that the hit block is not
+                                // empty and stays the fall-through: a hit
+                                // that jumped straight to the part's end
+                                // would leave the verifier one branch
+                                // pending per term (8,193 is too many).
+                                self.keep_if_earlier(
+                                    self.k(u64::from(*t)),
+                                    self.k(u64::from(plan.codes[*t as usize])),
+                                )?;
+                                nothing()?;
+                            } else {
+                                record(*t)?;
+                            }
                             self.b.position_at_end(miss);
                         }
                         nothing()?;
@@ -731,19 +763,10 @@ impl<'ctx> Gen<'ctx> {
                 found_t.add_incoming(&[(tv, *block)]);
                 found_code.add_incoming(&[(code, *block)]);
             }
-            // Keep the term found if it comes before the best so far,
-            // without branches (NONE never does).
-            let tv = found_t.as_basic_value().into_int_value();
-            let code = found_code.as_basic_value().into_int_value();
-            let wide = |v: IntValue<'ctx>| self.b.build_int_z_extend(v, self.i64t, "").map_err(e);
-            let cur = wide(self.vload(best_t)?)?;
-            let old = wide(self.vload(best)?)?;
-            let earlier = self.sign(self.sub(tv, cur)?)?;
-            let mask = self.b.build_int_neg(earlier, "").map_err(e)?;
-            let v = self.merge(mask, tv, cur)?;
-            self.vstore(best_t, self.b.build_int_truncate(v, i32t, "").map_err(e)?)?;
-            let v = self.merge(mask, code, old)?;
-            self.vstore(best, self.b.build_int_truncate(v, i32t, "").map_err(e)?)?;
+            self.keep_if_earlier(
+                found_t.as_basic_value().into_int_value(),
+                found_code.as_basic_value().into_int_value(),
+            )?;
         }
         self.vload(best)
     }
