@@ -44,10 +44,11 @@ struct cilc_ctx {
 	__u64 dst_bits[CILC_PRED_WORDS];
 	__u16 dst_ports[CILC_NAMED_PORTS];
 	/* Working slots of the generated classifier (best term so far, its
-	 * decision, the first chain accept). In the scratch map with the rest:
-	 * the verifier does not know their values, so diagram parts walked one
-	 * after another do not multiply its states. */
-	__u32 slots[4];
+	 * decision, the first chain accept, the term a diagram part found and
+	 * its decision). In the scratch map with the rest: the verifier does
+	 * not know their values, so diagram parts walked one after another do
+	 * not multiply its states. */
+	__u32 slots[6];
 };
 
 _Static_assert(__builtin_offsetof(struct cilc_ctx, proto) == 32, "layout");
@@ -56,7 +57,7 @@ _Static_assert(__builtin_offsetof(struct cilc_ctx, src_bits) == 64, "layout");
 _Static_assert(__builtin_offsetof(struct cilc_ctx, dst_bits) == 128, "layout");
 _Static_assert(__builtin_offsetof(struct cilc_ctx, dst_ports) == 192, "layout");
 _Static_assert(__builtin_offsetof(struct cilc_ctx, slots) == 224, "layout");
-_Static_assert(sizeof(struct cilc_ctx) == 240, "layout");
+_Static_assert(sizeof(struct cilc_ctx) == 248, "layout");
 
 /* Outcome of parsing. */
 enum cilc_parsed {

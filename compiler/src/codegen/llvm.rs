@@ -44,6 +44,8 @@ mod layout {
     pub const SLOT_BEST_T: u64 = 224;
     pub const SLOT_BEST: u64 = 228;
     pub const SLOT_ACCEPTED: u64 = 232;
+    pub const SLOT_FOUND_T: u64 = 236;
+    pub const SLOT_FOUND: u64 = 240;
 }
 
 extern "C" fn fatal(reason: *const c_char) {
@@ -662,16 +664,18 @@ impl<'ctx> Gen<'ctx> {
         let regions = regions(d);
         for root in &d.roots {
             let exit = self.block("part_done");
-            // Every way out of the part jumps to `exit` with the term found
-            // (its id, or NONE) and its decision word, as PHI inputs: a hit
-            // costs a jump and two constants. The comparison with the best
-            // so far happens once, after the part.
-            let incoming: std::cell::RefCell<
-                Vec<(IntValue<'ctx>, IntValue<'ctx>, BasicBlock<'ctx>)>,
-            > = Default::default();
+            // Every way out of the part stores the term found (its id, or
+            // NONE) and its decision word and jumps to `exit`: a hit costs
+            // two stores and a jump. The comparison with the best so far
+            // happens once, after the part. (Stores, not PHI inputs: LLVM
+            // folds a block that only jumps into its PHI input by input,
+            // quadratic in the thousands of exits of a large diagram.)
+            let found_t = self.slot(layout::SLOT_FOUND_T)?;
+            let found = self.slot(layout::SLOT_FOUND)?;
             let leave = |tv: IntValue<'ctx>, code: IntValue<'ctx>| -> Result<(), Err> {
-                let here = self.b.get_insert_block().ok_or("no current block")?;
-                incoming.borrow_mut().push((tv, code, here));
+                let narrow = |v: IntValue<'ctx>| self.b.build_int_truncate(v, i32t, "").map_err(e);
+                self.vstore(found_t, narrow(tv)?)?;
+                self.vstore(found, narrow(code)?)?;
                 self.b.build_unconditional_branch(exit).map_err(e)?;
                 Ok(())
             };
@@ -757,16 +761,10 @@ impl<'ctx> Gen<'ctx> {
                 }
             }
             self.b.position_at_end(exit);
-            let found_t = self.b.build_phi(self.i64t, "").map_err(e)?;
-            let found_code = self.b.build_phi(self.i64t, "").map_err(e)?;
-            for (tv, code, block) in incoming.borrow().iter() {
-                found_t.add_incoming(&[(tv, *block)]);
-                found_code.add_incoming(&[(code, *block)]);
-            }
-            self.keep_if_earlier(
-                found_t.as_basic_value().into_int_value(),
-                found_code.as_basic_value().into_int_value(),
-            )?;
+            let wide = |v: IntValue<'ctx>| self.b.build_int_z_extend(v, self.i64t, "").map_err(e);
+            let tv = wide(self.vload(found_t)?)?;
+            let code = wide(self.vload(found)?)?;
+            self.keep_if_earlier(tv, code)?;
         }
         self.vload(best)
     }
@@ -856,19 +854,25 @@ impl<'ctx> Gen<'ctx> {
 /// verifier needs. CodeGenPrepare restarts its walk of a function after
 /// every change unless the function counts as "huge"; a diagram is, from
 /// a hundred blocks on (acl1_1k: 10.6 s in that pass, 0.6 s with this, the
-/// same instructions out).
+/// same instructions out). SimplifyCFG would sink the stores that every
+/// exit of a diagram part makes into the part's end, as PHI nodes with
+/// thousands of inputs, which it then maintains input by input.
 fn options() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         // For investigating the back end: extra LLVM options, e.g.
         // CILC_LLVM_ARGS=-time-passes.
         let extra = std::env::var("CILC_LLVM_ARGS").unwrap_or_default();
-        let args: Vec<std::ffi::CString> =
-            ["cilc", "-enable-tail-merge=false", "-cgpp-huge-func=100"]
-                .into_iter()
-                .chain(extra.split_whitespace())
-                .filter_map(|a| std::ffi::CString::new(a).ok())
-                .collect();
+        let args: Vec<std::ffi::CString> = [
+            "cilc",
+            "-enable-tail-merge=false",
+            "-cgpp-huge-func=100",
+            "-simplifycfg-sink-common=false",
+        ]
+        .into_iter()
+        .chain(extra.split_whitespace())
+        .filter_map(|a| std::ffi::CString::new(a).ok())
+        .collect();
         let ptrs: Vec<*const c_char> = args.iter().map(|a| a.as_ptr()).collect();
         // SAFETY: argv-style array of NUL-terminated strings, alive for the
         // call; the overview string is NUL-terminated.
