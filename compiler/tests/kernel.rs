@@ -143,22 +143,20 @@ fn shared() -> Option<PathBuf> {
 }
 
 /// A ClassBench set compiled and loaded: every trace packet's deciding
-/// rule is the expected first match.
-fn classbench(set: &str, strategy: Strategy) {
+/// rule is the expected first match (from the truth file, 0-based, or the
+/// trace's own exact last column).
+fn classbench(filters: &str, trace: &str, truth: Option<&str>, strategy: Strategy) {
     let Some(dir) = shared() else { return };
     let read = |p: &str| std::fs::read_to_string(dir.join(p)).unwrap();
-    let filters = cilc::classbench::parse_filters(&read(&format!("lyxocs_ruleSet/{set}"))).unwrap();
-    let src = cilc::classbench::to_cpl(&filters, "cb", set).unwrap();
+    let set = cilc::classbench::parse_filters(&read(filters)).unwrap();
+    let src = cilc::classbench::to_cpl(&set, "cb", filters).unwrap();
     let (_, mut r) = load(&src, strategy);
     r.local_wins = true;
-    let lines =
-        cilc::classbench::parse_trace(&read(&format!("lyxocs_ruleSet/{set}_trace"))).unwrap();
-    let truth = cilc::classbench::parse_truth(&read(&format!(
-        "lyxocs_ruleSet/derived/{set}_trace.first_match0"
-    )))
-    .unwrap();
+    let lines = cilc::classbench::parse_trace(&read(trace)).unwrap();
+    let truth = truth.map(|t| cilc::classbench::parse_truth(&read(t)).unwrap());
     let mut wrong = Vec::new();
     for (i, t) in lines.iter().enumerate() {
+        let want = truth.as_ref().map_or(t.last, |x| x[i] + 1);
         let j = r.judge(&cilc::classbench::packet(t), false, 1).unwrap();
         let got = j.rule.and_then(|id| {
             r.obj.manifest.rules[id as usize]
@@ -166,35 +164,73 @@ fn classbench(set: &str, strategy: Strategy) {
                 .rsplit_once("/r")
                 .and_then(|(_, n)| n.parse::<usize>().ok())
         });
-        if got != Some(truth[i] + 1) {
-            wrong.push((i, truth[i] + 1, got));
+        if got != Some(want) {
+            wrong.push((i, want, got));
         }
     }
     assert!(
         wrong.is_empty(),
-        "{set}: {} of {} wrong, first {:?}",
+        "{filters} ({strategy:?}): {} of {} wrong, first {:?}",
         wrong.len(),
         lines.len(),
         &wrong[..wrong.len().min(5)]
     );
 }
 
+/// A lyxocs set with its derived truth, both strategies.
+fn lyxocs(set: &str) {
+    for strategy in [Strategy::Tree, Strategy::Linear] {
+        classbench(
+            &format!("lyxocs_ruleSet/{set}"),
+            &format!("lyxocs_ruleSet/{set}_trace"),
+            Some(&format!("lyxocs_ruleSet/derived/{set}_trace.first_match0")),
+            strategy,
+        );
+    }
+}
+
+/// A wustl set, whose trace carries the exact first match, both strategies.
+fn wustl(set: &str) {
+    for strategy in [Strategy::Tree, Strategy::Linear] {
+        classbench(
+            &format!("wustl_hs1/{set}"),
+            &format!("wustl_hs1/{set}_trace"),
+            None,
+            strategy,
+        );
+    }
+}
+
 #[test]
 fn classbench_acl1_1k_on_the_kernel() {
-    classbench("acl1_1k", Strategy::Tree);
-    classbench("acl1_1k", Strategy::Linear);
+    lyxocs("acl1_1k");
 }
 
 #[test]
 fn classbench_fw1_1k_on_the_kernel() {
-    classbench("fw1_1k", Strategy::Tree);
-    classbench("fw1_1k", Strategy::Linear);
+    lyxocs("fw1_1k");
 }
 
 #[test]
 fn classbench_ipc1_1k_on_the_kernel() {
-    classbench("ipc1_1k", Strategy::Tree);
-    classbench("ipc1_1k", Strategy::Linear);
+    lyxocs("ipc1_1k");
+}
+
+#[test]
+fn classbench_wustl_1k_on_the_kernel() {
+    for set in ["acl1_1K", "fw1_1K", "ipc1_1K"] {
+        wustl(set);
+    }
+}
+
+#[test]
+fn classbench_fw1_10k_on_the_kernel() {
+    lyxocs("fw1_10k");
+}
+
+#[test]
+fn classbench_ipc1_10k_on_the_kernel() {
+    lyxocs("ipc1_10k");
 }
 
 #[test]
