@@ -7,8 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --locked -p cilc
 cilc="${CARGO_TARGET_DIR:-target}/release/cilc"
-out="${TMPDIR:-/tmp}/cilc-bench"
-mkdir -p "$out"
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
 echo "== examples/three-tier.cpl"
 "$cilc" bench examples/three-tier.cpl --packets examples/three-tier.packets "$@" || true
 cb=../shared/bench/classbench
