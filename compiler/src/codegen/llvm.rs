@@ -244,15 +244,25 @@ impl<'ctx> Gen<'ctx> {
         }
     }
 
-    /// Loads and stores of the decision slots are volatile: kept in
-    /// memory, they never become the PHI nodes with thousands of inputs
-    /// that make LLVM's CFG passes quadratic on large diagrams.
-    fn vload(&self, ptr: PointerValue<'ctx>) -> Result<IntValue<'ctx>, Err> {
-        let v = self.b.build_load(self.i32t, ptr, "").map_err(e)?;
+    /// Every load from and store to the context is volatile: LLVM neither
+    /// shares loaded values across the diagram (see `field`) nor turns the
+    /// slots into PHI nodes with thousands of inputs (see `diagram`).
+    fn load_ptr(&self, ty: IntType<'ctx>, ptr: PointerValue<'ctx>) -> Result<IntValue<'ctx>, Err> {
+        let v = self.b.build_load(ty, ptr, "").map_err(e)?;
         if let Some(i) = v.as_instruction_value() {
             i.set_volatile(true).map_err(e)?;
         }
         Ok(v.into_int_value())
+    }
+
+    fn load(&self, ty: IntType<'ctx>, offset: u64) -> Result<IntValue<'ctx>, Err> {
+        self.load_ptr(ty, self.slot(offset)?)
+    }
+
+    /// A 32-bit slot, zero-extended to 64 bits.
+    fn load_wide(&self, ptr: PointerValue<'ctx>) -> Result<IntValue<'ctx>, Err> {
+        let v = self.load_ptr(self.i32t, ptr)?;
+        self.b.build_int_z_extend(v, self.i64t, "").map_err(e)
     }
 
     fn vstore(&self, ptr: PointerValue<'ctx>, v: impl BasicValue<'ctx>) -> Result<(), Err> {
@@ -263,34 +273,14 @@ impl<'ctx> Gen<'ctx> {
             .map_err(e)
     }
 
+    /// Store the low 32 bits of `v`.
+    fn store_narrow(&self, ptr: PointerValue<'ctx>, v: IntValue<'ctx>) -> Result<(), Err> {
+        let v = self.b.build_int_truncate(v, self.i32t, "").map_err(e)?;
+        self.vstore(ptr, v)
+    }
+
     fn block(&self, name: &str) -> BasicBlock<'ctx> {
         self.ctx.append_basic_block(self.f, name)
-    }
-
-    fn load(&self, ty: IntType<'ctx>, offset: u64) -> Result<IntValue<'ctx>, Err> {
-        self.load_as(ty, offset, false)
-    }
-
-    fn load_as(
-        &self,
-        ty: IntType<'ctx>,
-        offset: u64,
-        volatile: bool,
-    ) -> Result<IntValue<'ctx>, Err> {
-        let i8t = self.ctx.i8_type();
-        // SAFETY: offsets are within struct cilc_ctx (asserted in cilc.h).
-        let ptr = unsafe {
-            self.b
-                .build_in_bounds_gep(i8t, self.p, &[self.i64t.const_int(offset, false)], "")
-                .map_err(e)?
-        };
-        let v = self.b.build_load(ty, ptr, "").map_err(e)?;
-        if volatile {
-            if let Some(i) = v.as_instruction_value() {
-                i.set_volatile(true).map_err(e)?;
-            }
-        }
-        Ok(v.into_int_value())
     }
 
     /// A field, loaded (volatile) for the test at hand. Every test loads
@@ -313,8 +303,8 @@ impl<'ctx> Gen<'ctx> {
             Field::IcmpCode => layout::ICMP_CODE,
         };
         if matches!(field, Field::SrcAddr | Field::DstAddr) && v6 {
-            let lo = self.load_as(self.i64t, off + 8, true)?;
-            let hi = Some(self.load_as(self.i64t, off, true)?);
+            let lo = self.load(self.i64t, off + 8)?;
+            let hi = Some(self.load(self.i64t, off)?);
             return Ok(Val { lo, hi });
         }
         // An IPv4 address is the low 32 bits of the low half (little-endian:
@@ -324,7 +314,7 @@ impl<'ctx> Gen<'ctx> {
             Field::SrcAddr | Field::DstAddr => off + 8,
             _ => off,
         };
-        let v = self.load_as(self.i32t, off, true)?;
+        let v = self.load(self.i32t, off)?;
         let lo = self.b.build_int_z_extend(v, self.i64t, "").map_err(e)?;
         Ok(Val { lo, hi: None })
     }
@@ -348,29 +338,20 @@ impl<'ctx> Gen<'ctx> {
     // walks between two of its checkpoints, and keeps one branch pending
     // per comparison on the way down a list of terms.
 
-    fn bin(
-        &self,
-        op: fn(&Builder<'ctx>, IntValue<'ctx>, IntValue<'ctx>) -> Result<IntValue<'ctx>, Err>,
-        a: IntValue<'ctx>,
-        b: IntValue<'ctx>,
-    ) -> Result<IntValue<'ctx>, Err> {
-        op(&self.b, a, b)
-    }
-
     fn and(&self, a: IntValue<'ctx>, b: IntValue<'ctx>) -> Result<IntValue<'ctx>, Err> {
-        self.bin(|b, x, y| b.build_and(x, y, "").map_err(e), a, b)
+        self.b.build_and(a, b, "").map_err(e)
     }
 
     fn or(&self, a: IntValue<'ctx>, b: IntValue<'ctx>) -> Result<IntValue<'ctx>, Err> {
-        self.bin(|b, x, y| b.build_or(x, y, "").map_err(e), a, b)
+        self.b.build_or(a, b, "").map_err(e)
     }
 
     fn sub(&self, a: IntValue<'ctx>, b: IntValue<'ctx>) -> Result<IntValue<'ctx>, Err> {
-        self.bin(|b, x, y| b.build_int_sub(x, y, "").map_err(e), a, b)
+        self.b.build_int_sub(a, b, "").map_err(e)
     }
 
     fn xor(&self, a: IntValue<'ctx>, b: IntValue<'ctx>) -> Result<IntValue<'ctx>, Err> {
-        self.bin(|b, x, y| b.build_xor(x, y, "").map_err(e), a, b)
+        self.b.build_xor(a, b, "").map_err(e)
     }
 
     fn not(&self, a: IntValue<'ctx>) -> Result<IntValue<'ctx>, Err> {
@@ -430,15 +411,17 @@ impl<'ctx> Gen<'ctx> {
         self.xor(ne, self.k(1))
     }
 
-    /// `v < cut` as 0/1, for 64-bit or two-half values.
-    fn less(&self, v: &Val<'ctx>, cut: u128) -> Result<IntValue<'ctx>, Err> {
-        let Some(hi) = v.hi else {
-            return self.ltu(v.lo, self.k(cut as u64));
-        };
+    /// `v < cut` as 0/1, for a value in two 64-bit halves (IPv6).
+    fn less_wide(
+        &self,
+        lo: IntValue<'ctx>,
+        hi: IntValue<'ctx>,
+        cut: u128,
+    ) -> Result<IntValue<'ctx>, Err> {
         let (ch, cl) = (self.k((cut >> 64) as u64), self.k(cut as u64));
         let below = self.ltu(hi, ch)?;
         let same = self.eq(hi, ch)?;
-        let low = self.ltu(v.lo, cl)?;
+        let low = self.ltu(lo, cl)?;
         let both = self.and(same, low)?;
         self.or(below, both)
     }
@@ -447,13 +430,13 @@ impl<'ctx> Gen<'ctx> {
     /// addresses) take the short form: neither `v - lo` nor `hi - v` is
     /// negative.
     fn in_range(&self, v: &Val<'ctx>, lo: u128, hi: u128) -> Result<IntValue<'ctx>, Err> {
-        if v.hi.is_some() {
-            let below = self.less(v, lo)?;
+        if let Some(high) = v.hi {
+            let below = self.less_wide(v.lo, high, lo)?;
             let inside = self.xor(below, self.k(1))?;
             if hi == u128::MAX {
                 return Ok(inside);
             }
-            let under = self.less(v, hi + 1)?;
+            let under = self.less_wide(v.lo, high, hi + 1)?;
             return self.and(inside, under);
         }
         let a = self.sub(v.lo, self.k(lo as u64))?;
@@ -469,7 +452,7 @@ impl<'ctx> Gen<'ctx> {
         } else {
             layout::DST_BITS
         };
-        let word = self.load_as(self.i64t, base + 8 * u64::from(bit / 64), true)?;
+        let word = self.load(self.i64t, base + 8 * u64::from(bit / 64))?;
         let w = self
             .b
             .build_right_shift(word, self.k(u64::from(bit % 64)), false, "")
@@ -490,10 +473,9 @@ impl<'ctx> Gen<'ctx> {
                 self.xor(any, self.k(1))
             }
             AtomCode::Port(slot) => {
-                let named = self.load_as(
+                let named = self.load(
                     self.ctx.i16_type(),
                     layout::DST_PORTS + 2 * u64::from(*slot),
-                    true,
                 )?;
                 let named = self.b.build_int_z_extend(named, self.i64t, "").map_err(e)?;
                 let dport = self.field(v6, Field::DstPort)?.lo;
@@ -503,7 +485,7 @@ impl<'ctx> Gen<'ctx> {
                 self.and(same, some)
             }
             AtomCode::Flags(v, m) => {
-                let flags = self.load_as(self.i32t, layout::TCP_FLAGS, true)?;
+                let flags = self.load(self.i32t, layout::TCP_FLAGS)?;
                 let flags = self.b.build_int_z_extend(flags, self.i64t, "").map_err(e)?;
                 let masked = self.and(flags, self.k(u64::from(*m)))?;
                 self.eq(masked, self.k(u64::from(*v)))
@@ -639,17 +621,12 @@ impl<'ctx> Gen<'ctx> {
     fn keep_if_earlier(&self, tv: IntValue<'ctx>, code: IntValue<'ctx>) -> Result<(), Err> {
         let best_t = self.slot(layout::SLOT_BEST_T)?;
         let best = self.slot(layout::SLOT_BEST)?;
-        let wide = |v: IntValue<'ctx>| self.b.build_int_z_extend(v, self.i64t, "").map_err(e);
-        let cur = wide(self.vload(best_t)?)?;
-        let old = wide(self.vload(best)?)?;
+        let cur = self.load_wide(best_t)?;
+        let old = self.load_wide(best)?;
         let earlier = self.sign(self.sub(tv, cur)?)?;
         let mask = self.b.build_int_neg(earlier, "").map_err(e)?;
-        let v = self.merge(mask, tv, cur)?;
-        let v = self.b.build_int_truncate(v, self.i32t, "").map_err(e)?;
-        self.vstore(best_t, v)?;
-        let v = self.merge(mask, code, old)?;
-        let v = self.b.build_int_truncate(v, self.i32t, "").map_err(e)?;
-        self.vstore(best, v)
+        self.store_narrow(best_t, self.merge(mask, tv, cur)?)?;
+        self.store_narrow(best, self.merge(mask, code, old)?)
     }
 
     /// Evaluate a diagram; returns the decision word of its first matching
@@ -673,9 +650,8 @@ impl<'ctx> Gen<'ctx> {
             let found_t = self.slot(layout::SLOT_FOUND_T)?;
             let found = self.slot(layout::SLOT_FOUND)?;
             let leave = |tv: IntValue<'ctx>, code: IntValue<'ctx>| -> Result<(), Err> {
-                let narrow = |v: IntValue<'ctx>| self.b.build_int_truncate(v, i32t, "").map_err(e);
-                self.vstore(found_t, narrow(tv)?)?;
-                self.vstore(found, narrow(code)?)?;
+                self.store_narrow(found_t, tv)?;
+                self.store_narrow(found, code)?;
                 self.b.build_unconditional_branch(exit).map_err(e)?;
                 Ok(())
             };
@@ -704,8 +680,8 @@ impl<'ctx> Gen<'ctx> {
                         let v = self.field(hook.v6, *field)?;
                         let c = match v.hi {
                             None => self.cmp(IntPredicate::ULT, v.lo, self.k(*cut as u64))?,
-                            Some(_) => {
-                                let c = self.less(&v, *cut)?;
+                            Some(high) => {
+                                let c = self.less_wide(v.lo, high, *cut)?;
                                 self.holds(c)?
                             }
                         };
@@ -761,12 +737,11 @@ impl<'ctx> Gen<'ctx> {
                 }
             }
             self.b.position_at_end(exit);
-            let wide = |v: IntValue<'ctx>| self.b.build_int_z_extend(v, self.i64t, "").map_err(e);
-            let tv = wide(self.vload(found_t)?)?;
-            let code = wide(self.vload(found)?)?;
+            let tv = self.load_wide(found_t)?;
+            let code = self.load_wide(found)?;
             self.keep_if_earlier(tv, code)?;
         }
-        self.vload(best)
+        self.load_ptr(i32t, best)
     }
 
     /// One hook: chains (a drop ends it), then policies, as `Forest::decide`.
@@ -799,7 +774,7 @@ impl<'ctx> Gen<'ctx> {
             self.b.position_at_end(drop);
             self.b.build_return(Some(&code)).map_err(e)?;
             self.b.position_at_end(next);
-            let old = self.vload(accepted)?;
+            let old = self.load_ptr(i32t, accepted)?;
             let unset = self
                 .b
                 .build_int_compare(IntPredicate::EQ, old, i32t.const_zero(), "")
@@ -815,7 +790,7 @@ impl<'ctx> Gen<'ctx> {
             None => None,
             Some(p) => Some(self.diagram(p, h)?),
         };
-        let acc = self.vload(accepted)?;
+        let acc = self.load_ptr(i32t, accepted)?;
         let has_acc = self
             .b
             .build_int_compare(IntPredicate::NE, acc, i32t.const_zero(), "")
