@@ -289,11 +289,17 @@ pub struct TraceReport {
     pub exact: bool,
 }
 
-/// The 1-based filter line that decided, from the `rN` rule name.
+/// The 1-based filter line of an imported rule, from its `rN` name.
+pub fn filter_line(rule_name: &str) -> Option<usize> {
+    rule_name
+        .rsplit_once("/r")
+        .and_then(|(_, n)| n.parse().ok())
+}
+
+/// The 1-based filter line that decided.
 pub fn decided_line(ir: &crate::ir::Validated, pkt: &Packet) -> Option<usize> {
     let d = crate::eval::evaluate(ir, pkt);
-    let name = &ir.rules[d.rule? as usize].name;
-    name.rsplit_once("/r").and_then(|(_, n)| n.parse().ok())
+    filter_line(&ir.rules[d.rule? as usize].name)
 }
 
 /// Run `trace` through the evaluator. With `truth` (0-based indices per

@@ -783,11 +783,7 @@ pub fn run(
             }
             Some(w) => {
                 checked += 1;
-                let got = rule.and_then(|r| {
-                    r.name
-                        .rsplit_once("/r")
-                        .and_then(|(_, n)| n.parse::<usize>().ok())
-                });
+                let got = rule.and_then(|r| crate::classbench::filter_line(&r.name));
                 if got != Some(*w) {
                     wrong += 1;
                     let _ = writeln!(

@@ -7,29 +7,18 @@
 //! say so on stderr and check nothing else (the self-contained import
 //! tests are in `src/classbench.rs`); CI always has the data.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use cilc::classbench;
 
-fn shared() -> Option<PathBuf> {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/bench/classbench");
-    if p.is_dir() {
-        Some(p)
-    } else {
-        eprintln!(
-            "NOT RUN: {} is absent, so the ClassBench traces cannot be checked here",
-            p.display()
-        );
-        None
-    }
-}
+mod common;
 
 fn read(p: &Path) -> String {
     std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
 
 fn check_trace(filters: &str, trace: &str, truth: Option<&str>) {
-    let Some(dir) = shared() else { return };
+    let Some(dir) = common::shared() else { return };
     let f = classbench::parse_filters(&read(&dir.join(filters))).unwrap();
     let cpl = classbench::to_cpl(&f, "classbench", filters).unwrap();
     let (ir, _) = cilc::compile_ir(&cpl).unwrap_or_else(|d| panic!("{filters}: {:?}", d.first()));
@@ -115,7 +104,7 @@ fn lyxocs_ipc1_10k() {
 /// 100k ones (which have no traces).
 #[test]
 fn every_filter_set_imports_and_checks() {
-    let Some(dir) = shared() else { return };
+    let Some(dir) = common::shared() else { return };
     let mut n = 0;
     for sub in [
         "fighternan_100k",

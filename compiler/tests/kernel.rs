@@ -129,24 +129,11 @@ proptest! {
     }
 }
 
-fn shared() -> Option<PathBuf> {
-    let p = root().join("../shared/bench/classbench");
-    if p.is_dir() {
-        Some(p)
-    } else {
-        eprintln!(
-            "NOT RUN: {} is absent, so the ClassBench traces cannot be checked here",
-            p.display()
-        );
-        None
-    }
-}
-
 /// A ClassBench set compiled and loaded: every trace packet's deciding
 /// rule is the expected first match (from the truth file, 0-based, or the
 /// trace's own exact last column).
 fn classbench(filters: &str, trace: &str, truth: Option<&str>, strategy: Strategy) {
-    let Some(dir) = shared() else { return };
+    let Some(dir) = common::shared() else { return };
     let read = |p: &str| std::fs::read_to_string(dir.join(p)).unwrap();
     let set = cilc::classbench::parse_filters(&read(filters)).unwrap();
     let src = cilc::classbench::to_cpl(&set, "cb", filters).unwrap();
@@ -158,12 +145,9 @@ fn classbench(filters: &str, trace: &str, truth: Option<&str>, strategy: Strateg
     for (i, t) in lines.iter().enumerate() {
         let want = truth.as_ref().map_or(t.last, |x| x[i] + 1);
         let j = r.judge(&cilc::classbench::packet(t), false, 1).unwrap();
-        let got = j.rule.and_then(|id| {
-            r.obj.manifest.rules[id as usize]
-                .name
-                .rsplit_once("/r")
-                .and_then(|(_, n)| n.parse::<usize>().ok())
-        });
+        let got = j
+            .rule
+            .and_then(|id| cilc::classbench::filter_line(&r.obj.manifest.rules[id as usize].name));
         if got != Some(want) {
             wrong.push((i, want, got));
         }

@@ -9,6 +9,8 @@ use cilc::eval::{cases, evaluate, packet::parse_packet, Decision};
 use cilc::tree::{self, build::Options, passes, verify};
 use proptest::prelude::*;
 
+mod common;
+
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
@@ -196,21 +198,8 @@ fn dump_of_a_small_policy() {
     });
 }
 
-fn shared() -> Option<PathBuf> {
-    let p = root().join("../shared/bench/classbench");
-    if p.is_dir() {
-        Some(p)
-    } else {
-        eprintln!(
-            "NOT RUN: {} is absent, so the ClassBench traces cannot be checked here",
-            p.display()
-        );
-        None
-    }
-}
-
 fn classbench_trace(filters: &str, trace: &str, truth: Option<&str>) {
-    let Some(dir) = shared() else { return };
+    let Some(dir) = common::shared() else { return };
     let read = |p: &str| std::fs::read_to_string(dir.join(p)).unwrap();
     let f = cilc::classbench::parse_filters(&read(filters)).unwrap();
     let (ir, _) = cilc::compile_ir(&cilc::classbench::to_cpl(&f, "cb", filters).unwrap()).unwrap();
@@ -221,12 +210,9 @@ fn classbench_trace(filters: &str, trace: &str, truth: Option<&str>) {
     for (i, t) in lines.iter().enumerate() {
         let want = truth.as_ref().map(|t| t[i] + 1).unwrap_or(t.last);
         let d = forest.decide(&ir, &cilc::classbench::packet(t));
-        let got = d.rule.and_then(|r| {
-            ir.rules[r as usize]
-                .name
-                .rsplit_once("/r")
-                .and_then(|(_, n)| n.parse::<usize>().ok())
-        });
+        let got = d
+            .rule
+            .and_then(|r| cilc::classbench::filter_line(&ir.rules[r as usize].name));
         if got != Some(want) {
             wrong.push((i, want, got));
         }

@@ -1,4 +1,5 @@
-//! Helpers shared by test binaries.
+//! Helpers shared by test binaries (each uses some of them).
+#![allow(dead_code)]
 
 /// A packet line (see `eval::packet`) from random picks: identities with
 /// the labels and named ports the generator uses, addresses in its
@@ -34,4 +35,20 @@ pub fn random_line(pick: (bool, usize, u32, u32, usize, u16, u16, usize)) -> Str
         v4(a),
         v4(b)
     )
+}
+
+/// The shared ClassBench sets (`../shared/bench/classbench` beside the
+/// project), or None after saying plainly that the tests needing them do
+/// not run.
+pub fn shared() -> Option<std::path::PathBuf> {
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/bench/classbench");
+    if p.is_dir() {
+        Some(p)
+    } else {
+        eprintln!(
+            "NOT RUN: {} is absent, so the ClassBench traces cannot be checked here",
+            p.display()
+        );
+        None
+    }
 }
