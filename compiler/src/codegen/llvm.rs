@@ -715,10 +715,21 @@ impl<'ctx> Gen<'ctx> {
                             let hit = self.block("hit");
                             let miss = self.block("miss");
                             self.branch_hit_first(inside, hit, miss)?;
-                            // The hit block stores the term, so it is not
-                            // folded away and stays the fall-through.
                             self.b.position_at_end(hit);
-                            record(*t)?;
+                            if long {
+                                // Kept here, so that the hit block is not
+                                // empty and stays the fall-through: a hit
+                                // that jumped straight to the part's end
+                                // would leave the verifier one branch
+                                // pending per term (8,193 is too many).
+                                self.keep_if_earlier(
+                                    self.k(u64::from(*t)),
+                                    self.k(u64::from(plan.codes[*t as usize])),
+                                )?;
+                                nothing()?;
+                            } else {
+                                record(*t)?;
+                            }
                             self.b.position_at_end(miss);
                         }
                         nothing()?;
