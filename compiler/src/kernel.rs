@@ -11,10 +11,11 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use runtime_loader::manifest::{Manifest, Reason};
-use runtime_loader::{Identity as Bits, Loaded};
+use runtime_loader::identity::Bits;
+use runtime_loader::manifest::Reason;
+use runtime_loader::Loaded;
 
-use crate::eval::{self, frame::frame, Identity, Packet, Verdict};
+use crate::eval::{frame::frame, Identity, Packet, Verdict};
 use crate::ir::Selector;
 use crate::resolve::Direction;
 
@@ -27,38 +28,7 @@ pub struct Judged {
     pub duration: Duration,
 }
 
-/// The manifest's selector predicates, read once: (bit, selector).
-pub fn selectors(manifest: &Manifest) -> Vec<(u32, Selector)> {
-    manifest
-        .predicates
-        .iter()
-        .filter_map(|p| {
-            let s = serde_json::from_value::<Selector>(p.selector.clone()?).ok()?;
-            Some((p.bit, s))
-        })
-        .collect()
-}
-
-/// The predicate bits and named ports of an identity, for this manifest
-/// (`selectors` from `selectors(manifest)`).
-pub fn bits(manifest: &Manifest, selectors: &[(u32, Selector)], id: &Identity) -> Bits {
-    let mut b = Bits::default();
-    match id {
-        Identity::World => b.set(runtime_loader::manifest::PRED_WORLD),
-        Identity::Host => b.set(runtime_loader::manifest::PRED_HOST),
-        Identity::Endpoint(e) => {
-            for (bit, s) in selectors {
-                if eval::selector_matches(s, e) {
-                    b.set(*bit);
-                }
-            }
-            for (slot, name) in manifest.named_ports.iter().enumerate() {
-                b.ports[slot] = e.named_ports.get(name).copied().unwrap_or(0);
-            }
-        }
-    }
-    b
-}
+pub use runtime_loader::identity::{bits, selectors};
 
 /// Which program judges a packet.
 pub fn program(direction: Direction, tc: bool) -> &'static str {

@@ -5,6 +5,7 @@
 //! the kernel, maps sized from the manifest) → `Loaded::run` (one frame
 //! through `BPF_PROG_TEST_RUN`, with the decision the program recorded).
 
+pub mod identity;
 pub mod manifest;
 
 use std::net::IpAddr;
@@ -12,6 +13,7 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use identity::Bits;
 use libbpf_rs::{MapCore, MapFlags, ObjectBuilder, PrintLevel};
 use manifest::{Manifest, Reason};
 use object::{Object as _, ObjectSection as _};
@@ -84,30 +86,6 @@ fn collect(_: PrintLevel, msg: String) {
     }
 }
 
-/// The run-time identity of an address: predicate bits and named ports.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Identity {
-    pub bits: [u64; manifest::PRED_WORDS],
-    pub ports: [u16; manifest::NAMED_PORTS],
-}
-
-impl Identity {
-    pub fn set(&mut self, bit: u32) {
-        self.bits[(bit / 64) as usize] |= 1 << (bit % 64);
-    }
-
-    fn to_bytes(&self) -> Vec<u8> {
-        let mut v = Vec::with_capacity(96);
-        for b in self.bits {
-            v.extend_from_slice(&b.to_ne_bytes());
-        }
-        for p in self.ports {
-            v.extend_from_slice(&p.to_ne_bytes());
-        }
-        v
-    }
-}
-
 /// One frame's result.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Run {
@@ -171,7 +149,7 @@ impl Loaded {
     }
 
     /// Give an address (all of it, /32 or /128) an identity.
-    pub fn set_identity(&self, addr: IpAddr, id: &Identity) -> Result<(), Error> {
+    pub fn set_identity(&self, addr: IpAddr, id: &Bits) -> Result<(), Error> {
         let key = ident_key(addr, 128);
         self.map("cilc_idents")?
             .update(&key, &id.to_bytes(), MapFlags::ANY)

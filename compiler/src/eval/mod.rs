@@ -10,35 +10,17 @@ pub mod cases;
 pub mod frame;
 pub mod packet;
 
-use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use serde::Serialize;
 
-use crate::ir::{Layer, Peer, Rule, RuleId, Selector, Subject, Validated};
+use crate::ir::{Layer, Peer, Rule, RuleId, Subject, Validated};
 use crate::resolve::{
-    Action, Direction, Entity, HttpReq, KafkaReq, L7Spec, LabelMatch, LabelReq, NamePattern,
-    NamespaceReq, PathMatch, PortSpec, SnatSpec,
+    Action, Direction, Entity, HttpReq, KafkaReq, L7Spec, NamePattern, PathMatch, PortSpec,
+    SnatSpec,
 };
 
-/// Who is at one end of a packet, as the runtime knows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub enum Identity {
-    /// Outside the cluster.
-    World,
-    /// The node itself.
-    Host,
-    Endpoint(Endpoint),
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct Endpoint {
-    pub labels: BTreeMap<String, String>,
-    pub namespace: String,
-    pub namespace_labels: BTreeMap<String, String>,
-    /// Container port names → numbers.
-    pub named_ports: BTreeMap<String, u16>,
-}
+pub use runtime_loader::identity::{selector_matches, Endpoint, Identity};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 pub enum Fragment {
@@ -279,27 +261,6 @@ pub fn subject_matches(s: &Subject, local: &Identity) -> bool {
         (Subject::Selector(sel), Identity::Endpoint(e)) => selector_matches(sel, e),
         _ => false,
     }
-}
-
-pub fn selector_matches(s: &Selector, e: &Endpoint) -> bool {
-    labels_match(&s.labels, &e.labels)
-        && match &s.namespace {
-            None => true,
-            Some(NamespaceReq::Names(names)) => names.contains(&e.namespace),
-            Some(NamespaceReq::Labels(reqs)) => labels_match(reqs, &e.namespace_labels),
-        }
-}
-
-fn labels_match(reqs: &[LabelReq], labels: &BTreeMap<String, String>) -> bool {
-    reqs.iter().all(|r| {
-        let v = labels.get(&r.key);
-        match &r.op {
-            LabelMatch::In(vs) => v.is_some_and(|v| vs.contains(v)),
-            LabelMatch::NotIn(vs) => v.is_none_or(|v| !vs.contains(v)),
-            LabelMatch::Exists => v.is_some(),
-            LabelMatch::Absent => v.is_none(),
-        }
-    })
 }
 
 fn peer_matches(p: &Peer, who: &Identity, addr: IpAddr) -> bool {

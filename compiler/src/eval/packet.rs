@@ -17,92 +17,13 @@
 //! `malformed`, and one L7 request: `http METHOD PATH [host H] [header K=V]...`,
 //! `dns NAME`, `tls NAME`, `kafka API-KEY [topic T] [client C]`.
 
-use std::collections::BTreeMap;
 use std::fmt::{self, Display, Formatter};
 use std::net::IpAddr;
 
-use super::{Endpoint, Fragment, Identity, L7Request, Packet};
+use super::{Fragment, Identity, L7Request, Packet};
 use crate::resolve::Direction;
 
-fn pairs(text: &str, what: &str) -> Result<BTreeMap<String, String>, String> {
-    let mut out = BTreeMap::new();
-    for kv in text.split(',').filter(|s| !s.is_empty()) {
-        let (k, v) = kv
-            .split_once('=')
-            .ok_or_else(|| format!("expected KEY=VALUE in {what}, got `{kv}`"))?;
-        out.insert(k.to_string(), v.to_string());
-    }
-    Ok(out)
-}
-
-/// Parse an identity: `world`, `host`, or `LABELS@NS[NSLABELS]+NAMED`.
-pub fn parse_identity(text: &str) -> Result<Identity, String> {
-    match text {
-        "world" => return Ok(Identity::World),
-        "host" => return Ok(Identity::Host),
-        _ => {}
-    }
-    let (rest, named) = match text.split_once('+') {
-        Some((r, n)) => (r, n),
-        None => (text, ""),
-    };
-    let (labels, ns) = match rest.split_once('@') {
-        Some((l, n)) => (l, n),
-        None => (rest, "default"),
-    };
-    let (namespace, ns_labels) = match ns.split_once('[') {
-        Some((n, l)) => (
-            n,
-            l.strip_suffix(']')
-                .ok_or_else(|| format!("missing `]` in `{text}`"))?,
-        ),
-        None => (ns, ""),
-    };
-    let mut named_ports = BTreeMap::new();
-    for (k, v) in pairs(named, "named ports")? {
-        let port = v
-            .parse()
-            .map_err(|_| format!("named port `{k}` needs a number, got `{v}`"))?;
-        named_ports.insert(k, port);
-    }
-    Ok(Identity::Endpoint(Endpoint {
-        labels: pairs(labels, "labels")?,
-        namespace: namespace.to_string(),
-        namespace_labels: pairs(ns_labels, "namespace labels")?,
-        named_ports,
-    }))
-}
-
-fn join(m: &BTreeMap<String, String>) -> String {
-    m.iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
-impl Display for Identity {
-    fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
-        match self {
-            Identity::World => f.write_str("world"),
-            Identity::Host => f.write_str("host"),
-            Identity::Endpoint(e) => {
-                write!(f, "{}@{}", join(&e.labels), e.namespace)?;
-                if !e.namespace_labels.is_empty() {
-                    write!(f, "[{}]", join(&e.namespace_labels))?;
-                }
-                if !e.named_ports.is_empty() {
-                    let n: Vec<String> = e
-                        .named_ports
-                        .iter()
-                        .map(|(k, v)| format!("{k}={v}"))
-                        .collect();
-                    write!(f, "+{}", n.join(","))?;
-                }
-                Ok(())
-            }
-        }
-    }
-}
+pub use runtime_loader::identity::parse_identity;
 
 const FLAGS: &[(&str, u16)] = &[
     ("fin", 0x01),

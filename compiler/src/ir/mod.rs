@@ -30,11 +30,10 @@ use cilc_grammar::ast::Span;
 use ipnet::IpNet;
 use serde::Serialize;
 
-use crate::resolve::{
-    self, Entity, FlagsSpec, IcmpSpec, L7Spec, LabelReq, NamespaceReq, PortSpec, Program, SnatSpec,
-};
+use crate::resolve::{self, Entity, FlagsSpec, IcmpSpec, L7Spec, PortSpec, Program, SnatSpec};
 
 pub use resolve::{Action, Direction};
+pub use runtime_loader::identity::Selector;
 pub use validate::{validate, Validated, ValidationError};
 
 /// Index of a rule in `Ir::rules` (its position in source order).
@@ -82,12 +81,6 @@ pub enum Subject {
     EndpointsAndHost,
     /// Endpoints whose labels satisfy the selector.
     Selector(Selector),
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
-pub struct Selector {
-    pub labels: Vec<LabelReq>,
-    pub namespace: Option<NamespaceReq>,
 }
 
 /// One alternative for who is at one end of a packet.
@@ -254,29 +247,6 @@ pub fn lower(p: &Program) -> Ir {
 }
 
 // ---- text form -------------------------------------------------------------
-
-fn labels(l: &[LabelReq]) -> String {
-    l.iter()
-        .map(|r| match &r.op {
-            resolve::LabelMatch::In(v) => format!("{} in ({})", r.key, v.join(", ")),
-            resolve::LabelMatch::NotIn(v) => format!("{} notin ({})", r.key, v.join(", ")),
-            resolve::LabelMatch::Exists => format!("{} exists", r.key),
-            resolve::LabelMatch::Absent => format!("{} absent", r.key),
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-impl Display for Selector {
-    fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
-        write!(f, "{{{}}}", labels(&self.labels))?;
-        match &self.namespace {
-            None => Ok(()),
-            Some(NamespaceReq::Names(n)) => write!(f, "@({})", n.join(", ")),
-            Some(NamespaceReq::Labels(l)) => write!(f, "@{{{}}}", labels(l)),
-        }
-    }
-}
 
 impl Display for Subject {
     fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {

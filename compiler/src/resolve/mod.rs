@@ -33,6 +33,7 @@ use crate::diag::Diagnostic;
 pub use addr::expand;
 pub use ast::{Action, Direction};
 pub use l4::{icmp_type_name, protocol_name};
+pub use runtime_loader::identity::{LabelMatch, LabelReq, NamespaceReq};
 
 /// A checked file: every definition, policy and chain with names resolved.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -101,30 +102,6 @@ pub struct NamedSelector {
 pub struct Selector {
     pub labels: Vec<LabelReq>,
     pub namespace: Option<NamespaceReq>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, serde::Deserialize)]
-pub struct LabelReq {
-    pub key: String,
-    pub op: LabelMatch,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, serde::Deserialize)]
-pub enum LabelMatch {
-    /// The label is present with one of these values (`k=v` is `In([v])`).
-    In(Vec<String>),
-    /// The label is absent or has none of these values.
-    NotIn(Vec<String>),
-    Exists,
-    Absent,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
-pub enum NamespaceReq {
-    /// The endpoint's namespace is one of these.
-    Names(Vec<String>),
-    /// The endpoint's namespace carries labels satisfying all of these.
-    Labels(Vec<LabelReq>),
 }
 
 /// Built-in peers.
