@@ -20,6 +20,10 @@
 #define __type(name, val) typeof(val) *name
 
 static void *(*bpf_map_lookup_elem)(void *map, const void *key) = (void *)BPF_FUNC_map_lookup_elem;
+static long (*bpf_map_update_elem)(void *map, const void *key, const void *value,
+				   __u64 flags) = (void *)BPF_FUNC_map_update_elem;
+static long (*bpf_map_delete_elem)(void *map, const void *key) = (void *)BPF_FUNC_map_delete_elem;
+static __u64 (*bpf_ktime_get_ns)(void) = (void *)BPF_FUNC_ktime_get_ns;
 
 char LICENSE[] SEC("license") = "GPL";
 
@@ -47,13 +51,45 @@ struct {
 	__uint(max_entries, 1);
 } cilc_rule_counts SEC(".maps");
 
-/* Packets and bytes per reason (enum cilc_reason). */
+/* Packets and bytes per direction and reason (direction *
+ * CILC_REASON_SLOTS + enum cilc_reason). */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__type(key, __u32);
 	__type(value, struct cilc_count);
-	__uint(max_entries, CILC_REASONS);
+	__uint(max_entries, 2 * CILC_REASON_SLOTS);
 } cilc_reason_counts SEC(".maps");
+
+/* Connection tracking, one table per family. The loader sizes them and
+ * pins them, so they outlive a replacement of the programs. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct cilc_ct_key4);
+	__type(value, struct cilc_ct_entry);
+	__uint(max_entries, 65536);
+} cilc_ct4 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct cilc_ct_key6);
+	__type(value, struct cilc_ct_entry);
+	__uint(max_entries, 65536);
+} cilc_ct6 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(max_entries, CILC_CT_EVENTS);
+} cilc_ct_events SEC(".maps");
+
+/* Written by the loader. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct cilc_config);
+	__uint(max_entries, 1);
+} cilc_config SEC(".maps");
 
 /* The packet being judged. In a map value rather than on the stack: the
  * verifier does not track what a map value holds, so every parse path
@@ -138,6 +174,7 @@ static __always_inline int parse_l4(struct cilc_ctx *c, __u8 *l4, __u32 len, voi
 			return CILC_MALFORMED;
 		c->icmp_type = l4[0];
 		c->icmp_code = l4[1];
+		c->icmp_id = be16(l4 + 4);
 		return CILC_OK;
 	default:
 		return CILC_OK;
@@ -145,7 +182,8 @@ static __always_inline int parse_l4(struct cilc_ctx *c, __u8 *l4, __u32 len, voi
 }
 
 /* IPv4 at `ip`, with `avail` bytes of frame from there. */
-static __always_inline int parse_ipv4(struct cilc_ctx *c, __u8 *ip, __u32 avail, void *data_end)
+static __always_inline int parse_ipv4(struct cilc_ctx *c, __u8 *ip, __u32 avail, __u32 at,
+				      void *data_end)
 {
 	__u8 *end = data_end;
 	if (ip + 20 > end || ip[0] >> 4 != 4)
@@ -160,13 +198,15 @@ static __always_inline int parse_ipv4(struct cilc_ctx *c, __u8 *ip, __u32 avail,
 	/* Options are skipped: the header length is honoured (S3). */
 	if (be16(ip + 6) & 0x1fff)
 		return CILC_LATER_FRAGMENT;
+	c->l4_off = at + ihl;
 	return parse_l4(c, ip + ihl, total - ihl, data_end);
 }
 
 /* Extension headers walked before the upper-layer protocol (S23). */
 #define CILC_IPV6_EXT_MAX 8
 
-static __always_inline int parse_ipv6(struct cilc_ctx *c, __u8 *ip, __u32 avail, void *data_end)
+static __always_inline int parse_ipv6(struct cilc_ctx *c, __u8 *ip, __u32 avail, __u32 at,
+				      void *data_end)
 {
 	__u8 *end = data_end;
 	if (ip + 40 > end || ip[0] >> 4 != 6)
@@ -216,6 +256,7 @@ static __always_inline int parse_ipv6(struct cilc_ctx *c, __u8 *ip, __u32 avail,
 	c->proto = nh;
 	if (later)
 		return CILC_LATER_FRAGMENT;
+	c->l4_off = at + off;
 	return parse_l4(c, h, total - off, data_end);
 }
 
@@ -240,9 +281,9 @@ static __always_inline int parse(struct cilc_ctx *c, void *data, void *data_end)
 		off += 4;
 	}
 	if (type == 0x0800)
-		return parse_ipv4(c, p + off, avail - off, data_end);
+		return parse_ipv4(c, p + off, avail - off, off, data_end);
 	if (type == 0x86dd)
-		return parse_ipv6(c, p + off, avail - off, data_end);
+		return parse_ipv6(c, p + off, avail - off, off, data_end);
 	return CILC_NOT_IP;
 }
 
@@ -302,15 +343,308 @@ static __always_inline void count(void *map, __u32 key, __u32 len)
 	}
 }
 
+static __always_inline void ct_event(__u32 event)
+{
+	__u64 *n = bpf_map_lookup_elem(&cilc_ct_events, &event);
+	if (n)
+		*n += 1;
+}
+
+static __always_inline int passes(__u32 d)
+{
+	__u32 r = d & 0x0f;
+	return r == CILC_MATCHED_ALLOW || r == CILC_NO_POLICY || r == CILC_CHAIN_ACCEPT ||
+	       r == CILC_NOT_JUDGED || r == CILC_CT_REPLY || r == CILC_CT_RELATED || r == CILC_AUDIT;
+}
+
+/* ---- connection tracking ---- */
+
+#define TCP_FIN 0x01
+#define TCP_SYN 0x02
+#define TCP_RST 0x04
+#define TCP_ACK 0x10
+
+union cilc_ct_key {
+	struct cilc_ct_key4 v4;
+	struct cilc_ct_key6 v6;
+};
+
+/* A flow's tuple: addresses, ports (an ICMP echo's identifier is the
+ * request's source port and the reply's destination port, so that a reply
+ * is its request reversed), protocol. */
+struct cilc_tuple {
+	__u64 src[2];
+	__u64 dst[2];
+	__u32 sport;
+	__u32 dport;
+	__u32 proto;
+	__u32 v6;
+};
+
+static __always_inline void ct_key(union cilc_ct_key *k, const struct cilc_tuple *t, __u32 dir,
+				   int reverse)
+{
+	const __u64 *src = reverse ? t->dst : t->src;
+	const __u64 *dst = reverse ? t->src : t->dst;
+	__u32 sport = reverse ? t->dport : t->sport;
+	__u32 dport = reverse ? t->sport : t->dport;
+	__builtin_memset(k, 0, sizeof(*k));
+	if (t->v6) {
+		k->v6.src[0] = src[0];
+		k->v6.src[1] = src[1];
+		k->v6.dst[0] = dst[0];
+		k->v6.dst[1] = dst[1];
+		k->v6.sport = sport;
+		k->v6.dport = dport;
+		k->v6.proto = t->proto;
+		k->v6.dir = dir;
+	} else {
+		k->v4.src = src[1];
+		k->v4.dst = dst[1];
+		k->v4.sport = sport;
+		k->v4.dport = dport;
+		k->v4.proto = t->proto;
+		k->v4.dir = dir;
+	}
+}
+
+static __always_inline void *ct_map(__u32 v6)
+{
+	return v6 ? (void *)&cilc_ct6 : (void *)&cilc_ct4;
+}
+
+static __always_inline int icmp_echo(__u32 proto, __u32 type, int *reply)
+{
+	*reply = (proto == 1 && type == 0) || (proto == 58 && type == 129);
+	return *reply || (proto == 1 && type == 8) || (proto == 58 && type == 128);
+}
+
+static __always_inline int icmp_error(__u32 proto, __u32 type)
+{
+	if (proto == 1)
+		return type == 3 || type == 11 || type == 12;
+	if (proto == 58)
+		return type >= 1 && type <= 4;
+	return 0;
+}
+
+static __always_inline void tuple_of(struct cilc_tuple *t, const struct cilc_ctx *c)
+{
+	t->src[0] = c->src[0];
+	t->src[1] = c->src[1];
+	t->dst[0] = c->dst[0];
+	t->dst[1] = c->dst[1];
+	t->proto = c->proto;
+	t->v6 = c->v6;
+	t->sport = c->sport;
+	t->dport = c->dport;
+	int reply;
+	if (icmp_echo(c->proto, c->icmp_type, &reply)) {
+		t->sport = reply ? 0 : c->icmp_id;
+		t->dport = reply ? c->icmp_id : 0;
+	}
+}
+
+static __always_inline __u64 ct_timeout(const struct cilc_config *cfg, __u32 state)
+{
+	switch (state) {
+	case CILC_CT_SYN_SENT:
+	case CILC_CT_SYN_RECV:
+		return cfg->timeout_ns[CILC_TIMEOUT_SYN];
+	case CILC_CT_ESTABLISHED:
+	case CILC_CT_FIN_WAIT:
+		return cfg->timeout_ns[CILC_TIMEOUT_ESTABLISHED];
+	case CILC_CT_CLOSING:
+	case CILC_CT_CLOSED:
+		return cfg->timeout_ns[CILC_TIMEOUT_CLOSE];
+	default:
+		return cfg->timeout_ns[CILC_TIMEOUT_OTHER];
+	}
+}
+
+/* One more packet of a tracked flow: its TCP state, counters and expiry.
+ * Any packet refreshes the expiry (keepalives keep a flow alive). */
+static __always_inline void ct_update(struct cilc_ct_entry *e, int reply, const struct cilc_ctx *c,
+				      const struct cilc_config *cfg, __u64 now)
+{
+	__u32 s = e->state;
+	if (c->proto == 6) {
+		__u32 f = c->tcp_flags;
+		if (f & TCP_RST) {
+			s = CILC_CT_CLOSED;
+		} else if (f & TCP_FIN) {
+			e->fin |= reply ? 2 : 1;
+			if (s != CILC_CT_CLOSED)
+				s = e->fin == 3 ? CILC_CT_CLOSING : CILC_CT_FIN_WAIT;
+		} else if ((f & TCP_SYN) && !reply && !(f & TCP_ACK)) {
+			/* A new connection on the same ports after a close. */
+			if (s >= CILC_CT_CLOSING) {
+				s = CILC_CT_SYN_SENT;
+				e->fin = 0;
+			}
+		} else if ((f & TCP_SYN) && reply && (f & TCP_ACK)) {
+			if (s == CILC_CT_SYN_SENT)
+				s = CILC_CT_SYN_RECV;
+		} else if ((f & TCP_ACK) && !reply && s == CILC_CT_SYN_RECV) {
+			s = CILC_CT_ESTABLISHED;
+		}
+	}
+	e->state = s;
+	e->last_seen = now;
+	e->expires = now + ct_timeout(cfg, s);
+	e->packets[reply & 1] += 1;
+	e->bytes[reply & 1] += c->len;
+}
+
+/* TCP flags no connection sends: no SYN, ACK or RST at all, or SYN with
+ * FIN or RST. */
+static __always_inline int tcp_invalid(__u32 f)
+{
+	return !(f & (TCP_SYN | TCP_ACK | TCP_RST)) ||
+	       ((f & TCP_SYN) && (f & (TCP_FIN | TCP_RST)));
+}
+
+/* The flow an ICMP error quotes (the packet that caused it), from the
+ * frame: inner IP header and the first 8 bytes of its L4 header. */
+static __always_inline int quoted(struct cilc_tuple *t, const struct cilc_ctx *c, void *data,
+				  void *data_end)
+{
+	__u8 *end = data_end;
+	__u32 off = c->l4_off;
+	if (off > 256)
+		return 0;
+	__u8 *ip = (__u8 *)data + off + 8;
+	__builtin_memset(t, 0, sizeof(*t));
+	__u8 *l4;
+	if (!c->v6) {
+		if (ip + 20 > end || ip[0] >> 4 != 4)
+			return 0;
+		__u32 ihl = (ip[0] & 0x0f) * 4;
+		if (ihl < 20 || ihl > 60)
+			return 0;
+		t->proto = ip[9];
+		t->src[1] = be32(ip + 12);
+		t->dst[1] = be32(ip + 16);
+		l4 = ip + ihl;
+	} else {
+		if (ip + 40 > end || ip[0] >> 4 != 6)
+			return 0;
+		t->v6 = 1;
+		t->proto = ip[6];
+		t->src[0] = be64(ip + 8);
+		t->src[1] = be64(ip + 16);
+		t->dst[0] = be64(ip + 24);
+		t->dst[1] = be64(ip + 32);
+		l4 = ip + 40;
+	}
+	if (l4 + 8 > end)
+		return 0;
+	int reply;
+	if (t->proto == 6 || t->proto == 17 || t->proto == 132) {
+		t->sport = be16(l4);
+		t->dport = be16(l4 + 2);
+	} else if (icmp_echo(t->proto, l4[0], &reply)) {
+		t->sport = reply ? 0 : be16(l4 + 4);
+		t->dport = reply ? be16(l4 + 4) : 0;
+	} else {
+		return 0;
+	}
+	return 1;
+}
+
+static __always_inline int ct_live(struct cilc_ct_entry *e, __u64 now)
+{
+	return e && e->expires > now;
+}
+
+/* Before policy: a reply of a tracked flow passes, an ICMP error about one
+ * passes, TCP flags no connection sends are dropped. Returns a decision,
+ * or CILC_REASONS when policy must judge the packet. */
+static __always_inline __u32 ct_before(const struct cilc_ctx *c, void *data, void *data_end,
+				       __u32 dir, const struct cilc_config *cfg, __u64 now)
+{
+	if (c->proto == 6 && tcp_invalid(c->tcp_flags))
+		return CILC_CT_INVALID;
+	struct cilc_tuple t;
+	union cilc_ct_key k;
+	tuple_of(&t, c);
+	ct_key(&k, &t, !dir, 1);
+	struct cilc_ct_entry *e = bpf_map_lookup_elem(ct_map(c->v6), &k);
+	if (ct_live(e, now)) {
+		ct_update(e, 1, c, cfg, now);
+		return CILC_CT_REPLY;
+	}
+	if (icmp_error(c->proto, c->icmp_type) && quoted(&t, c, data, data_end)) {
+		/* It answers a packet of the flow's originator, or one of its
+		 * responder. */
+		ct_key(&k, &t, !dir, 0);
+		if (ct_live(bpf_map_lookup_elem(ct_map(t.v6), &k), now))
+			return CILC_CT_RELATED;
+		ct_key(&k, &t, dir, 1);
+		if (ct_live(bpf_map_lookup_elem(ct_map(t.v6), &k), now))
+			return CILC_CT_RELATED;
+	}
+	return CILC_REASONS;
+}
+
+/* After policy judged a packet of the flow's own direction: a pass tracks
+ * it (creating the entry for a new flow), a drop deletes any entry. */
+static __always_inline void ct_after(const struct cilc_ctx *c, __u32 dir, __u32 d,
+				     const struct cilc_config *cfg, __u64 now)
+{
+	struct cilc_tuple t;
+	union cilc_ct_key k;
+	tuple_of(&t, c);
+	ct_key(&k, &t, dir, 0);
+	void *map = ct_map(c->v6);
+	struct cilc_ct_entry *e = bpf_map_lookup_elem(map, &k);
+	if (!passes(d)) {
+		if (e && bpf_map_delete_elem(map, &k) == 0)
+			ct_event(CILC_CT_DELETED_BY_POLICY);
+		return;
+	}
+	if (ct_live(e, now)) {
+		ct_update(e, 0, c, cfg, now);
+		return;
+	}
+	struct cilc_ct_entry n = {};
+	__u32 state = CILC_CT_OTHER;
+	if (c->proto == 6) {
+		if ((c->tcp_flags & TCP_SYN) && !(c->tcp_flags & TCP_ACK)) {
+			state = CILC_CT_SYN_SENT;
+		} else {
+			state = CILC_CT_ESTABLISHED;
+			ct_event(CILC_CT_PICKUP);
+		}
+	}
+	n.state = state;
+	n.rule = d >> 4;
+	n.created = now;
+	n.last_seen = now;
+	n.expires = now + ct_timeout(cfg, state);
+	n.packets[0] = 1;
+	n.bytes[0] = c->len;
+	if (c->proto == 6 && (c->tcp_flags & TCP_FIN))
+		n.fin = 1;
+	if (bpf_map_update_elem(map, &k, &n, BPF_ANY) == 0)
+		ct_event(CILC_CT_CREATED);
+	else
+		ct_event(CILC_CT_INSERT_FAILED);
+}
+
 /* Judge one frame; returns the decision (rule id + 1 << 4 | reason). */
 static __always_inline __u32 judge(void *data, void *data_end, __u32 direction)
 {
 	__u32 zero = 0;
 	__u32 len = (__u8 *)data_end - (__u8 *)data;
 	__u32 d;
+	int policy = 0;
 	struct cilc_ctx *c = bpf_map_lookup_elem(&cilc_scratch, &zero);
 	if (!c)
 		return CILC_NOT_JUDGED;
+	struct cilc_config *cfg = bpf_map_lookup_elem(&cilc_config, &zero);
+	int track = cfg && (cfg->flags & CILC_CFG_CT);
+	__u64 now = track ? bpf_ktime_get_ns() : 0;
 	__builtin_memset(c, 0, sizeof(*c));
 	switch (parse(c, data, data_end)) {
 	case CILC_NOT_IP:
@@ -324,9 +658,13 @@ static __always_inline __u32 judge(void *data, void *data_end, __u32 direction)
 		break;
 	default:
 		c->len = len;
+		d = track ? ct_before(c, data, data_end, direction, cfg, now) : CILC_REASONS;
+		if (d != CILC_REASONS)
+			break;
 		identity(c->src, c->v6, c->src_bits, 0);
 		identity(c->dst, c->v6, c->dst_bits, c->dst_ports);
 		d = cilc_decide(c, direction);
+		policy = 1;
 	}
 	__u32 *last = bpf_map_lookup_elem(&cilc_last, &zero);
 	if (last) {
@@ -337,17 +675,14 @@ static __always_inline __u32 judge(void *data, void *data_end, __u32 direction)
 		 * parts of a diagram walked after one another). */
 		d = *(volatile __u32 *)last;
 	}
+	if (policy && track && cfg)
+		ct_after(c, direction, d, cfg, now);
 	if (d >> 4)
 		count(&cilc_rule_counts, (d >> 4) - 1, len);
-	count(&cilc_reason_counts, d & 0x0f, len);
+	if (cfg && (cfg->flags & CILC_CFG_AUDIT) && !passes(d))
+		d = (d & ~0x0fu) | CILC_AUDIT;
+	count(&cilc_reason_counts, (direction & 1) * CILC_REASON_SLOTS + (d & 0x0f), len);
 	return d;
-}
-
-static __always_inline int passes(__u32 d)
-{
-	__u32 r = d & 0x0f;
-	return r == CILC_MATCHED_ALLOW || r == CILC_NO_POLICY || r == CILC_CHAIN_ACCEPT ||
-	       r == CILC_NOT_JUDGED;
 }
 
 SEC("xdp")

@@ -49,6 +49,10 @@ struct cilc_ctx {
 	 * not know their values, so diagram parts walked one after another do
 	 * not multiply its states. */
 	__u32 slots[6];
+	/* Where the L4 header starts (from the frame's first byte), and the
+	 * identifier of an ICMP echo: for connection tracking. */
+	__u32 l4_off;
+	__u32 icmp_id;
 };
 
 _Static_assert(__builtin_offsetof(struct cilc_ctx, proto) == 32, "layout");
@@ -57,7 +61,7 @@ _Static_assert(__builtin_offsetof(struct cilc_ctx, src_bits) == 64, "layout");
 _Static_assert(__builtin_offsetof(struct cilc_ctx, dst_bits) == 128, "layout");
 _Static_assert(__builtin_offsetof(struct cilc_ctx, dst_ports) == 192, "layout");
 _Static_assert(__builtin_offsetof(struct cilc_ctx, slots) == 224, "layout");
-_Static_assert(sizeof(struct cilc_ctx) == 248, "layout");
+_Static_assert(sizeof(struct cilc_ctx) == 256, "layout");
 
 /* Outcome of parsing. */
 enum cilc_parsed {
@@ -79,12 +83,114 @@ enum cilc_reason {
 	CILC_REASON_MALFORMED = 6,
 	CILC_REASON_LATER_FRAGMENT = 7,
 	CILC_NOT_JUDGED = 8,
-	CILC_REASONS = 9,
+	/* Decided by connection tracking, before any policy lookup. */
+	CILC_CT_REPLY = 9,
+	CILC_CT_RELATED = 10,
+	CILC_CT_INVALID = 11,
+	/* Policy would drop it; the installation is in audit mode. */
+	CILC_AUDIT = 12,
+	CILC_REASONS = 13,
 };
+
+/* Counters are kept per direction: key = direction * CILC_REASON_SLOTS +
+ * reason. */
+#define CILC_REASON_SLOTS 16
 
 enum cilc_direction {
 	CILC_INGRESS = 0,
 	CILC_EGRESS = 1,
+};
+
+/* ---- connection tracking (see docs/runtime.md) ----
+ * One LRU hash per family. A key is a flow as its first packet had it,
+ * plus the direction that judged that packet; a reply is found under the
+ * reversed tuple and the other direction. Addresses and ports are in host
+ * order, as parsed. */
+struct cilc_ct_key4 {
+	__u32 src;
+	__u32 dst;
+	__u16 sport;
+	__u16 dport;
+	__u8 proto;
+	__u8 dir;
+	__u8 pad[2];
+};
+
+struct cilc_ct_key6 {
+	__u64 src[2];
+	__u64 dst[2];
+	__u16 sport;
+	__u16 dport;
+	__u8 proto;
+	__u8 dir;
+	__u8 pad[2];
+};
+
+_Static_assert(sizeof(struct cilc_ct_key4) == 16, "layout");
+_Static_assert(sizeof(struct cilc_ct_key6) == 40, "layout");
+
+enum cilc_ct_state {
+	CILC_CT_SYN_SENT = 1,
+	CILC_CT_SYN_RECV = 2,
+	CILC_CT_ESTABLISHED = 3,
+	/* One side has sent FIN. */
+	CILC_CT_FIN_WAIT = 4,
+	/* Both sides have sent FIN. */
+	CILC_CT_CLOSING = 5,
+	/* Reset. */
+	CILC_CT_CLOSED = 6,
+	/* Not TCP. */
+	CILC_CT_OTHER = 7,
+};
+
+struct cilc_ct_entry {
+	/* CLOCK_MONOTONIC nanoseconds (bpf_ktime_get_ns). */
+	__u64 expires;
+	__u64 created;
+	__u64 last_seen;
+	/* [0] the original direction, [1] replies. */
+	__u64 packets[2];
+	__u64 bytes[2];
+	/* Rule id + 1 that allowed the first packet (0: none decided). */
+	__u32 rule;
+	__u8 state;
+	/* Bit 0: FIN seen from the originator; bit 1: from the responder. */
+	__u8 fin;
+	__u8 pad[2];
+};
+
+_Static_assert(sizeof(struct cilc_ct_entry) == 64, "layout");
+
+/* Timeouts, by kind of state. */
+enum cilc_ct_timeout {
+	CILC_TIMEOUT_SYN = 0,
+	CILC_TIMEOUT_ESTABLISHED = 1,
+	CILC_TIMEOUT_CLOSE = 2,
+	CILC_TIMEOUT_OTHER = 3,
+	CILC_TIMEOUTS = 4,
+};
+
+#define CILC_CFG_CT 1u
+#define CILC_CFG_AUDIT 2u
+
+/* What the loader configures (one entry; all zero: no tracking, which is
+ * how `cilc run` and the tests judge packets one by one). */
+struct cilc_config {
+	__u32 flags;
+	__u32 pad;
+	__u64 timeout_ns[CILC_TIMEOUTS];
+};
+
+/* Connection-tracking events, counted per CPU. */
+enum cilc_ct_event {
+	CILC_CT_CREATED = 0,
+	/* An entry could not be stored: the packet passes untracked. */
+	CILC_CT_INSERT_FAILED = 1,
+	/* Policy now denies a tracked flow: its entry is deleted. */
+	CILC_CT_DELETED_BY_POLICY = 2,
+	/* A TCP flow seen first mid-stream (no SYN), tracked as established. */
+	CILC_CT_PICKUP = 3,
+	CILC_CT_EVENTS = 4,
 };
 
 /* Defined by the code cilc generates for a policy, and inlined into

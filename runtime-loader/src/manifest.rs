@@ -8,7 +8,7 @@ pub const SECTION: &str = ".cilc.manifest";
 
 /// Version of the layout of the maps and of `struct cilc_ctx`; a loader
 /// refuses objects of another version.
-pub const LAYOUT: u32 = 1;
+pub const LAYOUT: u32 = 2;
 
 /// Predicate bits reserved before the selectors: world, host.
 pub const PRED_WORLD: u32 = 0;
@@ -59,6 +59,78 @@ pub struct Program {
 pub struct MapInfo {
     pub name: String,
     pub purpose: String,
+    /// How long it lives on a node.
+    pub keep: Keep,
+}
+
+/// How long a map lives on a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Keep {
+    /// Pinned, and reused by every artifact installed after this one
+    /// (conntrack, counters by reason, configuration).
+    State,
+    /// Pinned while this artifact is installed; a replacement brings its
+    /// own (identities and per-rule counters depend on the policy).
+    Artifact,
+    /// The programs' own working memory; never pinned.
+    Private,
+}
+
+/// The maps of every object of this layout (stdlib-bpf/cilc.c).
+pub fn maps() -> Vec<MapInfo> {
+    let map = |name: &str, keep: Keep, purpose: &str| MapInfo {
+        name: name.into(),
+        purpose: purpose.into(),
+        keep,
+    };
+    vec![
+        map(
+            "cilc_idents",
+            Keep::Artifact,
+            "address (LPM) → identity: predicate bits and named ports; filled by the loader",
+        ),
+        map(
+            "cilc_rule_counts",
+            Keep::Artifact,
+            "per-CPU packets and bytes per deciding rule id",
+        ),
+        map(
+            "cilc_reason_counts",
+            Keep::State,
+            "per-CPU packets and bytes per direction and reason",
+        ),
+        map(
+            "cilc_ct4",
+            Keep::State,
+            "IPv4 connection tracking (LRU hash): flow → state, expiry, counters",
+        ),
+        map(
+            "cilc_ct6",
+            Keep::State,
+            "IPv6 connection tracking (LRU hash): flow → state, expiry, counters",
+        ),
+        map(
+            "cilc_ct_events",
+            Keep::State,
+            "per-CPU conntrack events: created, insert failed, deleted by policy, picked up",
+        ),
+        map(
+            "cilc_config",
+            Keep::State,
+            "tracking on/off, audit mode, conntrack timeouts; written by the loader",
+        ),
+        map(
+            "cilc_scratch",
+            Keep::Private,
+            "per-CPU working copy of the packet being judged",
+        ),
+        map(
+            "cilc_last",
+            Keep::Private,
+            "the last decision (rule id + 1 << 4 | reason), for `cilc run`",
+        ),
+    ]
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -89,10 +161,35 @@ pub enum Reason {
     Malformed,
     LaterFragment,
     NotJudged,
+    /// A reply of a tracked flow: passed without a policy lookup.
+    CtReply,
+    /// An ICMP error about a tracked flow.
+    CtRelated,
+    /// TCP flags no connection sends (no SYN/ACK/RST; SYN with FIN or RST).
+    CtInvalid,
+    /// Policy would drop it; the installation is in audit mode.
+    Audit,
     Unknown(u32),
 }
 
 impl Reason {
+    /// Every reason the programs count (codes 0..REASONS).
+    pub const ALL: [Reason; 13] = [
+        Reason::MatchedAllow,
+        Reason::MatchedDeny,
+        Reason::DefaultDeny,
+        Reason::NoPolicy,
+        Reason::ChainAccept,
+        Reason::ChainDrop,
+        Reason::Malformed,
+        Reason::LaterFragment,
+        Reason::NotJudged,
+        Reason::CtReply,
+        Reason::CtRelated,
+        Reason::CtInvalid,
+        Reason::Audit,
+    ];
+
     pub fn from_code(c: u32) -> Reason {
         match c {
             0 => Reason::MatchedAllow,
@@ -104,6 +201,10 @@ impl Reason {
             6 => Reason::Malformed,
             7 => Reason::LaterFragment,
             8 => Reason::NotJudged,
+            9 => Reason::CtReply,
+            10 => Reason::CtRelated,
+            11 => Reason::CtInvalid,
+            12 => Reason::Audit,
             n => Reason::Unknown(n),
         }
     }
@@ -119,6 +220,10 @@ impl Reason {
             Reason::Malformed => 6,
             Reason::LaterFragment => 7,
             Reason::NotJudged => 8,
+            Reason::CtReply => 9,
+            Reason::CtRelated => 10,
+            Reason::CtInvalid => 11,
+            Reason::Audit => 12,
             Reason::Unknown(n) => n,
         }
     }
@@ -135,6 +240,10 @@ impl Reason {
             Reason::Malformed => "malformed",
             Reason::LaterFragment => "later-fragment",
             Reason::NotJudged => "not-judged",
+            Reason::CtReply => "ct-reply",
+            Reason::CtRelated => "ct-related",
+            Reason::CtInvalid => "ct-invalid",
+            Reason::Audit => "audit-would-drop",
             Reason::Unknown(_) => "unknown",
         }
     }
@@ -142,7 +251,13 @@ impl Reason {
     pub fn passes(self) -> bool {
         matches!(
             self,
-            Reason::MatchedAllow | Reason::NoPolicy | Reason::ChainAccept | Reason::NotJudged
+            Reason::MatchedAllow
+                | Reason::NoPolicy
+                | Reason::ChainAccept
+                | Reason::NotJudged
+                | Reason::CtReply
+                | Reason::CtRelated
+                | Reason::Audit
         )
     }
 }

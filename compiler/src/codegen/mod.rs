@@ -277,10 +277,6 @@ fn make_manifest(ir: &Validated, src: &str, opts: &Options, t: &Tables) -> Manif
         attach: attach.into(),
         direction: direction.into(),
     };
-    let map = |name: &str, purpose: &str| manifest::MapInfo {
-        name: name.into(),
-        purpose: purpose.into(),
-    };
     let mut predicates = vec![
         manifest::Predicate {
             bit: manifest::PRED_WORLD,
@@ -314,18 +310,7 @@ fn make_manifest(ir: &Validated, src: &str, opts: &Options, t: &Tables) -> Manif
             program("cilc_tc_ingress", "tc-ingress", "ingress"),
             program("cilc_tc_egress", "tc-egress", "egress"),
         ],
-        maps: vec![
-            map(
-                "cilc_idents",
-                "address (LPM) → identity: predicate bits and named ports; filled by the loader",
-            ),
-            map(
-                "cilc_rule_counts",
-                "per-CPU packets and bytes per deciding rule id",
-            ),
-            map("cilc_reason_counts", "per-CPU packets and bytes per reason"),
-            map("cilc_last", "the last decision (rule id + 1 << 4 | reason)"),
-        ],
+        maps: manifest::maps(),
         predicates,
         named_ports: t.ports.clone(),
     }
