@@ -310,6 +310,10 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+    /// The node-side verbs (load, attach, detach, replace, status, stats,
+    /// conntrack, gc, unload): the same as `cilc-node`'s.
+    #[command(flatten)]
+    Node(runtime_loader::cli::NodeCommand),
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -365,6 +369,7 @@ fn main() -> ExitCode {
     let color = use_color(cli.color);
     let mut out = Outcome::default();
     let result = match cli.command {
+        Command::Node(cmd) => return runtime_loader::cli::run(cmd),
         Command::Check {
             files,
             format,

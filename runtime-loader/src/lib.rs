@@ -1,21 +1,30 @@
-//! Loads compiled cilc artifacts into the kernel, fills their identity map
-//! and runs packets through them. Thin and typed over libbpf-rs; no LLVM.
+//! Installs compiled cilc artifacts on a node. Thin and typed over
+//! libbpf-rs; no LLVM (a node receives artifacts, it does not compile).
 //!
-//! Shape: `Artifact` (bytes + manifest, checked) → `Loaded` (programs in
-//! the kernel, maps sized from the manifest) → `Loaded::run` (one frame
-//! through `BPF_PROG_TEST_RUN`, with the decision the program recorded).
+//! Shape: `Artifact` (bytes + manifest, checked: layout, sealed hash) →
+//! `Loaded` (programs in the kernel, maps sized from the manifest) →
+//! either `Loaded::run` (one frame through `BPF_PROG_TEST_RUN`) or
+//! `Loaded::attach` (an owned `link::Link` on an interface hook). An
+//! `install::Installation` keeps all of it pinned under one bpffs
+//! directory so that another process can replace, inspect and detach it.
 
+pub mod cli;
+pub mod conntrack;
 pub mod identity;
+pub mod install;
+pub mod link;
 pub mod manifest;
+pub mod stats;
 
 use std::net::IpAddr;
-use std::path::Path;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
 use identity::Bits;
-use libbpf_rs::{MapCore, MapFlags, ObjectBuilder, PrintLevel};
-use manifest::{Manifest, Reason};
+use libbpf_rs::{MapCore, MapFlags, MapHandle, ObjectBuilder, PrintLevel};
+use manifest::{Keep, Manifest, Reason};
 use object::{Object as _, ObjectSection as _};
 
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +50,8 @@ pub enum Error {
 pub struct Artifact {
     pub bytes: Vec<u8>,
     pub manifest: Manifest,
+    /// SHA-256 of the object, as sealed in its manifest.
+    pub sha256: String,
 }
 
 impl Artifact {
@@ -52,6 +63,8 @@ impl Artifact {
         Artifact::from_bytes(bytes)
     }
 
+    /// Check an object before anything is loaded: a cilc manifest, this
+    /// loader's layout, and content that matches the hash sealed in it.
     pub fn from_bytes(bytes: Vec<u8>) -> Result<Artifact, Error> {
         let manifest = read_manifest(&bytes)?;
         if manifest.layout != manifest::LAYOUT {
@@ -60,7 +73,12 @@ impl Artifact {
                 expected: manifest::LAYOUT,
             });
         }
-        Ok(Artifact { bytes, manifest })
+        let sha256 = manifest::check_seal(&bytes).map_err(Error::NotCilc)?;
+        Ok(Artifact {
+            bytes,
+            manifest,
+            sha256,
+        })
     }
 }
 
@@ -97,6 +115,16 @@ pub struct Run {
     pub duration: Duration,
 }
 
+/// How to load an artifact.
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    /// Reuse (or create and pin) the state maps in this bpffs directory.
+    pub state_maps: Option<PathBuf>,
+    /// Write this configuration (None: tracking off, as `cilc run` judges
+    /// packets one at a time) and size the conntrack tables from it.
+    pub settings: Option<conntrack::Settings>,
+}
+
 /// Programs of an artifact, loaded (not attached).
 pub struct Loaded {
     object: libbpf_rs::Object,
@@ -105,18 +133,26 @@ pub struct Loaded {
 
 impl Loaded {
     pub fn load(artifact: &Artifact) -> Result<Loaded, Error> {
+        Loaded::load_with(artifact, &LoadOptions::default())
+    }
+
+    pub fn load_with(artifact: &Artifact, opts: &LoadOptions) -> Result<Loaded, Error> {
         // libbpf's messages (the verifier log among them) are collected
         // and shown only when loading fails.
         if let Ok(mut log) = LOG.lock() {
             log.clear();
         }
         let previous = libbpf_rs::set_print(Some((PrintLevel::Debug, collect)));
-        let result = Loaded::open_and_load(artifact);
+        let result = Loaded::open_and_load(artifact, opts);
         libbpf_rs::set_print(previous);
-        result
+        let loaded = result?;
+        if let Some(s) = &opts.settings {
+            loaded.configure(s)?;
+        }
+        Ok(loaded)
     }
 
-    fn open_and_load(artifact: &Artifact) -> Result<Loaded, Error> {
+    fn open_and_load(artifact: &Artifact, opts: &LoadOptions) -> Result<Loaded, Error> {
         let log = || LOG.lock().map(|l| l.clone()).unwrap_or_default();
         let mut open = ObjectBuilder::default()
             .open_memory(&artifact.bytes)
@@ -125,9 +161,27 @@ impl Loaded {
                 log: log(),
             })?;
         let rules = artifact.manifest.rules.len().max(1) as u32;
+        let kept: Vec<String> = artifact
+            .manifest
+            .maps
+            .iter()
+            .filter(|m| m.keep == Keep::State)
+            .map(|m| m.name.clone())
+            .collect();
         for mut m in open.maps_mut() {
-            if m.name() == "cilc_rule_counts" {
-                m.set_max_entries(rules)
+            let name = m.name().to_string_lossy().into_owned();
+            let size = match (name.as_str(), &opts.settings) {
+                ("cilc_rule_counts", _) => Some(rules),
+                ("cilc_ct4", Some(s)) => Some(s.ct4_max),
+                ("cilc_ct6", Some(s)) => Some(s.ct6_max),
+                _ => None,
+            };
+            if let Some(n) = size {
+                m.set_max_entries(n)
+                    .map_err(|e| Error::Kernel(e.to_string()))?;
+            }
+            if let (Some(dir), true) = (&opts.state_maps, kept.contains(&name)) {
+                m.set_pin_path(dir.join(&name))
                     .map_err(|e| Error::Kernel(e.to_string()))?;
             }
         }
@@ -148,12 +202,62 @@ impl Loaded {
             .ok_or_else(|| Error::Kernel(format!("no map `{name}`")))
     }
 
+    /// A handle on one of the object's maps (it keeps the map alive).
+    pub fn map_handle(&self, name: &str) -> Result<MapHandle, Error> {
+        MapHandle::try_from(&self.map(name)?).map_err(|e| Error::Kernel(e.to_string()))
+    }
+
+    /// A program's file descriptor.
+    pub fn program_fd(&self, name: &str) -> Result<BorrowedFd<'_>, Error> {
+        self.object
+            .progs()
+            .find(|p| p.name() == name)
+            .map(|p| {
+                // SAFETY: the program lives as long as `self.object`.
+                unsafe { BorrowedFd::borrow_raw(p.as_fd().as_raw_fd()) }
+            })
+            .ok_or_else(|| Error::NoProgram(name.into()))
+    }
+
+    /// Attach the hook's program; the link detaches when dropped.
+    pub fn attach(&self, target: &link::Target) -> Result<link::Link, Error> {
+        link::Link::attach(self.program_fd(target.hook.program())?, target)
+    }
+
+    /// Write the configuration the programs read (tracking, audit, timeouts).
+    pub fn configure(&self, s: &conntrack::Settings) -> Result<(), Error> {
+        self.map("cilc_config")?
+            .update(&0u32.to_ne_bytes(), &s.to_bytes(), MapFlags::ANY)
+            .map_err(|e| Error::Kernel(format!("cannot write the configuration: {e}")))
+    }
+
+    /// The conntrack tables.
+    pub fn conntrack(&self) -> Result<conntrack::Tables, Error> {
+        Ok(conntrack::Tables {
+            v4: self.map_handle("cilc_ct4")?,
+            v6: self.map_handle("cilc_ct6")?,
+        })
+    }
+
     /// Give an address (all of it, /32 or /128) an identity.
     pub fn set_identity(&self, addr: IpAddr, id: &Bits) -> Result<(), Error> {
         let key = ident_key(addr, 128);
         self.map("cilc_idents")?
             .update(&key, &id.to_bytes(), MapFlags::ANY)
             .map_err(|e| Error::Kernel(format!("cannot set the identity of {addr}: {e}")))
+    }
+
+    /// Give every address of a prefix an identity.
+    pub fn set_identity_prefix(&self, net: ipnet::IpNet, id: &Bits) -> Result<(), Error> {
+        // IPv4 is stored mapped into IPv6 (::ffff:0:0/96).
+        let len = match net {
+            ipnet::IpNet::V4(n) => 96 + n.prefix_len() as u32,
+            ipnet::IpNet::V6(n) => n.prefix_len() as u32,
+        };
+        let key = ident_key(net.network(), len);
+        self.map("cilc_idents")?
+            .update(&key, &id.to_bytes(), MapFlags::ANY)
+            .map_err(|e| Error::Kernel(format!("cannot set the identity of {net}: {e}")))
     }
 
     /// Forget an address's identity (it becomes world again).
@@ -208,25 +312,17 @@ impl Loaded {
         })
     }
 
-    /// Packets and bytes per rule id, summed over CPUs.
-    pub fn rule_counts(&self) -> Result<Vec<(u64, u64)>, Error> {
-        let map = self.map("cilc_rule_counts")?;
-        let mut out = Vec::new();
-        for id in 0..self.manifest.rules.len() as u32 {
-            let per_cpu = map
-                .lookup_percpu(&id.to_ne_bytes(), MapFlags::ANY)
-                .map_err(|e| Error::Kernel(e.to_string()))?
-                .unwrap_or_default();
-            let mut sum = (0, 0);
-            for v in per_cpu {
-                let word =
-                    |i: usize| u64::from_ne_bytes(v[i * 8..i * 8 + 8].try_into().unwrap_or([0; 8]));
-                sum.0 += word(0);
-                sum.1 += word(1);
-            }
-            out.push(sum);
-        }
-        Ok(out)
+    /// The counters: by direction and reason, by rule, conntrack.
+    pub fn stats(&self) -> Result<stats::Stats, Error> {
+        stats::Stats::gather(
+            &stats::Maps {
+                reasons: self.map_handle("cilc_reason_counts")?,
+                rules: self.map_handle("cilc_rule_counts")?,
+                events: self.map_handle("cilc_ct_events")?,
+                ct: self.conntrack()?,
+            },
+            &self.manifest,
+        )
     }
 
     /// Instructions of each program, as loaded.

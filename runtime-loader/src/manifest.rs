@@ -27,6 +27,9 @@ pub struct Manifest {
     pub source_sha256: String,
     /// `tree` or `linear`.
     pub strategy: String,
+    /// SHA-256 of the whole object with this field's 64 digits written as
+    /// zeros (`seal`): a loader refuses an object that does not match.
+    pub object_sha256: String,
     pub rules: Vec<Rule>,
     pub programs: Vec<Program>,
     pub maps: Vec<MapInfo>,
@@ -260,4 +263,52 @@ impl Reason {
                 | Reason::Audit
         )
     }
+}
+
+/// What `object_sha256` holds until the object is sealed.
+pub const UNSEALED: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+const SEAL_KEY: &[u8] = b"\"object_sha256\":\"";
+
+/// Where the 64 hex digits of `object_sha256` sit in the object's bytes.
+fn seal_range(bytes: &[u8]) -> Option<std::ops::Range<usize>> {
+    use object::{Object as _, ObjectSection as _};
+    let file = object::File::parse(bytes).ok()?;
+    let (start, size) = file.section_by_name(SECTION)?.file_range()?;
+    let section = bytes.get(start as usize..(start + size) as usize)?;
+    let at = section.windows(SEAL_KEY.len()).position(|w| w == SEAL_KEY)?;
+    let from = start as usize + at + SEAL_KEY.len();
+    (from + 64 <= bytes.len()).then_some(from..from + 64)
+}
+
+fn digest(bytes: &[u8], range: std::ops::Range<usize>) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(&bytes[..range.start]);
+    h.update(UNSEALED.as_bytes());
+    h.update(&bytes[range.end..]);
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Write the object's hash into its manifest (the compiler's last step).
+pub fn seal(bytes: &mut [u8]) -> Result<(), String> {
+    let range = seal_range(bytes).ok_or("no object_sha256 field in the manifest")?;
+    let hash = digest(bytes, range.clone());
+    bytes[range].copy_from_slice(hash.as_bytes());
+    Ok(())
+}
+
+/// The object's hash if it matches the one sealed in it.
+pub fn check_seal(bytes: &[u8]) -> Result<String, String> {
+    let range = seal_range(bytes).ok_or("no object_sha256 field in the manifest")?;
+    let want = std::str::from_utf8(&bytes[range.clone()]).unwrap_or("");
+    let got = digest(bytes, range);
+    if want != got {
+        return Err(format!(
+            "its content does not match the hash sealed in it (sealed {}…, content {}…): it was changed or damaged after compiling",
+            &want.get(..12).unwrap_or(want),
+            &got[..12]
+        ));
+    }
+    Ok(got)
 }

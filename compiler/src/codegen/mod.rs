@@ -250,7 +250,8 @@ pub fn compile(ir: &Validated, src: &str, opts: &Options) -> Result<Output, Vec<
     }
     let manifest = make_manifest(ir, src, opts, &tables);
     let json = serde_json::to_vec(&manifest).map_err(|e| error(e.to_string()))?;
-    let object = llvm::emit(&hooks, &json, STDLIB).map_err(error)?;
+    let mut object = llvm::emit(&hooks, &json, STDLIB).map_err(error)?;
+    manifest::seal(&mut object).map_err(error)?;
     Ok(Output { object, manifest })
 }
 
@@ -304,6 +305,7 @@ fn make_manifest(ir: &Validated, src: &str, opts: &Options, t: &Tables) -> Manif
             .map(|b| format!("{b:02x}"))
             .collect(),
         strategy: opts.strategy.as_str().into(),
+        object_sha256: manifest::UNSEALED.into(),
         rules,
         programs: vec![
             program("cilc_xdp", "xdp", "ingress"),

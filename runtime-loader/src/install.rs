@@ -1,0 +1,582 @@
+//! An installation: one artifact's programs, maps and links pinned under
+//! one bpffs directory, and a record of it, so that the loader can exit
+//! and another run can attach, replace, inspect or remove it.
+//!
+//! Input: an `Artifact`, `Settings`, identities and `Target`s; output: the
+//! pinned objects and a `Record`:
+//!
+//! ```text
+//! <bpffs>/cilc/<name>/maps/<map>      state maps (kept by replace) and the artifact's maps
+//! <bpffs>/cilc/<name>/progs/<prog>    the current artifact's programs
+//! <bpffs>/cilc/<name>/links/<target>  one link per attached hook
+//! <run-dir>/<name>/record.json        what is installed, attached where, since when
+//! <run-dir>/<name>/artifact.o         the current artifact (its manifest names the rules)
+//! ```
+//!
+//! `replace` loads the new artifact against the same state maps, swaps the
+//! program of every link (BPF_LINK_UPDATE: each hook switches atomically,
+//! no packet sees no program) and only then re-pins; any failure before
+//! the swap leaves everything as it was, a failure during it swaps back.
+
+use std::net::IpAddr;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use ipnet::IpNet;
+use libbpf_rs::MapHandle;
+use serde::{Deserialize, Serialize};
+
+use crate::conntrack::{Settings, Tables};
+use crate::identity::{self, Identity};
+use crate::link::{open_pinned, pin_fd, Link, Target};
+use crate::manifest::{self, Keep};
+use crate::stats::{self, Stats};
+use crate::{Artifact, Error, LoadOptions, Loaded};
+
+/// Where installations live unless told otherwise.
+pub const BPFFS: &str = "/sys/fs/bpf";
+pub const RUN_DIR: &str = "/run/cilc";
+
+/// An address or prefix and the identity its endpoints have.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdentityEntry {
+    pub prefix: IpNet,
+    /// Text form (`identity::parse_identity`).
+    pub identity: String,
+}
+
+impl IdentityEntry {
+    /// `ADDR[/LEN]=IDENTITY`.
+    pub fn parse(text: &str) -> Result<IdentityEntry, String> {
+        let (addr, id) = text
+            .split_once('=')
+            .ok_or_else(|| format!("expected ADDR=IDENTITY (e.g. 10.0.1.5=app=web), got `{text}`"))?;
+        let prefix = match addr.parse::<IpNet>() {
+            Ok(n) => n,
+            Err(_) => addr
+                .parse::<IpAddr>()
+                .map(IpNet::from)
+                .map_err(|_| format!("`{addr}` is not an address or prefix"))?,
+        };
+        identity::parse_identity(id)?;
+        Ok(IdentityEntry {
+            prefix,
+            identity: id.to_string(),
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attachment {
+    pub target: Target,
+    /// Seconds since the Unix epoch.
+    pub since: u64,
+}
+
+/// What an installation holds (record.json).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    pub name: String,
+    pub layout: u32,
+    pub artifact_sha256: String,
+    pub source_sha256: String,
+    pub compiler: String,
+    pub strategy: String,
+    pub rules: usize,
+    pub loaded_at: u64,
+    pub replaced_at: Option<u64>,
+    /// 1 for the first artifact, +1 per replacement.
+    pub generation: u32,
+    pub settings: Settings,
+    pub identities: Vec<IdentityEntry>,
+    pub attachments: Vec<Attachment>,
+}
+
+/// One attachment as the kernel has it now.
+#[derive(Debug, Clone, Serialize)]
+pub struct Live {
+    pub target: Target,
+    pub since: u64,
+    /// The pinned link exists and its interface is still there.
+    pub attached: bool,
+    /// It runs the installed artifact's program.
+    pub current: bool,
+    pub program_id: u32,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    pub record: Record,
+    pub attachments: Vec<Live>,
+    pub pins: PathBuf,
+}
+
+/// What `replace` did.
+#[derive(Debug, Clone, Serialize)]
+pub struct Replaced {
+    pub from: String,
+    pub to: String,
+    pub swapped: usize,
+}
+
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn io(what: &str, path: &Path) -> impl FnOnce(std::io::Error) -> Error {
+    let msg = format!("{what} {}", path.display());
+    move |e| Error::Kernel(format!("{msg}: {e}"))
+}
+
+/// Mount bpffs at `root` unless it is one already.
+pub fn ensure_bpffs(root: &Path) -> Result<(), Error> {
+    const BPF_FS_MAGIC: i64 = 0xcafe4a11;
+    std::fs::create_dir_all(root).map_err(io("cannot create", root))?;
+    let c = std::ffi::CString::new(root.as_os_str().as_encoded_bytes())
+        .map_err(|_| Error::Kernel("bad bpffs path".into()))?;
+    // SAFETY: zeroed out-parameter and a valid C string.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statfs(c.as_ptr(), &mut st) } == 0 && st.f_type as i64 == BPF_FS_MAGIC {
+        return Ok(());
+    }
+    let fstype = c"bpf";
+    // SAFETY: valid C strings; no data.
+    let r = unsafe {
+        libc::mount(
+            fstype.as_ptr(),
+            c.as_ptr(),
+            fstype.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if r != 0 {
+        return Err(Error::Kernel(format!(
+            "{} is not a bpffs and mounting one failed: {} (try `mount -t bpf bpf {}` as root)",
+            root.display(),
+            std::io::Error::last_os_error(),
+            root.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Pin `fd` at `path`, replacing what is there in one step (pin beside,
+/// then rename over).
+fn pin_over(fd: std::os::fd::BorrowedFd<'_>, path: &Path) -> Result<(), Error> {
+    let tmp = path.with_extension("new");
+    let _ = std::fs::remove_file(&tmp);
+    pin_fd(fd, &tmp)?;
+    std::fs::rename(&tmp, path).map_err(io("cannot rename onto", path))
+}
+
+fn prog_id(fd: std::os::fd::BorrowedFd<'_>) -> Result<u32, Error> {
+    // SAFETY: zeroed out-parameter of the size we pass.
+    let mut info: libbpf_sys::bpf_prog_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libbpf_sys::bpf_prog_info>() as u32;
+    // SAFETY: valid fd and buffer.
+    if unsafe { libbpf_sys::bpf_prog_get_info_by_fd(fd.as_raw_fd(), &mut info, &mut len) } != 0 {
+        return Err(Error::Kernel(format!(
+            "cannot read program info: {}",
+            std::io::Error::last_os_error()
+        )));
+    }
+    Ok(info.id)
+}
+
+pub struct Installation {
+    pub name: String,
+    /// `<bpffs>/cilc/<name>`.
+    pub pins: PathBuf,
+    /// `<run-dir>/<name>` (run-dir `/run/cilc` by default).
+    pub run: PathBuf,
+    bpffs: PathBuf,
+}
+
+impl Installation {
+    pub fn new(name: &str, bpffs: &Path, run_dir: &Path) -> Result<Installation, Error> {
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(Error::Kernel(format!(
+                "installation name `{name}`: use letters, digits, `-` and `_`"
+            )));
+        }
+        Ok(Installation {
+            name: name.into(),
+            pins: bpffs.join("cilc").join(name),
+            run: run_dir.join(name),
+            bpffs: bpffs.into(),
+        })
+    }
+
+    fn record_path(&self) -> PathBuf {
+        self.run.join("record.json")
+    }
+
+    fn artifact_path(&self) -> PathBuf {
+        self.run.join("artifact.o")
+    }
+
+    fn link_path(&self, t: &Target) -> PathBuf {
+        self.pins.join("links").join(t.pin_name())
+    }
+
+    pub fn exists(&self) -> bool {
+        self.record_path().exists()
+    }
+
+    pub fn record(&self) -> Result<Record, Error> {
+        let path = self.record_path();
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            Error::Kernel(format!(
+                "no installation `{}` ({}: {e}); `load` one first",
+                self.name,
+                path.display()
+            ))
+        })?;
+        serde_json::from_str(&text).map_err(|e| {
+            Error::Kernel(format!("the record {} is damaged: {e}", path.display()))
+        })
+    }
+
+    fn write_record(&self, r: &Record) -> Result<(), Error> {
+        let path = self.record_path();
+        let tmp = path.with_extension("tmp");
+        let text = serde_json::to_string_pretty(r).map_err(|e| Error::Kernel(e.to_string()))?;
+        std::fs::write(&tmp, text).map_err(io("cannot write", &tmp))?;
+        std::fs::rename(&tmp, &path).map_err(io("cannot write", &path))
+    }
+
+    fn write_artifact(&self, a: &Artifact) -> Result<(), Error> {
+        let path = self.artifact_path();
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, &a.bytes).map_err(io("cannot write", &tmp))?;
+        std::fs::rename(&tmp, &path).map_err(io("cannot write", &path))
+    }
+
+    /// The installed artifact.
+    pub fn artifact(&self) -> Result<Artifact, Error> {
+        Artifact::read(&self.artifact_path())
+    }
+
+    /// Load an artifact with the installation's state maps and fill its
+    /// identity map (not attached, not pinned).
+    fn load_artifact(
+        &self,
+        artifact: &Artifact,
+        settings: &Settings,
+        identities: &[IdentityEntry],
+    ) -> Result<Loaded, Error> {
+        let loaded = Loaded::load_with(
+            artifact,
+            &LoadOptions {
+                state_maps: Some(self.pins.join("maps")),
+                settings: Some(*settings),
+            },
+        )?;
+        let selectors = identity::selectors(&artifact.manifest);
+        for e in identities {
+            let id: Identity = identity::parse_identity(&e.identity).map_err(Error::Kernel)?;
+            let bits = identity::bits(&artifact.manifest, &selectors, &id);
+            loaded.set_identity_prefix(e.prefix, &bits)?;
+        }
+        Ok(loaded)
+    }
+
+    /// The artifact's own maps and programs, pinned at `suffix`ed paths.
+    fn pin_artifact_objects(&self, loaded: &Loaded, over: bool) -> Result<(), Error> {
+        let pin = |fd: std::os::fd::BorrowedFd<'_>, path: &Path| {
+            if over {
+                pin_over(fd, path)
+            } else {
+                pin_fd(fd, path)
+            }
+        };
+        for m in loaded.manifest.maps.iter().filter(|m| m.keep == Keep::Artifact) {
+            let h = loaded.map_handle(&m.name)?;
+            pin(h.as_fd(), &self.pins.join("maps").join(&m.name))?;
+        }
+        for p in &loaded.manifest.programs {
+            pin(loaded.program_fd(&p.name)?, &self.pins.join("progs").join(&p.name))?;
+        }
+        Ok(())
+    }
+
+    /// Load an artifact and pin it (nothing attached yet).
+    pub fn load(
+        &self,
+        artifact: &Artifact,
+        settings: Settings,
+        identities: Vec<IdentityEntry>,
+    ) -> Result<Record, Error> {
+        if self.exists() {
+            return Err(Error::Kernel(format!(
+                "installation `{}` exists; `replace` swaps its artifact, `unload` removes it",
+                self.name
+            )));
+        }
+        ensure_bpffs(&self.bpffs)?;
+        for d in ["maps", "progs", "links"] {
+            let p = self.pins.join(d);
+            std::fs::create_dir_all(&p).map_err(io("cannot create", &p))?;
+        }
+        std::fs::create_dir_all(&self.run).map_err(io("cannot create", &self.run))?;
+        let done = (|| {
+            let loaded = self.load_artifact(artifact, &settings, &identities)?;
+            self.pin_artifact_objects(&loaded, false)?;
+            self.write_artifact(artifact)?;
+            let m = &artifact.manifest;
+            let record = Record {
+                name: self.name.clone(),
+                layout: m.layout,
+                artifact_sha256: artifact.sha256.clone(),
+                source_sha256: m.source_sha256.clone(),
+                compiler: m.compiler.clone(),
+                strategy: m.strategy.clone(),
+                rules: m.rules.len(),
+                loaded_at: unix_now(),
+                replaced_at: None,
+                generation: 1,
+                settings,
+                identities,
+                attachments: Vec::new(),
+            };
+            self.write_record(&record)?;
+            Ok(record)
+        })();
+        if done.is_err() {
+            // Nothing half-made stays behind.
+            let _ = std::fs::remove_dir_all(&self.pins);
+            let _ = std::fs::remove_dir_all(&self.run);
+        }
+        done
+    }
+
+    /// Attach the installed artifact to one more hook.
+    pub fn attach(&self, target: Target) -> Result<(), Error> {
+        let mut record = self.record()?;
+        if let Some(a) = record.attachments.iter().find(|a| a.target.collides(&target)) {
+            return Err(Error::Kernel(format!(
+                "{} is already attached as {}; detach it first",
+                target, a.target
+            )));
+        }
+        let prog = open_pinned(&self.pins.join("progs").join(target.hook.program()))?;
+        let link = Link::attach(prog.as_fd(), &target)?;
+        link.pin(&self.link_path(&target))?;
+        record.attachments.push(Attachment {
+            target,
+            since: unix_now(),
+        });
+        self.write_record(&record)
+    }
+
+    /// Detach one hook, or every hook (`None`). Returns what was detached.
+    pub fn detach(&self, which: Option<&Target>) -> Result<Vec<Target>, Error> {
+        let mut record = self.record()?;
+        let (gone, kept): (Vec<Attachment>, Vec<Attachment>) = record
+            .attachments
+            .into_iter()
+            .partition(|a| which.is_none_or(|t| a.target == *t));
+        if let (Some(t), true) = (which, gone.is_empty()) {
+            return Err(Error::Kernel(format!(
+                "{t} is not attached by installation `{}`; `status` lists what is",
+                self.name
+            )));
+        }
+        for a in &gone {
+            let path = self.link_path(&a.target);
+            if let Ok(link) = Link::open(&path) {
+                // Already defunct when its interface went away.
+                let _ = link.detach();
+            }
+            let _ = std::fs::remove_file(&path);
+        }
+        record.attachments = kept;
+        self.write_record(&record)?;
+        Ok(gone.into_iter().map(|a| a.target).collect())
+    }
+
+    /// Swap in a new artifact on every hook, keeping conntrack, counters by
+    /// reason and configuration. A load or verification failure leaves the
+    /// old programs running.
+    pub fn replace(&self, artifact: &Artifact) -> Result<Replaced, Error> {
+        let mut record = self.record()?;
+        if artifact.manifest.layout != record.layout {
+            return Err(Error::Layout {
+                found: artifact.manifest.layout,
+                expected: record.layout,
+            });
+        }
+        let new = self.load_artifact(artifact, &record.settings, &record.identities)?;
+        // Pin the new objects beside the old ones first: harmless if the
+        // swap fails.
+        let staged: Vec<(OwnedFd, PathBuf)> = {
+            let mut v = Vec::new();
+            for m in new.manifest.maps.iter().filter(|m| m.keep == Keep::Artifact) {
+                let h = new.map_handle(&m.name)?;
+                v.push((
+                    h.as_fd().try_clone_to_owned().map_err(|e| Error::Kernel(e.to_string()))?,
+                    self.pins.join("maps").join(&m.name),
+                ));
+            }
+            for p in &new.manifest.programs {
+                v.push((
+                    new.program_fd(&p.name)?
+                        .try_clone_to_owned()
+                        .map_err(|e| Error::Kernel(e.to_string()))?,
+                    self.pins.join("progs").join(&p.name),
+                ));
+            }
+            v
+        };
+        let staging = |p: &Path| p.with_extension("new");
+        let unstage = || {
+            for (_, p) in &staged {
+                let _ = std::fs::remove_file(staging(p));
+            }
+        };
+        for (fd, p) in &staged {
+            let _ = std::fs::remove_file(staging(p));
+            if let Err(e) = pin_fd(fd.as_fd(), &staging(p)) {
+                unstage();
+                return Err(e);
+            }
+        }
+        // Swap every link; on failure, swap the done ones back.
+        let mut swapped: Vec<(Link, OwnedFd, &'static str)> = Vec::new();
+        for a in &record.attachments {
+            let step = (|| {
+                let link = Link::open(&self.link_path(&a.target))?;
+                let old = link.program()?;
+                let prog = a.target.hook.program();
+                link.update(new.program_fd(prog)?, old.as_fd())?;
+                Ok::<_, Error>((link, old, prog))
+            })();
+            match step {
+                Ok(s) => swapped.push(s),
+                Err(e) => {
+                    for (link, old, prog) in &swapped {
+                        if let Ok(fd) = new.program_fd(prog) {
+                            let _ = link.update(old.as_fd(), fd);
+                        }
+                    }
+                    unstage();
+                    return Err(Error::Kernel(format!(
+                        "replacing the program on {} failed, the old programs stay: {e}",
+                        a.target
+                    )));
+                }
+            }
+        }
+        for (_, p) in &staged {
+            std::fs::rename(staging(p), p).map_err(io("cannot rename onto", p))?;
+        }
+        self.write_artifact(artifact)?;
+        let from = std::mem::replace(&mut record.artifact_sha256, artifact.sha256.clone());
+        let m = &artifact.manifest;
+        record.source_sha256 = m.source_sha256.clone();
+        record.compiler = m.compiler.clone();
+        record.strategy = m.strategy.clone();
+        record.rules = m.rules.len();
+        record.replaced_at = Some(unix_now());
+        record.generation += 1;
+        self.write_record(&record)?;
+        Ok(Replaced {
+            from,
+            to: artifact.sha256.clone(),
+            swapped: swapped.len(),
+        })
+    }
+
+    /// What is installed, and what the kernel has attached now.
+    pub fn status(&self) -> Result<Status, Error> {
+        let record = self.record()?;
+        let mut attachments = Vec::new();
+        for a in &record.attachments {
+            let current = open_pinned(&self.pins.join("progs").join(a.target.hook.program()))
+                .and_then(|fd| prog_id(fd.as_fd()))
+                .ok();
+            let info = Link::open(&self.link_path(&a.target)).and_then(|l| l.info());
+            let (attached, program_id) = match info {
+                Ok((prog, ifindex)) => (ifindex != 0, prog),
+                Err(_) => (false, 0),
+            };
+            attachments.push(Live {
+                target: a.target.clone(),
+                since: a.since,
+                attached,
+                current: attached && current == Some(program_id),
+                program_id,
+            });
+        }
+        Ok(Status {
+            record,
+            attachments,
+            pins: self.pins.clone(),
+        })
+    }
+
+    fn pinned_map(&self, name: &str) -> Result<MapHandle, Error> {
+        let path = self.pins.join("maps").join(name);
+        MapHandle::from_pinned_path(&path)
+            .map_err(|e| Error::Kernel(format!("cannot open {}: {e}", path.display())))
+    }
+
+    pub fn conntrack(&self) -> Result<Tables, Error> {
+        self.record()?;
+        Ok(Tables {
+            v4: self.pinned_map("cilc_ct4")?,
+            v6: self.pinned_map("cilc_ct6")?,
+        })
+    }
+
+    pub fn stats(&self) -> Result<Stats, Error> {
+        let artifact = self.artifact()?;
+        Stats::gather(
+            &stats::Maps {
+                reasons: self.pinned_map("cilc_reason_counts")?,
+                rules: self.pinned_map("cilc_rule_counts")?,
+                events: self.pinned_map("cilc_ct_events")?,
+                ct: self.conntrack()?,
+            },
+            &artifact.manifest,
+        )
+    }
+
+    pub fn gc(&self) -> Result<crate::conntrack::Gc, Error> {
+        let record = self.record()?;
+        self.conntrack()?.gc(&record.settings)
+    }
+
+    /// Detach everything and remove every pin and the record.
+    pub fn unload(&self) -> Result<(), Error> {
+        if self.exists() {
+            self.detach(None)?;
+        }
+        if self.pins.exists() {
+            std::fs::remove_dir_all(&self.pins).map_err(io("cannot remove", &self.pins))?;
+        }
+        if self.run.exists() {
+            std::fs::remove_dir_all(&self.run).map_err(io("cannot remove", &self.run))?;
+        }
+        Ok(())
+    }
+}
+
+/// The manifest's maps the installation keeps (for documentation and
+/// `status`).
+pub fn state_maps() -> Vec<String> {
+    manifest::maps()
+        .into_iter()
+        .filter(|m| m.keep == Keep::State)
+        .map(|m| m.name)
+        .collect()
+}
