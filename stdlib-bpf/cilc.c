@@ -24,6 +24,7 @@ static long (*bpf_map_update_elem)(void *map, const void *key, const void *value
 				   __u64 flags) = (void *)BPF_FUNC_map_update_elem;
 static long (*bpf_map_delete_elem)(void *map, const void *key) = (void *)BPF_FUNC_map_delete_elem;
 static __u64 (*bpf_ktime_get_ns)(void) = (void *)BPF_FUNC_ktime_get_ns;
+static long (*bpf_skb_pull_data)(struct __sk_buff *skb, __u32 len) = (void *)BPF_FUNC_skb_pull_data;
 
 char LICENSE[] SEC("license") = "GPL";
 
@@ -260,13 +261,15 @@ static __always_inline int parse_ipv6(struct cilc_ctx *c, __u8 *ip, __u32 avail,
 	return parse_l4(c, h, total - off, data_end);
 }
 
-static __always_inline int parse(struct cilc_ctx *c, void *data, void *data_end)
+/* `wire` is the frame's length: at TC only the headers need be in the
+ * linear part that data..data_end covers (the payload may sit in pages). */
+static __always_inline int parse(struct cilc_ctx *c, void *data, void *data_end, __u32 wire)
 {
 	__u8 *p = data;
 	__u8 *end = data_end;
 	if (p + 14 > end)
 		return CILC_NOT_IP;
-	__u32 avail = end - p;
+	__u32 avail = wire;
 	opaque(avail);
 	__u32 type = be16(p + 12);
 	__u32 off = 14;
@@ -633,10 +636,9 @@ static __always_inline void ct_after(const struct cilc_ctx *c, __u32 dir, __u32 
 }
 
 /* Judge one frame; returns the decision (rule id + 1 << 4 | reason). */
-static __always_inline __u32 judge(void *data, void *data_end, __u32 direction)
+static __always_inline __u32 judge(void *data, void *data_end, __u32 len, __u32 direction)
 {
 	__u32 zero = 0;
-	__u32 len = (__u8 *)data_end - (__u8 *)data;
 	__u32 d;
 	int policy = 0;
 	struct cilc_ctx *c = bpf_map_lookup_elem(&cilc_scratch, &zero);
@@ -646,7 +648,7 @@ static __always_inline __u32 judge(void *data, void *data_end, __u32 direction)
 	int track = cfg && (cfg->flags & CILC_CFG_CT);
 	__u64 now = track ? bpf_ktime_get_ns() : 0;
 	__builtin_memset(c, 0, sizeof(*c));
-	switch (parse(c, data, data_end)) {
+	switch (parse(c, data, data_end, len)) {
 	case CILC_NOT_IP:
 		d = CILC_NOT_JUDGED;
 		break;
@@ -690,21 +692,32 @@ int cilc_xdp(struct xdp_md *ctx)
 {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
-	return passes(judge(data, data_end, CILC_INGRESS)) ? XDP_PASS : XDP_DROP;
+	__u32 len = (__u8 *)data_end - (__u8 *)data;
+	return passes(judge(data, data_end, len, CILC_INGRESS)) ? XDP_PASS : XDP_DROP;
+}
+
+/* Headers the parser may read, at most: Ethernet, two VLAN tags, IPv6 and
+ * its extension headers, L4, and the headers an ICMP error quotes. */
+#define CILC_PULL 256
+
+static __always_inline __u32 tc_judge(struct __sk_buff *skb, __u32 direction)
+{
+	__u32 want = skb->len < CILC_PULL ? skb->len : CILC_PULL;
+	if ((long)skb->data_end - (long)skb->data < (long)want)
+		bpf_skb_pull_data(skb, want);
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	return judge(data, data_end, skb->len, direction);
 }
 
 SEC("tc")
 int cilc_tc_ingress(struct __sk_buff *skb)
 {
-	void *data = (void *)(long)skb->data;
-	void *data_end = (void *)(long)skb->data_end;
-	return passes(judge(data, data_end, CILC_INGRESS)) ? TC_ACT_OK : TC_ACT_SHOT;
+	return passes(tc_judge(skb, CILC_INGRESS)) ? TC_ACT_OK : TC_ACT_SHOT;
 }
 
 SEC("tc")
 int cilc_tc_egress(struct __sk_buff *skb)
 {
-	void *data = (void *)(long)skb->data;
-	void *data_end = (void *)(long)skb->data_end;
-	return passes(judge(data, data_end, CILC_EGRESS)) ? TC_ACT_OK : TC_ACT_SHOT;
+	return passes(tc_judge(skb, CILC_EGRESS)) ? TC_ACT_OK : TC_ACT_SHOT;
 }

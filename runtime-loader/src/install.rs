@@ -165,10 +165,18 @@ pub fn ensure_bpffs(root: &Path) -> Result<(), Error> {
     Ok(())
 }
 
+/// Where a replacement is pinned before it takes a pin's place (bpffs
+/// refuses dots in names).
+fn staging(path: &Path) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push("_new");
+    PathBuf::from(s)
+}
+
 /// Pin `fd` at `path`, replacing what is there in one step (pin beside,
 /// then rename over).
 fn pin_over(fd: std::os::fd::BorrowedFd<'_>, path: &Path) -> Result<(), Error> {
-    let tmp = path.with_extension("new");
+    let tmp = staging(path);
     let _ = std::fs::remove_file(&tmp);
     pin_fd(fd, &tmp)?;
     std::fs::rename(&tmp, path).map_err(io("cannot rename onto", path))
@@ -437,7 +445,6 @@ impl Installation {
             }
             v
         };
-        let staging = |p: &Path| p.with_extension("new");
         let unstage = || {
             for (_, p) in &staged {
                 let _ = std::fs::remove_file(staging(p));

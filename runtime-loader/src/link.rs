@@ -135,17 +135,15 @@ pub struct Target {
 }
 
 impl Target {
-    /// A file name for this target's pinned link.
+    /// A file name for this target's pinned link (bpffs refuses dots in
+    /// names).
     pub fn pin_name(&self) -> String {
         let ns = match &self.netns {
             None => String::new(),
-            Some(n) => format!(
-                "{}@",
-                n.to_string()
-                    .replace(|c: char| !c.is_ascii_alphanumeric() && c != '-', "_")
-            ),
+            Some(n) => format!("{n}@"),
         };
-        format!("{ns}{}.{}", self.iface, self.hook.as_str())
+        format!("{ns}{}@{}", self.iface, self.hook.as_str())
+            .replace(|c: char| !c.is_ascii_alphanumeric() && c != '-' && c != '@', "_")
     }
 
     /// The same interface and a hook that would collide with this one.
