@@ -246,12 +246,10 @@ fn execute(cmd: NodeCommand) -> Result<(), Error> {
                     hook,
                     netns: netns.as_deref().map(Netns::parse),
                 }),
-                _ => {
-                    return Err(Error::Kernel(
-                        "say which hook: `detach IFACE --hook HOOK [--netns NS]`, or `detach --all`"
-                            .into(),
-                    ))
-                }
+                _ => return Err(Error::Kernel(
+                    "say which hook: `detach IFACE --hook HOOK [--netns NS]`, or `detach --all`"
+                        .into(),
+                )),
             };
             for t in inst.detach(which.as_ref())? {
                 println!("detached {t}");
@@ -300,10 +298,16 @@ fn execute(cmd: NodeCommand) -> Result<(), Error> {
             for a in &s.attachments {
                 let state = match (a.attached, a.current) {
                     (true, true) => "enforcing".to_string(),
-                    (true, false) => format!("runs program {} (not the installed one)", a.program_id),
+                    (true, false) => {
+                        format!("runs program {} (not the installed one)", a.program_id)
+                    }
                     (false, _) => "gone (interface removed?)".to_string(),
                 };
-                println!("attached:     {}  since {}  {state}", a.target, ago(a.since));
+                println!(
+                    "attached:     {}  since {}  {state}",
+                    a.target,
+                    ago(a.since)
+                );
             }
         }
         NodeCommand::Stats {
@@ -326,7 +330,10 @@ fn execute(cmd: NodeCommand) -> Result<(), Error> {
         NodeCommand::Conntrack { format, place } => {
             let flows = place.installation()?.conntrack()?.flows()?;
             if let Format::Json = format {
-                println!("{}", serde_json::to_string_pretty(&flows).unwrap_or_default());
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&flows).unwrap_or_default()
+                );
                 return Ok(());
             }
             println!(

@@ -73,7 +73,8 @@ const CFG_AUDIT: u32 = 2;
 impl Settings {
     /// `struct cilc_config`.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let flags = if self.conntrack { CFG_CT } else { 0 } | if self.audit { CFG_AUDIT } else { 0 };
+        let flags =
+            if self.conntrack { CFG_CT } else { 0 } | if self.audit { CFG_AUDIT } else { 0 };
         let mut v = flags.to_ne_bytes().to_vec();
         v.extend_from_slice(&0u32.to_ne_bytes());
         let t = &self.timeouts;
@@ -209,7 +210,11 @@ fn parse_flow(key: &[u8], value: &[u8], v6: bool, now: u64) -> Option<Flow> {
         sport: u16_at(key, rest),
         dport: u16_at(key, rest + 2),
         proto: key[rest + 4],
-        direction: if key[rest + 5] == 0 { "ingress" } else { "egress" },
+        direction: if key[rest + 5] == 0 {
+            "ingress"
+        } else {
+            "egress"
+        },
         state: State::from_code(value[60]),
         expires_in: Duration::from_nanos(expires.saturating_sub(now)),
         idle: Duration::from_nanos(now.saturating_sub(last)),
@@ -243,7 +248,8 @@ impl Tables {
             }
         }
         out.sort_by(|a, b| {
-            (a.src, a.dst, a.sport, a.dport, a.proto).cmp(&(b.src, b.dst, b.sport, b.dport, b.proto))
+            (a.src, a.dst, a.sport, a.dport, a.proto)
+                .cmp(&(b.src, b.dst, b.sport, b.dport, b.proto))
         });
         Ok(out)
     }

@@ -49,9 +49,9 @@ pub struct IdentityEntry {
 impl IdentityEntry {
     /// `ADDR[/LEN]=IDENTITY`.
     pub fn parse(text: &str) -> Result<IdentityEntry, String> {
-        let (addr, id) = text
-            .split_once('=')
-            .ok_or_else(|| format!("expected ADDR=IDENTITY (e.g. 10.0.1.5=app=web), got `{text}`"))?;
+        let (addr, id) = text.split_once('=').ok_or_else(|| {
+            format!("expected ADDR=IDENTITY (e.g. 10.0.1.5=app=web), got `{text}`")
+        })?;
         let prefix = match addr.parse::<IpNet>() {
             Ok(n) => n,
             Err(_) => addr
@@ -249,9 +249,8 @@ impl Installation {
                 path.display()
             ))
         })?;
-        serde_json::from_str(&text).map_err(|e| {
-            Error::Kernel(format!("the record {} is damaged: {e}", path.display()))
-        })
+        serde_json::from_str(&text)
+            .map_err(|e| Error::Kernel(format!("the record {} is damaged: {e}", path.display())))
     }
 
     fn write_record(&self, r: &Record) -> Result<(), Error> {
@@ -307,12 +306,20 @@ impl Installation {
                 pin_fd(fd, path)
             }
         };
-        for m in loaded.manifest.maps.iter().filter(|m| m.keep == Keep::Artifact) {
+        for m in loaded
+            .manifest
+            .maps
+            .iter()
+            .filter(|m| m.keep == Keep::Artifact)
+        {
             let h = loaded.map_handle(&m.name)?;
             pin(h.as_fd(), &self.pins.join("maps").join(&m.name))?;
         }
         for p in &loaded.manifest.programs {
-            pin(loaded.program_fd(&p.name)?, &self.pins.join("progs").join(&p.name))?;
+            pin(
+                loaded.program_fd(&p.name)?,
+                &self.pins.join("progs").join(&p.name),
+            )?;
         }
         Ok(())
     }
@@ -370,7 +377,11 @@ impl Installation {
     /// Attach the installed artifact to one more hook.
     pub fn attach(&self, target: Target) -> Result<(), Error> {
         let mut record = self.record()?;
-        if let Some(a) = record.attachments.iter().find(|a| a.target.collides(&target)) {
+        if let Some(a) = record
+            .attachments
+            .iter()
+            .find(|a| a.target.collides(&target))
+        {
             return Err(Error::Kernel(format!(
                 "{} is already attached as {}; detach it first",
                 target, a.target
@@ -428,10 +439,17 @@ impl Installation {
         // swap fails.
         let staged: Vec<(OwnedFd, PathBuf)> = {
             let mut v = Vec::new();
-            for m in new.manifest.maps.iter().filter(|m| m.keep == Keep::Artifact) {
+            for m in new
+                .manifest
+                .maps
+                .iter()
+                .filter(|m| m.keep == Keep::Artifact)
+            {
                 let h = new.map_handle(&m.name)?;
                 v.push((
-                    h.as_fd().try_clone_to_owned().map_err(|e| Error::Kernel(e.to_string()))?,
+                    h.as_fd()
+                        .try_clone_to_owned()
+                        .map_err(|e| Error::Kernel(e.to_string()))?,
                     self.pins.join("maps").join(&m.name),
                 ));
             }

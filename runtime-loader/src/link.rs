@@ -142,8 +142,10 @@ impl Target {
             None => String::new(),
             Some(n) => format!("{n}@"),
         };
-        format!("{ns}{}@{}", self.iface, self.hook.as_str())
-            .replace(|c: char| !c.is_ascii_alphanumeric() && c != '-' && c != '@', "_")
+        format!("{ns}{}@{}", self.iface, self.hook.as_str()).replace(
+            |c: char| !c.is_ascii_alphanumeric() && c != '-' && c != '@',
+            "_",
+        )
     }
 
     /// The same interface and a hook that would collide with this one.
@@ -196,7 +198,8 @@ pub fn in_netns<T: Send>(
 
 /// The index of an interface in the calling thread's namespace.
 pub fn ifindex(iface: &str) -> Result<u32, Error> {
-    let name = CString::new(iface).map_err(|_| Error::Kernel(format!("bad interface name `{iface}`")))?;
+    let name =
+        CString::new(iface).map_err(|_| Error::Kernel(format!("bad interface name `{iface}`")))?;
     // SAFETY: a valid C string.
     match unsafe { libc::if_nametoindex(name.as_ptr()) } {
         0 => Err(Error::Kernel(format!(
@@ -240,7 +243,8 @@ impl Link {
             opts.sz = std::mem::size_of::<libbpf_sys::bpf_link_create_opts>() as _;
             opts.flags = flags;
             // SAFETY: valid fd and options.
-            let fd = unsafe { libbpf_sys::bpf_link_create(prog, ifindex as i32, attach_type, &opts) };
+            let fd =
+                unsafe { libbpf_sys::bpf_link_create(prog, ifindex as i32, attach_type, &opts) };
             if fd < 0 {
                 let e = std::io::Error::from_raw_os_error(-fd);
                 let hint = match (-fd, target.hook) {
@@ -252,10 +256,14 @@ impl Link {
                     }
                     _ => "",
                 };
-                return Err(Error::Kernel(format!("cannot attach to {target}: {e}{hint}")));
+                return Err(Error::Kernel(format!(
+                    "cannot attach to {target}: {e}{hint}"
+                )));
             }
             // SAFETY: a new fd we own.
-            Ok(Link { fd: unsafe { OwnedFd::from_raw_fd(fd) } })
+            Ok(Link {
+                fd: unsafe { OwnedFd::from_raw_fd(fd) },
+            })
         })
     }
 
@@ -268,7 +276,9 @@ impl Link {
             return Err(last_error(&format!("cannot open link {}", path.display())));
         }
         // SAFETY: a new fd we own.
-        Ok(Link { fd: unsafe { OwnedFd::from_raw_fd(fd) } })
+        Ok(Link {
+            fd: unsafe { OwnedFd::from_raw_fd(fd) },
+        })
     }
 
     /// Keep the link (and the attachment) after this process exits.
@@ -286,9 +296,7 @@ impl Link {
             ..Default::default()
         };
         // SAFETY: valid fds and options.
-        let r = unsafe {
-            libbpf_sys::bpf_link_update(self.fd.as_raw_fd(), new.as_raw_fd(), &opts)
-        };
+        let r = unsafe { libbpf_sys::bpf_link_update(self.fd.as_raw_fd(), new.as_raw_fd(), &opts) };
         if r < 0 {
             return Err(Error::Kernel(format!(
                 "cannot swap the program of a link: {}",
@@ -318,7 +326,9 @@ impl Link {
         let mut info: libbpf_sys::bpf_link_info = unsafe { std::mem::zeroed() };
         let mut len = std::mem::size_of::<libbpf_sys::bpf_link_info>() as u32;
         // SAFETY: valid fd and buffer.
-        let r = unsafe { libbpf_sys::bpf_link_get_info_by_fd(self.fd.as_raw_fd(), &mut info, &mut len) };
+        let r = unsafe {
+            libbpf_sys::bpf_link_get_info_by_fd(self.fd.as_raw_fd(), &mut info, &mut len)
+        };
         if r < 0 {
             return Err(last_error("cannot read link info"));
         }

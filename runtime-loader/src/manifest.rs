@@ -276,7 +276,9 @@ fn seal_range(bytes: &[u8]) -> Option<std::ops::Range<usize>> {
     let file = object::File::parse(bytes).ok()?;
     let (start, size) = file.section_by_name(SECTION)?.file_range()?;
     let section = bytes.get(start as usize..(start + size) as usize)?;
-    let at = section.windows(SEAL_KEY.len()).position(|w| w == SEAL_KEY)?;
+    let at = section
+        .windows(SEAL_KEY.len())
+        .position(|w| w == SEAL_KEY)?;
     let from = start as usize + at + SEAL_KEY.len();
     (from + 64 <= bytes.len()).then_some(from..from + 64)
 }

@@ -152,7 +152,11 @@ impl Stats {
     /// For people: non-zero reasons, every rule, conntrack.
     pub fn table(&self) -> String {
         let mut s = String::new();
-        let _ = writeln!(s, "{:<8} {:<18} {:>7} {:>12} {:>14}", "DIR", "REASON", "VERDICT", "PACKETS", "BYTES");
+        let _ = writeln!(
+            s,
+            "{:<8} {:<18} {:>7} {:>12} {:>14}",
+            "DIR", "REASON", "VERDICT", "PACKETS", "BYTES"
+        );
         for r in self.reasons.iter().filter(|r| r.packets > 0) {
             let verdict = if r.forwarded { "pass" } else { "drop" };
             let _ = writeln!(
@@ -162,10 +166,24 @@ impl Stats {
             );
         }
         let _ = writeln!(s);
-        let width = self.rules.iter().map(|r| r.name.len()).max().unwrap_or(4).max(4);
-        let _ = writeln!(s, "{:<width$} {:>6} {:>12} {:>14}", "RULE", "LINE", "PACKETS", "BYTES");
+        let width = self
+            .rules
+            .iter()
+            .map(|r| r.name.len())
+            .max()
+            .unwrap_or(4)
+            .max(4);
+        let _ = writeln!(
+            s,
+            "{:<width$} {:>6} {:>12} {:>14}",
+            "RULE", "LINE", "PACKETS", "BYTES"
+        );
         for r in &self.rules {
-            let _ = writeln!(s, "{:<width$} {:>6} {:>12} {:>14}", r.name, r.line, r.packets, r.bytes);
+            let _ = writeln!(
+                s,
+                "{:<width$} {:>6} {:>12} {:>14}",
+                r.name, r.line, r.packets, r.bytes
+            );
         }
         let c = &self.conntrack;
         let _ = writeln!(s);
@@ -190,7 +208,12 @@ impl Stats {
         let header = |s: &mut String, name: &str, kind: &str, help: &str| {
             let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} {kind}");
         };
-        header(&mut s, "cilc_packets_total", "counter", "Packets by direction, reason and verdict.");
+        header(
+            &mut s,
+            "cilc_packets_total",
+            "counter",
+            "Packets by direction, reason and verdict.",
+        );
         for r in &self.reasons {
             let _ = writeln!(
                 s,
@@ -201,7 +224,12 @@ impl Stats {
                 r.packets
             );
         }
-        header(&mut s, "cilc_bytes_total", "counter", "Bytes by direction, reason and verdict.");
+        header(
+            &mut s,
+            "cilc_bytes_total",
+            "counter",
+            "Bytes by direction, reason and verdict.",
+        );
         for r in &self.reasons {
             let _ = writeln!(
                 s,
@@ -212,7 +240,12 @@ impl Stats {
                 r.bytes
             );
         }
-        header(&mut s, "cilc_rule_packets_total", "counter", "Packets decided by each rule.");
+        header(
+            &mut s,
+            "cilc_rule_packets_total",
+            "counter",
+            "Packets decided by each rule.",
+        );
         for r in &self.rules {
             let _ = writeln!(
                 s,
@@ -222,7 +255,12 @@ impl Stats {
                 r.packets
             );
         }
-        header(&mut s, "cilc_rule_bytes_total", "counter", "Bytes decided by each rule.");
+        header(
+            &mut s,
+            "cilc_rule_bytes_total",
+            "counter",
+            "Bytes decided by each rule.",
+        );
         for r in &self.rules {
             let _ = writeln!(
                 s,
@@ -233,15 +271,49 @@ impl Stats {
             );
         }
         let c = &self.conntrack;
-        header(&mut s, "cilc_conntrack_entries", "gauge", "Conntrack entries, expired ones included until GC.");
-        let _ = writeln!(s, "cilc_conntrack_entries{{installation=\"{inst}\",family=\"ipv4\"}} {}", c.ipv4_entries);
-        let _ = writeln!(s, "cilc_conntrack_entries{{installation=\"{inst}\",family=\"ipv6\"}} {}", c.ipv6_entries);
-        header(&mut s, "cilc_conntrack_max_entries", "gauge", "Conntrack table sizes.");
-        let _ = writeln!(s, "cilc_conntrack_max_entries{{installation=\"{inst}\",family=\"ipv4\"}} {}", c.ipv4_max);
-        let _ = writeln!(s, "cilc_conntrack_max_entries{{installation=\"{inst}\",family=\"ipv6\"}} {}", c.ipv6_max);
-        header(&mut s, "cilc_conntrack_events_total", "counter", "Conntrack events.");
+        header(
+            &mut s,
+            "cilc_conntrack_entries",
+            "gauge",
+            "Conntrack entries, expired ones included until GC.",
+        );
+        let _ = writeln!(
+            s,
+            "cilc_conntrack_entries{{installation=\"{inst}\",family=\"ipv4\"}} {}",
+            c.ipv4_entries
+        );
+        let _ = writeln!(
+            s,
+            "cilc_conntrack_entries{{installation=\"{inst}\",family=\"ipv6\"}} {}",
+            c.ipv6_entries
+        );
+        header(
+            &mut s,
+            "cilc_conntrack_max_entries",
+            "gauge",
+            "Conntrack table sizes.",
+        );
+        let _ = writeln!(
+            s,
+            "cilc_conntrack_max_entries{{installation=\"{inst}\",family=\"ipv4\"}} {}",
+            c.ipv4_max
+        );
+        let _ = writeln!(
+            s,
+            "cilc_conntrack_max_entries{{installation=\"{inst}\",family=\"ipv6\"}} {}",
+            c.ipv6_max
+        );
+        header(
+            &mut s,
+            "cilc_conntrack_events_total",
+            "counter",
+            "Conntrack events.",
+        );
         for (n, v) in &c.events {
-            let _ = writeln!(s, "cilc_conntrack_events_total{{installation=\"{inst}\",event=\"{n}\"}} {v}");
+            let _ = writeln!(
+                s,
+                "cilc_conntrack_events_total{{installation=\"{inst}\",event=\"{n}\"}} {v}"
+            );
         }
         s
     }
@@ -249,5 +321,7 @@ impl Stats {
 
 /// A Prometheus label value.
 fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }

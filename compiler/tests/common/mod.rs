@@ -52,3 +52,5 @@ pub fn shared() -> Option<std::path::PathBuf> {
         None
     }
 }
+
+pub mod netns;
