@@ -136,6 +136,92 @@ static __always_inline __u32 be16(const __u8 *p)
  * LLVM proves one from the other and drops the check the verifier needs. */
 #define opaque(x) asm volatile("" : "+r"(x))
 
+static __always_inline int icmp_echo(__u32 proto, __u32 type, int *reply)
+{
+	*reply = (proto == 1 && type == 0) || (proto == 58 && type == 129);
+	return *reply || (proto == 1 && type == 8) || (proto == 58 && type == 128);
+}
+
+static __always_inline int icmp_error(__u32 proto, __u32 type)
+{
+	if (proto == 1)
+		return type == 3 || type == 11 || type == 12;
+	if (proto == 58)
+		return type >= 1 && type <= 4;
+	return 0;
+}
+
+/* The flow an ICMP error quotes (the packet that caused it): its inner IP
+ * header and the first 8 bytes of its L4 header, kept in the context.
+ * Run after parse() (see cilc_quote_xdp), it finds the ICMP header again:
+ * behind IPv4 options, but only directly behind an IPv6 header (an error
+ * behind IPv6 extension headers relates to no flow). */
+static __always_inline void quote(struct cilc_ctx *c, void *data, void *data_end)
+{
+	c->quoted = 0;
+	__u8 *end = data_end;
+	__u8 *p = data;
+	if (p + 14 > end)
+		return;
+	__u32 type = be16(p + 12);
+	__u32 off = 14;
+#pragma unroll
+	for (int i = 0; i < 2; i++) {
+		if (type != 0x8100 && type != 0x88a8)
+			break;
+		if (p + off + 4 > end)
+			return;
+		type = be16(p + off + 2);
+		off += 4;
+	}
+	__u8 *ip = p + off;
+	if (type == 0x0800) {
+		if (ip + 20 > end)
+			return;
+		ip += (ip[0] & 0x0f) * 4 + 8;
+	} else if (type == 0x86dd) {
+		if (ip + 40 > end || ip[6] != 58)
+			return;
+		ip += 40 + 8;
+	} else {
+		return;
+	}
+	__u8 *l4;
+	if (!c->v6) {
+		if (ip + 20 > end || ip[0] >> 4 != 4)
+			return;
+		__u32 ihl = (ip[0] & 0x0f) * 4;
+		if (ihl < 20)
+			return;
+		c->q_proto = ip[9];
+		c->q_src[1] = be32(ip + 12);
+		c->q_dst[1] = be32(ip + 16);
+		l4 = ip + ihl;
+	} else {
+		if (ip + 40 > end || ip[0] >> 4 != 6)
+			return;
+		c->q_proto = ip[6];
+		c->q_src[0] = be64(ip + 8);
+		c->q_src[1] = be64(ip + 16);
+		c->q_dst[0] = be64(ip + 24);
+		c->q_dst[1] = be64(ip + 32);
+		l4 = ip + 40;
+	}
+	if (l4 + 8 > end)
+		return;
+	int reply;
+	if (c->q_proto == 6 || c->q_proto == 17 || c->q_proto == 132) {
+		c->q_sport = be16(l4);
+		c->q_dport = be16(l4 + 2);
+	} else if (icmp_echo(c->q_proto, l4[0], &reply)) {
+		c->q_sport = reply ? 0 : be16(l4 + 4);
+		c->q_dport = reply ? be16(l4 + 4) : 0;
+	} else {
+		return;
+	}
+	c->quoted = 1;
+}
+
 /* The L4 header at `l4`, with `len` bytes of it left in the IP packet. */
 static __always_inline int parse_l4(struct cilc_ctx *c, __u8 *l4, __u32 len, void *data_end)
 {
@@ -176,6 +262,9 @@ static __always_inline int parse_l4(struct cilc_ctx *c, __u8 *l4, __u32 len, voi
 		c->icmp_type = l4[0];
 		c->icmp_code = l4[1];
 		c->icmp_id = be16(l4 + 4);
+		/* Read by quote() after parsing. */
+		if (icmp_error(c->proto, c->icmp_type))
+			c->quoted = 1;
 		return CILC_OK;
 	default:
 		return CILC_OK;
@@ -183,8 +272,7 @@ static __always_inline int parse_l4(struct cilc_ctx *c, __u8 *l4, __u32 len, voi
 }
 
 /* IPv4 at `ip`, with `avail` bytes of frame from there. */
-static __always_inline int parse_ipv4(struct cilc_ctx *c, __u8 *ip, __u32 avail, __u32 at,
-				      void *data_end)
+static __always_inline int parse_ipv4(struct cilc_ctx *c, __u8 *ip, __u32 avail, void *data_end)
 {
 	__u8 *end = data_end;
 	if (ip + 20 > end || ip[0] >> 4 != 4)
@@ -199,15 +287,13 @@ static __always_inline int parse_ipv4(struct cilc_ctx *c, __u8 *ip, __u32 avail,
 	/* Options are skipped: the header length is honoured (S3). */
 	if (be16(ip + 6) & 0x1fff)
 		return CILC_LATER_FRAGMENT;
-	c->l4_off = at + ihl;
 	return parse_l4(c, ip + ihl, total - ihl, data_end);
 }
 
 /* Extension headers walked before the upper-layer protocol (S23). */
 #define CILC_IPV6_EXT_MAX 8
 
-static __always_inline int parse_ipv6(struct cilc_ctx *c, __u8 *ip, __u32 avail, __u32 at,
-				      void *data_end)
+static __always_inline int parse_ipv6(struct cilc_ctx *c, __u8 *ip, __u32 avail, void *data_end)
 {
 	__u8 *end = data_end;
 	if (ip + 40 > end || ip[0] >> 4 != 6)
@@ -257,7 +343,6 @@ static __always_inline int parse_ipv6(struct cilc_ctx *c, __u8 *ip, __u32 avail,
 	c->proto = nh;
 	if (later)
 		return CILC_LATER_FRAGMENT;
-	c->l4_off = at + off;
 	return parse_l4(c, h, total - off, data_end);
 }
 
@@ -284,9 +369,9 @@ static __always_inline int parse(struct cilc_ctx *c, void *data, void *data_end,
 		off += 4;
 	}
 	if (type == 0x0800)
-		return parse_ipv4(c, p + off, avail - off, off, data_end);
+		return parse_ipv4(c, p + off, avail - off, data_end);
 	if (type == 0x86dd)
-		return parse_ipv6(c, p + off, avail - off, off, data_end);
+		return parse_ipv6(c, p + off, avail - off, data_end);
 	return CILC_NOT_IP;
 }
 
@@ -416,21 +501,6 @@ static __always_inline void *ct_map(__u32 v6)
 	return v6 ? (void *)&cilc_ct6 : (void *)&cilc_ct4;
 }
 
-static __always_inline int icmp_echo(__u32 proto, __u32 type, int *reply)
-{
-	*reply = (proto == 1 && type == 0) || (proto == 58 && type == 129);
-	return *reply || (proto == 1 && type == 8) || (proto == 58 && type == 128);
-}
-
-static __always_inline int icmp_error(__u32 proto, __u32 type)
-{
-	if (proto == 1)
-		return type == 3 || type == 11 || type == 12;
-	if (proto == 58)
-		return type >= 1 && type <= 4;
-	return 0;
-}
-
 static __always_inline void tuple_of(struct cilc_tuple *t, const struct cilc_ctx *c)
 {
 	t->src[0] = c->src[0];
@@ -507,54 +577,6 @@ static __always_inline int tcp_invalid(__u32 f)
 	       ((f & TCP_SYN) && (f & (TCP_FIN | TCP_RST)));
 }
 
-/* The flow an ICMP error quotes (the packet that caused it), from the
- * frame: inner IP header and the first 8 bytes of its L4 header. */
-static __always_inline int quoted(struct cilc_tuple *t, const struct cilc_ctx *c, void *data,
-				  void *data_end)
-{
-	__u8 *end = data_end;
-	__u32 off = c->l4_off;
-	if (off > 256)
-		return 0;
-	__u8 *ip = (__u8 *)data + off + 8;
-	__builtin_memset(t, 0, sizeof(*t));
-	__u8 *l4;
-	if (!c->v6) {
-		if (ip + 20 > end || ip[0] >> 4 != 4)
-			return 0;
-		__u32 ihl = (ip[0] & 0x0f) * 4;
-		if (ihl < 20 || ihl > 60)
-			return 0;
-		t->proto = ip[9];
-		t->src[1] = be32(ip + 12);
-		t->dst[1] = be32(ip + 16);
-		l4 = ip + ihl;
-	} else {
-		if (ip + 40 > end || ip[0] >> 4 != 6)
-			return 0;
-		t->v6 = 1;
-		t->proto = ip[6];
-		t->src[0] = be64(ip + 8);
-		t->src[1] = be64(ip + 16);
-		t->dst[0] = be64(ip + 24);
-		t->dst[1] = be64(ip + 32);
-		l4 = ip + 40;
-	}
-	if (l4 + 8 > end)
-		return 0;
-	int reply;
-	if (t->proto == 6 || t->proto == 17 || t->proto == 132) {
-		t->sport = be16(l4);
-		t->dport = be16(l4 + 2);
-	} else if (icmp_echo(t->proto, l4[0], &reply)) {
-		t->sport = reply ? 0 : be16(l4 + 4);
-		t->dport = reply ? be16(l4 + 4) : 0;
-	} else {
-		return 0;
-	}
-	return 1;
-}
-
 static __always_inline int ct_live(struct cilc_ct_entry *e, __u64 now)
 {
 	return e && e->expires > now;
@@ -563,8 +585,8 @@ static __always_inline int ct_live(struct cilc_ct_entry *e, __u64 now)
 /* Before policy: a reply of a tracked flow passes, an ICMP error about one
  * passes, TCP flags no connection sends are dropped. Returns a decision,
  * or CILC_REASONS when policy must judge the packet. */
-static __always_inline __u32 ct_before(const struct cilc_ctx *c, void *data, void *data_end,
-				       __u32 dir, const struct cilc_config *cfg, __u64 now)
+static __always_inline __u32 ct_before(const struct cilc_ctx *c, __u32 dir,
+				       const struct cilc_config *cfg, __u64 now)
 {
 	if (c->proto == 6 && tcp_invalid(c->tcp_flags))
 		return CILC_CT_INVALID;
@@ -577,7 +599,14 @@ static __always_inline __u32 ct_before(const struct cilc_ctx *c, void *data, voi
 		ct_update(e, 1, c, cfg, now);
 		return CILC_CT_REPLY;
 	}
-	if (icmp_error(c->proto, c->icmp_type) && quoted(&t, c, data, data_end)) {
+	if (c->quoted) {
+		t.src[0] = c->q_src[0];
+		t.src[1] = c->q_src[1];
+		t.dst[0] = c->q_dst[0];
+		t.dst[1] = c->q_dst[1];
+		t.sport = c->q_sport;
+		t.dport = c->q_dport;
+		t.proto = c->q_proto;
 		/* It answers a packet of the flow's originator, or one of its
 		 * responder. */
 		ct_key(&k, &t, !dir, 0);
@@ -635,20 +664,22 @@ static __always_inline void ct_after(const struct cilc_ctx *c, __u32 dir, __u32 
 		ct_event(CILC_CT_INSERT_FAILED);
 }
 
-/* Judge one frame; returns the decision (rule id + 1 << 4 | reason). */
-static __always_inline __u32 judge(void *data, void *data_end, __u32 len, __u32 direction)
+/* Everything after parsing, as one global function: the verifier checks
+ * it once per program, from its BTF signature, instead of once for every
+ * path through the parser (their states differ; here they are unknown).
+ * Returns the decision (rule id + 1 << 4 | reason). */
+__attribute__((noinline)) __u32 cilc_judge(struct cilc_ctx *c, __u32 direction, __u32 parsed)
 {
 	__u32 zero = 0;
 	__u32 d;
 	int policy = 0;
-	struct cilc_ctx *c = bpf_map_lookup_elem(&cilc_scratch, &zero);
-	if (!c)
+	if (!c) /* a global function's pointer argument may be null */
 		return CILC_NOT_JUDGED;
+	direction &= 1;
 	struct cilc_config *cfg = bpf_map_lookup_elem(&cilc_config, &zero);
 	int track = cfg && (cfg->flags & CILC_CFG_CT);
 	__u64 now = track ? bpf_ktime_get_ns() : 0;
-	__builtin_memset(c, 0, sizeof(*c));
-	switch (parse(c, data, data_end, len)) {
+	switch (parsed) {
 	case CILC_NOT_IP:
 		d = CILC_NOT_JUDGED;
 		break;
@@ -659,8 +690,7 @@ static __always_inline __u32 judge(void *data, void *data_end, __u32 len, __u32 
 		d = CILC_REASON_LATER_FRAGMENT;
 		break;
 	default:
-		c->len = len;
-		d = track ? ct_before(c, data, data_end, direction, cfg, now) : CILC_REASONS;
+		d = track ? ct_before(c, direction, cfg, now) : CILC_REASONS;
 		if (d != CILC_REASONS)
 			break;
 		identity(c->src, c->v6, c->src_bits, 0);
@@ -677,23 +707,59 @@ static __always_inline __u32 judge(void *data, void *data_end, __u32 len, __u32 
 		 * parts of a diagram walked after one another). */
 		d = *(volatile __u32 *)last;
 	}
-	if (policy && track && cfg)
+	if (policy && track)
 		ct_after(c, direction, d, cfg, now);
 	if (d >> 4)
-		count(&cilc_rule_counts, (d >> 4) - 1, len);
+		count(&cilc_rule_counts, (d >> 4) - 1, c->len);
 	if (cfg && (cfg->flags & CILC_CFG_AUDIT) && !passes(d))
 		d = (d & ~0x0fu) | CILC_AUDIT;
-	count(&cilc_reason_counts, (direction & 1) * CILC_REASON_SLOTS + (d & 0x0f), len);
+	count(&cilc_reason_counts, direction * CILC_REASON_SLOTS + (d & 0x0f), c->len);
 	return d;
 }
+
+/* What an ICMP error quotes, read by a global function of its own (it
+ * takes the program's context): checked once, not once for every path
+ * through the parser. */
+__attribute__((noinline)) int cilc_quote_xdp(struct xdp_md *ctx, struct cilc_ctx *c)
+{
+	if (c && c->quoted)
+		quote(c, (void *)(long)ctx->data, (void *)(long)ctx->data_end);
+	return 0;
+}
+
+__attribute__((noinline)) int cilc_quote_skb(struct __sk_buff *skb, struct cilc_ctx *c)
+{
+	if (c && c->quoted)
+		quote(c, (void *)(long)skb->data, (void *)(long)skb->data_end);
+	return 0;
+}
+
+#define quote_(ctx, c)                                                                         \
+	_Generic((ctx), struct xdp_md *: cilc_quote_xdp, struct __sk_buff *: cilc_quote_skb)(ctx, c)
+
+/* Judge one frame: parse it into the scratch context, read what an ICMP
+ * error quotes, then cilc_judge. */
+#define JUDGE(ctx_, len_, dir_)                                                             \
+	({                                                                                     \
+		__u32 zero_ = 0;                                                               \
+		__u32 d_ = CILC_NOT_JUDGED;                                                    \
+		struct cilc_ctx *c_ = bpf_map_lookup_elem(&cilc_scratch, &zero_);              \
+		if (c_) {                                                                      \
+			__builtin_memset(c_, 0, sizeof(*c_));                                  \
+			__u32 parsed_ = parse(c_, (void *)(long)(ctx_)->data,                   \
+					      (void *)(long)(ctx_)->data_end, (len_));           \
+			c_->len = (len_);                                                       \
+			quote_(ctx_, c_);                                                      \
+			d_ = cilc_judge(c_, (dir_), parsed_);                             \
+		}                                                                              \
+		d_;                                                                            \
+	})
 
 SEC("xdp")
 int cilc_xdp(struct xdp_md *ctx)
 {
-	void *data = (void *)(long)ctx->data;
-	void *data_end = (void *)(long)ctx->data_end;
-	__u32 len = (__u8 *)data_end - (__u8 *)data;
-	return passes(judge(data, data_end, len, CILC_INGRESS)) ? XDP_PASS : XDP_DROP;
+	__u32 len = ctx->data_end - ctx->data;
+	return passes(JUDGE(ctx, len, CILC_INGRESS)) ? XDP_PASS : XDP_DROP;
 }
 
 /* Headers the parser may read, at most: Ethernet, two VLAN tags, IPv6 and
@@ -705,9 +771,7 @@ static __always_inline __u32 tc_judge(struct __sk_buff *skb, __u32 direction)
 	__u32 want = skb->len < CILC_PULL ? skb->len : CILC_PULL;
 	if ((long)skb->data_end - (long)skb->data < (long)want)
 		bpf_skb_pull_data(skb, want);
-	void *data = (void *)(long)skb->data;
-	void *data_end = (void *)(long)skb->data_end;
-	return judge(data, data_end, skb->len, direction);
+	return JUDGE(skb, skb->len, direction);
 }
 
 SEC("tc")

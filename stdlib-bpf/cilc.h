@@ -49,10 +49,16 @@ struct cilc_ctx {
 	 * not know their values, so diagram parts walked one after another do
 	 * not multiply its states. */
 	__u32 slots[6];
-	/* Where the L4 header starts (from the frame's first byte), and the
-	 * identifier of an ICMP echo: for connection tracking. */
-	__u32 l4_off;
+	/* For connection tracking: the identifier of an ICMP echo, and the
+	 * flow an ICMP error quotes (its inner headers) when quoted is 1. */
 	__u32 icmp_id;
+	__u32 quoted;
+	__u64 q_src[2];
+	__u64 q_dst[2];
+	__u32 q_sport;
+	__u32 q_dport;
+	__u32 q_proto;
+	__u32 pad;
 };
 
 _Static_assert(__builtin_offsetof(struct cilc_ctx, proto) == 32, "layout");
@@ -61,7 +67,7 @@ _Static_assert(__builtin_offsetof(struct cilc_ctx, src_bits) == 64, "layout");
 _Static_assert(__builtin_offsetof(struct cilc_ctx, dst_bits) == 128, "layout");
 _Static_assert(__builtin_offsetof(struct cilc_ctx, dst_ports) == 192, "layout");
 _Static_assert(__builtin_offsetof(struct cilc_ctx, slots) == 224, "layout");
-_Static_assert(sizeof(struct cilc_ctx) == 256, "layout");
+_Static_assert(sizeof(struct cilc_ctx) == 304, "layout");
 
 /* Outcome of parsing. */
 enum cilc_parsed {

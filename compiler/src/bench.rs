@@ -231,3 +231,140 @@ impl Report {
         self.rows.iter().filter(|r| r.failed.is_some()).count()
     }
 }
+
+/// Connection tracking's cost, per packet (TC programs, tree strategy).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CtReport {
+    /// Allowed TCP/UDP packets timed (others cannot start a tracked flow).
+    pub packets: usize,
+    pub repeat: u32,
+    /// Policy lookup alone: tracking off.
+    pub policy_ns: f64,
+    /// The first packet of a flow: policy, then an entry created.
+    pub new_flow_ns: f64,
+    /// A tracked flow's next packet in its own direction: policy (every
+    /// such packet is judged again) and the entry updated.
+    pub tracked_ns: f64,
+    /// A reply of a tracked flow: the entry found, no policy lookup.
+    pub reply_ns: f64,
+    /// Replies that were not passed by conntrack, or forward packets whose
+    /// verdict differs from the evaluator's.
+    pub wrong: usize,
+}
+
+/// The reply of a packet: the other direction, ends and ports swapped, a
+/// bare ACK for TCP.
+fn reply(p: &Packet) -> Packet {
+    let mut q = p.clone();
+    q.direction = match p.direction {
+        crate::resolve::Direction::Ingress => crate::resolve::Direction::Egress,
+        crate::resolve::Direction::Egress => crate::resolve::Direction::Ingress,
+    };
+    std::mem::swap(&mut q.src, &mut q.dst);
+    std::mem::swap(&mut q.sport, &mut q.dport);
+    q.tcp_flags = 0x5010;
+    q
+}
+
+pub fn conntrack(
+    ir: &Validated,
+    src: &str,
+    packets: &[Packet],
+    opts: &Options,
+) -> Result<CtReport, String> {
+    use runtime_loader::conntrack::Settings;
+    use runtime_loader::manifest::Reason;
+    // Packets that open a flow: allowed, TCP (as a SYN) or UDP, ends apart.
+    let flows: Vec<Packet> = packets
+        .iter()
+        .filter(|p| (p.proto == 6 || p.proto == 17) && p.src != p.dst)
+        .map(|p| {
+            let mut q = p.clone();
+            if q.proto == 6 {
+                q.tcp_flags = 0x5002;
+            }
+            q
+        })
+        .filter(|p| eval::evaluate(ir, p).verdict == eval::Verdict::Allow)
+        .collect();
+    if flows.is_empty() {
+        return Err("no allowed TCP/UDP packet to open a flow with".into());
+    }
+    let out = codegen::compile(
+        ir,
+        src,
+        &codegen::Options {
+            strategy: Strategy::Tree,
+        },
+    )
+    .map_err(|d| {
+        d.first()
+            .map_or("cannot compile".into(), |d| d.message.clone())
+    })?;
+    let art = runtime_loader::Artifact::from_bytes(out.object).map_err(|e| e.to_string())?;
+    let mut runner = Runner::new(runtime_loader::Loaded::load(&art).map_err(|e| e.to_string())?);
+    runner.local_wins = opts.local_wins;
+    let (mut policy, mut new, mut tracked, mut back) = (0.0, 0.0, 0.0, 0.0);
+    let mut wrong = 0;
+    let ns = |d: Duration| d.as_nanos() as f64;
+    let on = Settings::default();
+    let off = Settings {
+        conntrack: false,
+        ..on
+    };
+    for p in &flows {
+        let ct = runner.obj.conntrack().map_err(|e| e.to_string())?;
+        runner.obj.configure(&off).map_err(|e| e.to_string())?;
+        policy += ns(runner.judge(p, true, opts.repeat)?.duration);
+        runner.obj.configure(&on).map_err(|e| e.to_string())?;
+        // Emptied before each run of one packet: every run creates.
+        let mut first = Duration::ZERO;
+        for _ in 0..opts.repeat.min(200) {
+            for f in ct.flows().map_err(|e| e.to_string())? {
+                let _ = ct.remove(&f);
+            }
+            first += runner.judge(p, true, 1)?.duration;
+        }
+        new += ns(first) / opts.repeat.min(200) as f64;
+        let j = runner.judge(p, true, opts.repeat)?;
+        tracked += ns(j.duration);
+        if !j.reason.passes() {
+            wrong += 1;
+        }
+        let r = runner.judge(&reply(p), true, opts.repeat)?;
+        back += ns(r.duration);
+        if r.reason != Reason::CtReply {
+            wrong += 1;
+        }
+    }
+    let n = flows.len() as f64;
+    Ok(CtReport {
+        packets: flows.len(),
+        repeat: opts.repeat,
+        policy_ns: policy / n,
+        new_flow_ns: new / n,
+        tracked_ns: tracked / n,
+        reply_ns: back / n,
+        wrong,
+    })
+}
+
+impl CtReport {
+    pub fn table(&self) -> String {
+        let row =
+            |name: &str, v: f64| format!("{name:<38} {v:>10.1} {:>10.2}\n", v / self.policy_ns);
+        format!(
+            "conntrack: {} allowed TCP/UDP flows × {} runs each through the TC programs (tree)\n{:<38} {:>10} {:>10}\n{}{}{}{}{}",
+            self.packets,
+            self.repeat,
+            "packet",
+            "ns/packet",
+            "/policy",
+            row("policy lookup, tracking off", self.policy_ns),
+            row("first packet (policy + new entry)", self.new_flow_ns),
+            row("tracked flow, own direction (policy)", self.tracked_ns),
+            row("reply (conntrack fast path)", self.reply_ns),
+            if self.wrong > 0 { format!("wrong: {}\n", self.wrong) } else { String::new() },
+        )
+    }
+}

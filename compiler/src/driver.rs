@@ -870,6 +870,7 @@ pub struct BenchOptions {
     pub repeat: u32,
     pub sample: usize,
     pub tc: bool,
+    pub conntrack: bool,
     pub json: bool,
 }
 
@@ -918,17 +919,28 @@ pub fn bench(
         tc: opts.tc,
         local_wins: trace.is_some(),
     };
-    match crate::bench::run(&ir, &input.text, &packets, &bopts) {
-        Ok(r) => Outcome {
-            stdout: if opts.json {
-                serde_json::to_string_pretty(&r).unwrap_or_default() + "\n"
-            } else {
-                r.table()
-            },
-            code: i32::from(r.wrong() > 0 || r.failed() > 0),
-            ..Outcome::default()
+    let r = match crate::bench::run(&ir, &input.text, &packets, &bopts) {
+        Ok(r) => r,
+        Err(e) => return fail(e, 1),
+    };
+    let ct = if opts.conntrack {
+        match crate::bench::conntrack(&ir, &input.text, &packets, &bopts) {
+            Ok(c) => Some(c),
+            Err(e) => return fail(e, 1),
+        }
+    } else {
+        None
+    };
+    let wrong = r.wrong() + ct.as_ref().map_or(0, |c| c.wrong);
+    Outcome {
+        stdout: if opts.json {
+            let v = serde_json::json!({ "strategies": r, "conntrack": ct });
+            serde_json::to_string_pretty(&v).unwrap_or_default() + "\n"
+        } else {
+            r.table() + &ct.map(|c| c.table()).unwrap_or_default()
         },
-        Err(e) => fail(e, 1),
+        code: i32::from(wrong > 0 || r.failed() > 0),
+        ..Outcome::default()
     }
 }
 

@@ -292,6 +292,11 @@ enum Command {
         /// Judge ingress with the TC program instead of XDP.
         #[arg(long)]
         tc: bool,
+        /// Also time connection tracking (tree strategy, TC programs): a
+        /// new flow's packet, a tracked flow's next packet, its reply (the
+        /// fast path), against the same packet with tracking off.
+        #[arg(long)]
+        conntrack: bool,
         /// `human` (a table) or `json`.
         #[arg(long, value_enum, default_value_t = DiffFormat::Human)]
         format: DiffFormat,
@@ -562,6 +567,7 @@ fn main() -> ExitCode {
             repeat,
             strategy,
             tc,
+            conntrack,
             format,
         } => {
             let inputs = driver::read_inputs(&[file], &mut out);
@@ -588,6 +594,7 @@ fn main() -> ExitCode {
                         repeat,
                         sample,
                         tc,
+                        conntrack,
                         json: format == DiffFormat::Json,
                     };
                     merge(

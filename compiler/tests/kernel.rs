@@ -246,14 +246,39 @@ fn objects_are_reproducible_and_carry_their_manifest() {
         let f = object::File::parse(o).unwrap();
         f.section_by_name(name).unwrap().data().unwrap().to_vec()
     };
-    for name in [".text", "xdp", "tc", ".maps", "license", ".cilc.manifest"] {
+    for name in [".text", "xdp", "tc", ".maps", "license"] {
         assert!(
             section(&a.object, name) == section(&b.object, name),
             "section {name} differs"
         );
     }
-    let m = runtime_loader::read_manifest(&a.object).unwrap();
-    assert_eq!(m, a.manifest);
+    // The manifest too, but for the sealed hash of the whole object (which
+    // covers .BTF).
+    let (ma, mb) = (
+        runtime_loader::read_manifest(&a.object).unwrap(),
+        runtime_loader::read_manifest(&b.object).unwrap(),
+    );
+    assert_eq!(
+        runtime_loader::manifest::Manifest {
+            object_sha256: String::new(),
+            ..ma.clone()
+        },
+        runtime_loader::manifest::Manifest {
+            object_sha256: String::new(),
+            ..mb
+        }
+    );
+    // The seal holds, and is the hash the loader computes.
+    let sealed = runtime_loader::manifest::check_seal(&a.object).unwrap();
+    assert_eq!(ma.object_sha256, sealed);
+    let m = ma;
+    assert_eq!(
+        m,
+        runtime_loader::manifest::Manifest {
+            object_sha256: sealed,
+            ..a.manifest.clone()
+        }
+    );
     assert_eq!(m.rules.len(), ir.rules.len());
     assert_eq!(m.rules[0].line, 25, "{:?}", m.rules[0]);
     assert!(

@@ -578,7 +578,8 @@ fn gc_expires_non_tcp_entries_first() {
             other: Duration::from_secs(1),
             ..Timeouts::default()
         },
-        ct4_max: 64,
+        ct4_max: 1024,
+        gc_pressure: 0.05,
         ..settings()
     };
     lab.install(POLICY, s, &[Hook::Xdp, Hook::TcEgress]);
@@ -613,15 +614,17 @@ fn gc_expires_non_tcp_entries_first() {
         "{left:?}"
     );
 
-    // Under pressure (≥ 75% of 64 entries), idle non-TCP entries go before
-    // they expire; TCP entries stay.
-    for _ in 0..50 {
+    // Under pressure (≥ 5% of 1024 entries here), idle non-TCP entries go
+    // before they expire; TCP entries stay.
+    for _ in 0..80 {
         let c = lab.in_a(|| UdpSocket::bind((A, 0)).unwrap());
         c.send_to(b"q", (B, 5353)).unwrap();
     }
     std::thread::sleep(Duration::from_millis(250));
+    let udp = ct.flows().unwrap().iter().filter(|f| f.proto == 17).count();
+    assert!(udp >= 52, "the table is under pressure: {udp} UDP entries");
     let g = lab.inst.gc().unwrap();
-    assert_eq!(g.pressure, 50, "{g:?}");
+    assert_eq!((g.pressure, g.other), (udp, 0), "{g:?}");
     let left = ct.flows().unwrap();
     assert!(
         left.iter().all(|f| f.proto == 6) && !left.is_empty(),
