@@ -45,11 +45,16 @@ fn compile(src: &str, strategy: &str, tag: &str) -> PathBuf {
     object
 }
 
-/// The classifier's instructions (section .text), without addresses that
-/// only repeat the line number.
+/// The classifier's instructions (function `cilc_decide` in .text; the
+/// rest of .text is stdlib-bpf's and the same for every policy).
 fn disassembly(object: &Path) -> String {
     let out = Command::new("llvm-objdump-19")
-        .args(["-d", "--no-show-raw-insn", "--section=.text"])
+        .args([
+            "-d",
+            "--no-show-raw-insn",
+            "--section=.text",
+            "--disassemble-symbols=cilc_decide",
+        ])
         .arg(object)
         .output()
         .expect("llvm-objdump-19 (scripts/setup.sh installs llvm-19)");
