@@ -665,3 +665,103 @@ fn installation_outlives_its_loader_and_unload_removes_everything() {
         "nothing enforces after unload"
     );
 }
+
+fn cilc(args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cilc"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn the_cli_verbs_on_a_namespace_interface() {
+    let lab = Lab::new();
+    let dir = lab.inst.run.parent().unwrap().to_path_buf();
+    std::fs::create_dir_all(&dir).unwrap();
+    let (src, obj, obj2) = (dir.join("p.cpl"), dir.join("p.o"), dir.join("q.o"));
+    std::fs::write(&src, POLICY).unwrap();
+    let s = |p: &std::path::Path| p.to_str().unwrap().to_string();
+    let (code, _, err) = cilc(&["compile", &s(&src), "-o", &s(&obj)]);
+    assert_eq!(code, 0, "{err}");
+    let name = lab.inst.name.clone();
+    let run_dir = s(lab.inst.run.parent().unwrap());
+    let place = ["--name", name.as_str(), "--run-dir", run_dir.as_str()];
+    let with = |args: &[&str]| -> Vec<String> {
+        args.iter()
+            .chain(place.iter())
+            .map(|a| a.to_string())
+            .collect()
+    };
+    let run = |args: Vec<String>| {
+        let a: Vec<&str> = args.iter().map(String::as_str).collect();
+        cilc(&a)
+    };
+    let (code, out, err) = run(with(&[
+        "load",
+        &s(&obj),
+        "--identity",
+        &format!("{A}=app=frontend"),
+        "--identity",
+        &format!("{B}=app=server"),
+    ]));
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("loaded "), "{out}");
+    let (code, out, err) = run(with(&[
+        "attach", &lab.vb, "--hook", "xdp", "--netns", &lab.b,
+    ]));
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("attached"), "{out}");
+
+    let _l = tcp_listen(&lab, 8080);
+    assert!(tcp_connect(&lab, (B, 8080).into()).is_ok());
+    let _m = tcp_listen(&lab, 8081);
+    assert!(tcp_connect(&lab, (B, 8081).into()).is_err());
+
+    let (code, out, _) = run(with(&["status"]));
+    assert_eq!(code, 0);
+    assert!(out.contains("enforcing") && out.contains(&lab.vb), "{out}");
+    let (_, out, _) = run(with(&["stats", "--prometheus"]));
+    assert!(out.contains("# TYPE cilc_packets_total counter"), "{out}");
+    assert!(
+        out.contains(&format!(
+            "cilc_packets_total{{installation=\"{name}\",direction=\"ingress\",reason=\"default-deny\",verdict=\"dropped\"}}"
+        )),
+        "{out}"
+    );
+    let (_, out, _) = run(with(&["stats", "--format", "json"]));
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(v["rules"][0]["packets"].as_u64().unwrap() >= 1, "{out}");
+    let (_, out, _) = run(with(&["stats"]));
+    assert!(out.contains("srv/web") && out.contains("RULE"), "{out}");
+    let (_, out, _) = run(with(&["conntrack"]));
+    assert!(out.contains(&format!("{B}:8080")), "{out}");
+
+    // A damaged artifact is refused with the reason; the old one stays.
+    let mut bytes = std::fs::read(&obj).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 1;
+    std::fs::write(&obj2, bytes).unwrap();
+    let (code, _, err) = run(with(&["replace", &s(&obj2)]));
+    assert_eq!(code, 1);
+    assert!(err.contains("changed or damaged"), "{err}");
+    assert!(
+        tcp_connect(&lab, (B, 8081).into()).is_err(),
+        "still enforcing"
+    );
+
+    let (code, out, _) = run(with(&[
+        "detach", &lab.vb, "--hook", "xdp", "--netns", &lab.b,
+    ]));
+    assert_eq!(code, 0);
+    assert!(out.contains("detached"), "{out}");
+    assert!(tcp_connect(&lab, (B, 8081).into()).is_ok());
+    let (code, _, _) = run(with(&["unload"]));
+    assert_eq!(code, 0);
+    let (code, _, err) = run(with(&["status"]));
+    assert_eq!(code, 1, "{err}");
+}
