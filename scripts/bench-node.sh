@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Node benchmark (needs root): TCP throughput over a veth pair between two
 # network namespaces with no program attached vs a 10k-rule policy attached
-# (XDP ingress + TC egress, conntrack on), and the per-packet cost of
-# conntrack's fast path vs a full policy lookup (`cilc bench --conntrack`).
+# at TC ingress + egress (conntrack on), then at XDP + TC egress, and the
+# per-packet cost of conntrack's fast path vs a full policy lookup
+# (`cilc bench --conntrack`).
 # The 10k-rule policy is ClassBench lyxocs fw1_10k put on the receiving
 # endpoint; without ../shared it is a generated 10,000-rule policy.
 # Usage: scripts/bench-node.sh [SECONDS per run, default 5] [RUNS, default 3]
@@ -60,14 +61,27 @@ measure() {
 echo "== TCP throughput, no program"
 base=$(measure)
 "$cilc" load "$out/p.o" --name "$tag" --run-dir "$out/run" --identity 10.77.0.2=app=server >/dev/null
-"$cilc" attach "$vb" --hook xdp --netns "$b" --name "$tag" --run-dir "$out/run"
-"$cilc" attach "$vb" --hook tc-egress --netns "$b" --name "$tag" --run-dir "$out/run"
-echo "== TCP throughput, policy attached (XDP + TC egress, conntrack on)"
-with=$(measure)
-"$cilc" stats --name "$tag" --run-dir "$out/run" | head -8
+node() { "$cilc" "$@" --name "$tag" --run-dir "$out/run"; }
+node attach "$vb" --hook tc-ingress --netns "$b"
+node attach "$vb" --hook tc-egress --netns "$b"
+echo "== TCP throughput, policy attached at TC ingress + egress (conntrack on)"
+tc=$(measure)
+node stats | sed -n 1,8p
+node detach "$vb" --hook tc-ingress --netns "$b"
+node attach "$vb" --hook xdp --netns "$b"
+echo "== TCP throughput, policy attached at XDP + TC egress (conntrack on)"
+xdp=$(measure)
+# XDP on veth costs by itself (no GRO/TSO: every segment is a packet): the
+# same hooks with a parse-only artifact (swapped in by replace) are its floor.
+"$cilc" compile --strategy parse-only "$out/p.cpl" -o "$out/floor.o" >/dev/null
+node replace "$out/floor.o"
+echo "== TCP throughput, parse-only artifact at XDP + TC egress (the XDP floor)"
+floor=$(measure)
 echo
-echo "throughput: without $base Gbit/s, with $with Gbit/s, ratio $(echo "$with $base" | awk '{printf "%.3f", $1/$2}') (best of $runs × ${secs}s)"
-
+ratio() { echo "$1 $2" | awk '{printf "%.3f", $1/$2}'; }
+echo "throughput (best of $runs × ${secs}s): no program $base Gbit/s;" \
+  "TC $tc Gbit/s (ratio $(ratio "$tc" "$base"));" \
+  "XDP $xdp Gbit/s (ratio $(ratio "$xdp" "$base"), $(ratio "$xdp" "$floor") of the parse-only XDP floor $floor Gbit/s)"
 echo
 echo "== conntrack fast path vs policy lookup (BPF_PROG_TEST_RUN)"
 cat > "$out/ct.packets" <<'PK'

@@ -555,8 +555,7 @@ fn a_replacement_the_kernel_refuses_leaves_the_old_programs() {
     let e = lab
         .inst
         .replace(&artifact(POLICY))
-        .err()
-        .expect("a load failure is reported");
+        .expect_err("a load failure is reported");
     assert!(
         e.to_string().contains("refused") || e.to_string().contains("reuse"),
         "{e}"
@@ -649,13 +648,28 @@ fn installation_outlives_its_loader_and_unload_removes_everything() {
     // Attaching a second XDP program to the same interface is refused.
     let e = again
         .attach(lab.target(Hook::XdpGeneric))
-        .err()
-        .expect("one XDP per interface");
+        .expect_err("one XDP per interface");
     assert!(e.to_string().contains("already attached"), "{e}");
+    // A namespace given by path works like one given by name.
+    let by_path = runtime_loader::link::Target {
+        iface: lab.vb.clone(),
+        hook: Hook::TcEgress,
+        netns: Some(runtime_loader::link::Netns::parse(&format!(
+            "/run/netns/{}",
+            lab.b
+        ))),
+    };
+    again.attach(by_path.clone()).unwrap();
+    assert!(again
+        .status()
+        .unwrap()
+        .attachments
+        .iter()
+        .any(|a| a.target == by_path && a.current));
     // A missing interface is named.
     let mut t = lab.target(Hook::TcIngress);
     t.iface = "nosuchif0".into();
-    let e = again.attach(t).err().expect("no such interface");
+    let e = again.attach(t).expect_err("no such interface");
     assert!(e.to_string().contains("no interface `nosuchif0`"), "{e}");
     again.unload().unwrap();
     assert!(!again.pins.exists() && !again.run.exists());

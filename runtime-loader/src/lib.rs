@@ -38,12 +38,28 @@ pub enum Error {
     NotCilc(String),
     #[error("object layout {found} is not the {expected} this loader knows; recompile the policy with a matching cilc")]
     Layout { found: u32, expected: u32 },
-    #[error("the kernel refused the object: {message}\n{log}")]
+    #[error("the kernel refused the object: {message}\n  = hint: {}\n{log}", load_hint(.message, .log))]
     Load { message: String, log: String },
     #[error("{0}")]
     Kernel(String),
     #[error("no program `{0}` in the object")]
     NoProgram(String),
+}
+
+/// What to do about a load failure, from the error and the verifier log.
+fn load_hint(message: &str, log: &str) -> &'static str {
+    if message.contains("Argument list too long") || log.contains("too large") {
+        "the program is beyond the verifier's 1M-instruction budget; `cilc inspect` shows the \
+         classifier's size (docs/backend.md, Limits)"
+    } else if message.contains("Operation not permitted") {
+        "loading BPF needs root (CAP_BPF, CAP_NET_ADMIN) and a memlock limit that allows the maps"
+    } else if log.contains("reuse") || log.contains("pinned map") && message.contains("Invalid") {
+        "the installation's pinned state maps do not fit this object (another size or layout): \
+         `unload` and `load` it afresh"
+    } else {
+        "the verifier's log below ends with its reason; a correct policy that does not load is a \
+         cilc bug: report it with the artifact"
+    }
 }
 
 /// A compiled object and its manifest, checked but not loaded.
