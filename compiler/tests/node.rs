@@ -30,6 +30,7 @@ policy srv on server {
   }
   egress {
     allow to frontend tcp 9000 as out
+    allow to frontend udp 7777 as probe
   }
 }
 ";
@@ -754,6 +755,30 @@ fn the_cli_verbs_on_a_namespace_interface() {
     assert!(out.contains("srv/web") && out.contains("RULE"), "{out}");
     let (_, out, _) = run(with(&["conntrack"]));
     assert!(out.contains(&format!("{B}:8080")), "{out}");
+    // The same counters over HTTP.
+    let port = 20000 + std::process::id() % 20000;
+    let addr = format!("127.0.0.1:{port}");
+    let mut args = with(&["stats", "--listen", &addr]);
+    let args: Vec<&str> = args.iter_mut().map(|a| a.as_str()).collect();
+    let mut server = std::process::Command::new(env!("CARGO_BIN_EXE_cilc"))
+        .args(&args)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut body = String::new();
+    for _ in 0..50 {
+        if let Ok(mut c) = TcpStream::connect(&addr) {
+            c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+                .unwrap();
+            c.read_to_string(&mut body).unwrap();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = server.kill();
+    let _ = server.wait();
+    assert!(body.starts_with("HTTP/1.1 200 OK"), "{body}");
+    assert!(body.contains("cilc_rule_packets_total{"), "{body}");
 
     // A damaged artifact is refused with the reason; the old one stays.
     let mut bytes = std::fs::read(&obj).unwrap();
@@ -778,4 +803,53 @@ fn the_cli_verbs_on_a_namespace_interface() {
     assert_eq!(code, 0);
     let (code, _, err) = run(with(&["status"]));
     assert_eq!(code, 1, "{err}");
+}
+
+#[test]
+fn icmp_errors_about_a_tracked_flow_pass_as_related() {
+    let lab = Lab::new();
+    lab.install(POLICY, settings(), &[Hook::Xdp, Hook::TcEgress]);
+    // b → a:7777 (egress allows it); nothing listens on a, whose kernel
+    // answers "port unreachable" quoting b's datagram. b's ingress section
+    // allows no such ICMP: only conntrack lets it in.
+    let sock = lab.in_b(|| {
+        let s = UdpSocket::bind((B, 0)).unwrap();
+        s.connect((A, 7777)).unwrap();
+        s
+    });
+    sock.set_read_timeout(Some(SHORT)).unwrap();
+    sock.send(b"anyone?").unwrap();
+    let mut buf = [0; 16];
+    let e = sock.recv(&mut buf).expect_err("nothing answers with data");
+    assert_eq!(
+        e.kind(),
+        std::io::ErrorKind::ConnectionRefused,
+        "the ICMP error reached b: {e}"
+    );
+    let s = lab.inst.stats().unwrap();
+    assert_eq!(s.reason("ingress", Reason::CtRelated), 1, "{}", s.table());
+    assert_eq!(s.reason("ingress", Reason::DefaultDeny), 0, "{}", s.table());
+}
+
+#[test]
+fn audit_mode_passes_what_policy_would_drop_and_counts_it() {
+    let lab = Lab::new();
+    lab.install(
+        POLICY,
+        Settings {
+            audit: true,
+            ..settings()
+        },
+        &[Hook::Xdp],
+    );
+    let listener = tcp_listen(&lab, 8081);
+    let mut client = tcp_connect(&lab, (B, 8081).into()).expect("audit mode lets it through");
+    let (mut server, _) = listener.accept().unwrap();
+    assert_eq!(
+        echo_once(&mut client, &mut server, b"audited").unwrap(),
+        b"audited"
+    );
+    let s = lab.inst.stats().unwrap();
+    assert!(s.reason("ingress", Reason::Audit) >= 3, "{}", s.table());
+    assert_eq!(s.reason("ingress", Reason::DefaultDeny), 0, "{}", s.table());
 }
