@@ -405,6 +405,22 @@ fn replace_under_continuous_traffic_is_atomic() {
             let s = lab.in_b(|| UdpSocket::bind((B, p)).unwrap());
             s.set_read_timeout(Some(Duration::from_millis(300)))
                 .unwrap();
+            // Room for the whole stream: a busy machine may leave the
+            // readers unscheduled for a while, and a full socket buffer
+            // would drop what the policy passed.
+            let size: libc::c_int = 8 << 20;
+            use std::os::fd::AsRawFd;
+            // SAFETY: setsockopt on a socket we own, with an int option.
+            let r = unsafe {
+                libc::setsockopt(
+                    s.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_RCVBUFFORCE,
+                    &size as *const _ as *const libc::c_void,
+                    std::mem::size_of_val(&size) as u32,
+                )
+            };
+            assert_eq!(r, 0, "SO_RCVBUFFORCE");
             s
         })
         .collect();
