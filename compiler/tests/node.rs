@@ -796,6 +796,41 @@ fn the_cli_verbs_on_a_namespace_interface() {
     assert!(body.starts_with("HTTP/1.1 200 OK"), "{body}");
     assert!(body.contains("cilc_rule_packets_total{"), "{body}");
 
+    // Endpoints from the command line.
+    let ep = |verb: &str, name: &str| {
+        with(&[
+            "endpoint",
+            verb,
+            name,
+            "--address",
+            "10.77.0.9",
+            "--labels",
+            "app=extra,tier=x",
+            "--port",
+            "http=80",
+        ])
+    };
+    let (code, out, err) = run(ep("add", "extra"));
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.trim(), "added endpoint extra");
+    let (code, _, err) = run(ep("add", "extra"));
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("exists; `endpoint update` changes it"),
+        "{err}"
+    );
+    let (code, _, err) = run(ep("update", "nobody"));
+    assert_eq!(code, 1);
+    assert!(err.contains("`endpoint add` registers it"), "{err}");
+    let (_, out, _) = run(with(&["endpoint", "list"]));
+    assert!(
+        out.contains("extra") && out.contains("app=extra,tier=x") && out.contains("http=80"),
+        "{out}"
+    );
+    let (code, out, _) = run(with(&["endpoint", "remove", "extra"]));
+    assert_eq!(code, 0);
+    assert!(out.contains("removed endpoint extra"), "{out}");
+
     // A damaged artifact is refused with the reason; the old one stays.
     let mut bytes = std::fs::read(&obj).unwrap();
     let at = bytes.len() / 2;
@@ -868,4 +903,172 @@ fn audit_mode_passes_what_policy_would_drop_and_counts_it() {
     let s = lab.inst.stats().unwrap();
     assert!(s.reason("ingress", Reason::Audit) >= 3, "{}", s.table());
     assert_eq!(s.reason("ingress", Reason::DefaultDeny), 0, "{}", s.table());
+}
+
+mod endpoints {
+    //! Endpoints registered on a running installation: labels, addresses
+    //! and named ports change the next packet's verdict, with no reload.
+
+    use super::*;
+    use runtime_loader::endpoint::EndpointSpec;
+    use runtime_loader::install::IdentityEntry;
+
+    fn endpoint(
+        name: &str,
+        addr: std::net::Ipv4Addr,
+        labels: &str,
+        ports: &[(&str, u16)],
+    ) -> EndpointSpec {
+        EndpointSpec {
+            name: name.into(),
+            addresses: vec![std::net::IpAddr::V4(addr).into()],
+            labels: labels
+                .split(',')
+                .filter_map(|kv| kv.split_once('='))
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            namespace: "default".into(),
+            namespace_labels: Default::default(),
+            named_ports: ports.iter().map(|(n, p)| (n.to_string(), *p)).collect(),
+            interface: None,
+        }
+    }
+
+    /// Install `src` with only `b` known (as app=server), attached at XDP.
+    fn install(lab: &Lab, src: &str, settings: Settings) {
+        let ids = vec![IdentityEntry::parse(&format!("{B}=app=server")).unwrap()];
+        lab.inst
+            .load(&artifact(src), settings, ids)
+            .unwrap_or_else(|e| panic!("{e}"));
+        lab.inst.attach(lab.target(Hook::Xdp)).unwrap();
+    }
+
+    #[test]
+    fn relabelling_a_peer_flips_the_next_connection_without_a_reload() {
+        let lab = Lab::new();
+        install(&lab, POLICY, Settings::default());
+        let program = lab.inst.status().unwrap().attachments[0].program_id;
+        let _l = tcp_listen(&lab, 8080);
+        assert!(
+            tcp_connect(&lab, (B, 8080).into()).is_err(),
+            "a is world: denied"
+        );
+
+        let c = lab
+            .inst
+            .endpoint_set(&[endpoint("a", A, "app=frontend", &[])])
+            .unwrap();
+        assert_eq!(c.added, vec!["a".to_string()]);
+        assert!(
+            tcp_connect(&lab, (B, 8080).into()).is_ok(),
+            "a is a frontend now"
+        );
+
+        let c = lab
+            .inst
+            .endpoint_set(&[endpoint("a", A, "app=intruder", &[])])
+            .unwrap();
+        assert_eq!(c.updated, vec!["a".to_string()]);
+        assert!(
+            tcp_connect(&lab, (B, 8080).into()).is_err(),
+            "relabelled: denied"
+        );
+
+        lab.inst
+            .endpoint_set(&[endpoint("a", A, "app=frontend", &[])])
+            .unwrap();
+        assert!(tcp_connect(&lab, (B, 8080).into()).is_ok());
+        lab.inst.endpoint_remove("a").unwrap();
+        assert!(
+            tcp_connect(&lab, (B, 8080).into()).is_err(),
+            "removed: world again"
+        );
+
+        let st = lab.inst.status().unwrap();
+        assert_eq!(st.record.generation, 1, "no replace happened");
+        assert_eq!(st.attachments[0].program_id, program, "no reload happened");
+    }
+
+    #[test]
+    fn named_ports_resolve_per_endpoint_and_follow_updates() {
+        let policy = "select server = app=server\nselect frontend = app=frontend\n\
+            policy srv on server { ingress { allow from frontend tcp named http } }";
+        let lab = Lab::new();
+        let ids = vec![IdentityEntry::parse(&format!("{A}=app=frontend")).unwrap()];
+        lab.inst
+            .load(&artifact(policy), Settings::default(), ids)
+            .unwrap();
+        lab.inst.attach(lab.target(Hook::Xdp)).unwrap();
+        // Bulk form: a JSON file.
+        let file = lab.inst.run.join("endpoints.json");
+        std::fs::write(
+            &file,
+            format!(r#"[{{"name": "b", "addresses": ["{B}/32"], "labels": {{"app": "server"}}, "named_ports": {{"http": 8080}}}}]"#),
+        )
+        .unwrap();
+        let specs = EndpointSpec::read_file(&file).unwrap();
+        lab.inst.endpoint_set(&specs).unwrap();
+        let (_l1, _l2) = (tcp_listen(&lab, 8080), tcp_listen(&lab, 8081));
+        assert!(
+            tcp_connect(&lab, (B, 8080).into()).is_ok(),
+            "http is 8080 on b"
+        );
+        assert!(tcp_connect(&lab, (B, 8081).into()).is_err());
+
+        lab.inst
+            .endpoint_set(&[endpoint("b", B, "app=server", &[("http", 8081)])])
+            .unwrap();
+        assert!(
+            tcp_connect(&lab, (B, 8081).into()).is_ok(),
+            "http moved to 8081"
+        );
+        assert!(tcp_connect(&lab, (B, 8080).into()).is_err());
+    }
+
+    #[test]
+    fn a_full_identity_map_refuses_the_change_and_changes_nothing() {
+        let lab = Lab::new();
+        install(
+            &lab,
+            POLICY,
+            Settings {
+                idents_max: 3,
+                ..Settings::default()
+            },
+        );
+        let mut big = endpoint("a", A, "app=frontend", &[]);
+        big.addresses.extend(
+            ["10.77.1.1/32", "10.77.1.2/32", "10.77.1.3/32"]
+                .map(|a| a.parse::<ipnet::IpNet>().unwrap()),
+        );
+        let e = lab
+            .inst
+            .endpoint_set(&[big])
+            .expect_err("4 + 1 addresses do not fit 3");
+        assert!(
+            e.to_string().contains("holds 3 addresses")
+                && e.to_string().contains("nothing changed"),
+            "{e}"
+        );
+        assert!(lab.inst.record().unwrap().endpoints.is_empty());
+        let _l = tcp_listen(&lab, 8080);
+        assert!(
+            tcp_connect(&lab, (B, 8080).into()).is_err(),
+            "a stays world"
+        );
+        // Two addresses still fit (b + a's two).
+        let mut two = endpoint("a", A, "app=frontend", &[]);
+        two.addresses.push("10.77.1.1/32".parse().unwrap());
+        lab.inst.endpoint_set(&[two]).unwrap();
+        assert!(tcp_connect(&lab, (B, 8080).into()).is_ok());
+        // An address owned by someone else is refused by name.
+        let e = lab
+            .inst
+            .endpoint_set(&[endpoint("c", A, "app=frontend", &[])])
+            .expect_err("a's address");
+        assert!(
+            e.to_string().contains("already belongs to endpoint `a`"),
+            "{e}"
+        );
+    }
 }

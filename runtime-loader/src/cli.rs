@@ -11,6 +11,7 @@ use std::time::Duration;
 use clap::{Args, Subcommand, ValueEnum};
 
 use crate::conntrack::{Settings, Timeouts};
+use crate::endpoint::EndpointSpec;
 use crate::install::{IdentityEntry, Installation, BPFFS, RUN_DIR};
 use crate::link::{Hook, Netns, Target};
 use crate::{Artifact, Error};
@@ -65,8 +66,102 @@ pub enum Format {
     Prometheus,
 }
 
+/// An endpoint given on the command line.
+#[derive(Args, Debug, Clone)]
+pub struct EndpointArgs {
+    /// The endpoint's name.
+    #[arg(id = "endpoint", value_name = "ENDPOINT")]
+    pub name: String,
+    /// An address or prefix (repeatable).
+    #[arg(long = "address", required = true, value_parser = crate::endpoint::parse_net)]
+    pub addresses: Vec<ipnet::IpNet>,
+    /// `key=value,key=value`.
+    #[arg(long, default_value = "")]
+    pub labels: String,
+    #[arg(long, default_value = "default")]
+    pub namespace: String,
+    /// The namespace's labels, `key=value,...`.
+    #[arg(long, default_value = "")]
+    pub namespace_labels: String,
+    /// A named container port, `NAME=NUMBER` (repeatable).
+    #[arg(long = "port")]
+    pub ports: Vec<String>,
+    /// The interface it sits behind.
+    #[arg(long)]
+    pub iface: Option<String>,
+}
+
+impl EndpointArgs {
+    fn spec(&self) -> Result<EndpointSpec, Error> {
+        let bad = |e: String| Error::Kernel(format!("endpoint `{}`: {e}", self.name));
+        let mut named_ports = std::collections::BTreeMap::new();
+        for p in &self.ports {
+            let (n, v) = p
+                .split_once('=')
+                .ok_or_else(|| bad(format!("expected --port NAME=NUMBER, got `{p}`")))?;
+            let v: u16 = v
+                .parse()
+                .map_err(|_| bad(format!("port `{n}` needs a number, got `{v}`")))?;
+            named_ports.insert(n.to_string(), v);
+        }
+        let spec = EndpointSpec {
+            name: self.name.clone(),
+            addresses: self.addresses.clone(),
+            labels: crate::identity::pairs(&self.labels, "labels").map_err(bad)?,
+            namespace: self.namespace.clone(),
+            namespace_labels: crate::identity::pairs(&self.namespace_labels, "namespace labels")
+                .map_err(bad)?,
+            named_ports,
+            interface: self.iface.clone(),
+        };
+        spec.check().map_err(Error::Kernel)?;
+        Ok(spec)
+    }
+}
+
+#[derive(Subcommand, Debug)]
+pub enum EndpointCommand {
+    /// Register a new endpoint; its addresses get its identity at once.
+    Add {
+        #[command(flatten)]
+        endpoint: EndpointArgs,
+        #[command(flatten)]
+        place: Place,
+    },
+    /// Change an endpoint (labels, addresses, ports): the next packet sees it.
+    Update {
+        #[command(flatten)]
+        endpoint: EndpointArgs,
+        #[command(flatten)]
+        place: Place,
+    },
+    /// Forget an endpoint: its addresses are world again.
+    Remove {
+        #[arg(id = "endpoint", value_name = "ENDPOINT")]
+        name: String,
+        #[command(flatten)]
+        place: Place,
+    },
+    /// The registered endpoints.
+    List {
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+        #[command(flatten)]
+        place: Place,
+    },
+    /// Add or update every endpoint of a JSON file (one or a list), all or nothing.
+    Apply {
+        file: PathBuf,
+        #[command(flatten)]
+        place: Place,
+    },
+}
+
 #[derive(Subcommand, Debug)]
 pub enum NodeCommand {
+    /// Endpoints: addresses with labels and named ports, updated live.
+    #[command(subcommand)]
+    Endpoint(EndpointCommand),
     /// Load an artifact into the kernel and pin it (attach with `attach`).
     Load {
         artifact: PathBuf,
@@ -87,6 +182,9 @@ pub enum NodeCommand {
         /// IPv6 conntrack entries.
         #[arg(long, default_value_t = Settings::default().ct6_max)]
         ct6_max: u32,
+        /// Addresses and prefixes with an identity (endpoints, --identity).
+        #[arg(long, default_value_t = Settings::default().idents_max)]
+        idents_max: u32,
         /// Seconds a TCP flow may take to complete its handshake.
         #[arg(long, default_value_t = Timeouts::default().syn.as_secs())]
         timeout_syn: u64,
@@ -187,8 +285,96 @@ fn ago(since: u64) -> String {
     }
 }
 
+/// `endpoint add` (it must be new) or `endpoint update` (it must exist).
+fn set_one(
+    endpoint: EndpointArgs,
+    place: Place,
+    adding: bool,
+    report: impl Fn(crate::install::EndpointChange),
+) -> Result<(), Error> {
+    let inst = place.installation()?;
+    let exists = inst
+        .record()?
+        .endpoints
+        .iter()
+        .any(|e| e.name == endpoint.name);
+    if adding && exists {
+        return Err(Error::Kernel(format!(
+            "endpoint `{}` exists; `endpoint update` changes it",
+            endpoint.name
+        )));
+    }
+    if !adding && !exists {
+        return Err(Error::Kernel(format!(
+            "no endpoint `{}`; `endpoint add` registers it",
+            endpoint.name
+        )));
+    }
+    report(inst.endpoint_set(&[endpoint.spec()?])?);
+    Ok(())
+}
+
+fn endpoint(cmd: EndpointCommand) -> Result<(), Error> {
+    let report = |c: crate::install::EndpointChange| {
+        for (what, names) in [
+            ("added", c.added),
+            ("updated", c.updated),
+            ("unchanged", c.unchanged),
+        ] {
+            for n in names {
+                println!("{what} endpoint {n}");
+            }
+        }
+    };
+    match cmd {
+        EndpointCommand::Add { endpoint, place } => set_one(endpoint, place, true, report)?,
+        EndpointCommand::Update { endpoint, place } => set_one(endpoint, place, false, report)?,
+        EndpointCommand::Remove { name, place } => {
+            let ep = place.installation()?.endpoint_remove(&name)?;
+            println!(
+                "removed endpoint {} ({} addresses)",
+                ep.name,
+                ep.addresses.len()
+            );
+        }
+        EndpointCommand::Apply { file, place } => {
+            let specs = EndpointSpec::read_file(&file).map_err(Error::Kernel)?;
+            report(place.installation()?.endpoint_set(&specs)?);
+        }
+        EndpointCommand::List { format, place } => {
+            let eps = place.installation()?.record()?.endpoints;
+            if let Format::Json = format {
+                println!("{}", serde_json::to_string_pretty(&eps).unwrap_or_default());
+                return Ok(());
+            }
+            println!(
+                "{:<24} {:<16} {:<32} {:<32} PORTS",
+                "NAME", "NAMESPACE", "ADDRESSES", "LABELS"
+            );
+            for e in eps {
+                let join = |it: Vec<String>| it.join(",");
+                println!(
+                    "{:<24} {:<16} {:<32} {:<32} {}",
+                    e.name,
+                    e.namespace,
+                    join(e.addresses.iter().map(|a| a.to_string()).collect()),
+                    join(e.labels.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+                    join(
+                        e.named_ports
+                            .iter()
+                            .map(|(k, v)| format!("{k}={v}"))
+                            .collect()
+                    ),
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
 fn execute(cmd: NodeCommand) -> Result<(), Error> {
     match cmd {
+        NodeCommand::Endpoint(cmd) => return endpoint(cmd),
         NodeCommand::Load {
             artifact,
             place,
@@ -197,6 +383,7 @@ fn execute(cmd: NodeCommand) -> Result<(), Error> {
             audit,
             ct4_max,
             ct6_max,
+            idents_max,
             timeout_syn,
             timeout_established,
             timeout_close,
@@ -208,6 +395,7 @@ fn execute(cmd: NodeCommand) -> Result<(), Error> {
                 audit,
                 ct4_max,
                 ct6_max,
+                idents_max,
                 timeouts: Timeouts {
                     syn: Duration::from_secs(timeout_syn),
                     established: Duration::from_secs(timeout_established),

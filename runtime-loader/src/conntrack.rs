@@ -52,6 +52,14 @@ pub struct Settings {
     pub ct6_max: u32,
     /// Fill (0–1) above which `gc` also removes idle non-TCP entries.
     pub gc_pressure: f64,
+    /// Addresses and prefixes the identity map holds (endpoints and
+    /// `--identity`); a change that needs more is refused.
+    #[serde(default = "default_idents_max")]
+    pub idents_max: u32,
+}
+
+fn default_idents_max() -> u32 {
+    65_536
 }
 
 impl Default for Settings {
@@ -63,6 +71,7 @@ impl Default for Settings {
             ct4_max: 262_144,
             ct6_max: 65_536,
             gc_pressure: 0.75,
+            idents_max: default_idents_max(),
         }
     }
 }

@@ -86,7 +86,7 @@ fn labels_match(reqs: &[LabelReq], labels: &BTreeMap<String, String>) -> bool {
     })
 }
 
-fn pairs(text: &str, what: &str) -> Result<BTreeMap<String, String>, String> {
+pub(crate) fn pairs(text: &str, what: &str) -> Result<BTreeMap<String, String>, String> {
     let mut out = BTreeMap::new();
     for kv in text.split(',').filter(|s| !s.is_empty()) {
         let (k, v) = kv

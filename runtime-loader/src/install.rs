@@ -18,7 +18,6 @@
 //! no packet sees no program) and only then re-pins; any failure before
 //! the swap leaves everything as it was, a failure during it swaps back.
 
-use std::net::IpAddr;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -28,6 +27,7 @@ use libbpf_rs::MapHandle;
 use serde::{Deserialize, Serialize};
 
 use crate::conntrack::{Settings, Tables};
+use crate::endpoint::EndpointSpec;
 use crate::identity::{self, Identity};
 use crate::link::{open_pinned, pin_fd, Link, Target};
 use crate::manifest::{self, Keep};
@@ -52,13 +52,7 @@ impl IdentityEntry {
         let (addr, id) = text.split_once('=').ok_or_else(|| {
             format!("expected ADDR=IDENTITY (e.g. 10.0.1.5=app=web), got `{text}`")
         })?;
-        let prefix = match addr.parse::<IpNet>() {
-            Ok(n) => n,
-            Err(_) => addr
-                .parse::<IpAddr>()
-                .map(IpNet::from)
-                .map_err(|_| format!("`{addr}` is not an address or prefix"))?,
-        };
+        let prefix = crate::endpoint::parse_net(addr)?;
         identity::parse_identity(id)?;
         Ok(IdentityEntry {
             prefix,
@@ -89,8 +83,47 @@ pub struct Record {
     /// 1 for the first artifact, +1 per replacement.
     pub generation: u32,
     pub settings: Settings,
+    /// Identities given at load (`--identity`).
     pub identities: Vec<IdentityEntry>,
+    /// Endpoints registered since (`endpoint add`), by name.
+    #[serde(default)]
+    pub endpoints: Vec<EndpointSpec>,
     pub attachments: Vec<Attachment>,
+}
+
+impl Record {
+    /// Every address or prefix with its identity.
+    pub fn identity_entries(&self) -> Result<Vec<(IpNet, Identity)>, Error> {
+        identity_entries(&self.identities, &self.endpoints)
+    }
+}
+
+/// Load-time identities, then endpoints' addresses, with their identities.
+fn identity_entries(
+    identities: &[IdentityEntry],
+    endpoints: &[EndpointSpec],
+) -> Result<Vec<(IpNet, Identity)>, Error> {
+    let mut out = Vec::new();
+    for e in identities {
+        out.push((
+            e.prefix,
+            identity::parse_identity(&e.identity).map_err(Error::Kernel)?,
+        ));
+    }
+    for ep in endpoints {
+        for a in &ep.addresses {
+            out.push((*a, ep.identity()));
+        }
+    }
+    Ok(out)
+}
+
+/// What `endpoint set` changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct EndpointChange {
+    pub added: Vec<String>,
+    pub updated: Vec<String>,
+    pub unchanged: Vec<String>,
 }
 
 /// One attachment as the kernel has it now.
@@ -279,7 +312,7 @@ impl Installation {
         &self,
         artifact: &Artifact,
         settings: &Settings,
-        identities: &[IdentityEntry],
+        identities: &[(IpNet, Identity)],
     ) -> Result<Loaded, Error> {
         let loaded = Loaded::load_with(
             artifact,
@@ -289,10 +322,9 @@ impl Installation {
             },
         )?;
         let selectors = identity::selectors(&artifact.manifest);
-        for e in identities {
-            let id: Identity = identity::parse_identity(&e.identity).map_err(Error::Kernel)?;
-            let bits = identity::bits(&artifact.manifest, &selectors, &id);
-            loaded.set_identity_prefix(e.prefix, &bits)?;
+        for (net, id) in identities {
+            let bits = identity::bits(&artifact.manifest, &selectors, id);
+            loaded.set_identity_prefix(*net, &bits)?;
         }
         Ok(loaded)
     }
@@ -344,7 +376,8 @@ impl Installation {
         }
         std::fs::create_dir_all(&self.run).map_err(io("cannot create", &self.run))?;
         let done = (|| {
-            let loaded = self.load_artifact(artifact, &settings, &identities)?;
+            let entries = identity_entries(&identities, &[])?;
+            let loaded = self.load_artifact(artifact, &settings, &entries)?;
             self.pin_artifact_objects(&loaded, false)?;
             self.write_artifact(artifact)?;
             let m = &artifact.manifest;
@@ -361,6 +394,7 @@ impl Installation {
                 generation: 1,
                 settings,
                 identities,
+                endpoints: Vec::new(),
                 attachments: Vec::new(),
             };
             self.write_record(&record)?;
@@ -434,7 +468,7 @@ impl Installation {
                 expected: record.layout,
             });
         }
-        let new = self.load_artifact(artifact, &record.settings, &record.identities)?;
+        let new = self.load_artifact(artifact, &record.settings, &record.identity_entries()?)?;
         // Pin the new objects beside the old ones first: harmless if the
         // swap fails.
         let staged: Vec<(OwnedFd, PathBuf)> = {
@@ -579,6 +613,124 @@ impl Installation {
     pub fn gc(&self) -> Result<crate::conntrack::Gc, Error> {
         let record = self.record()?;
         self.conntrack()?.gc(&record.settings)
+    }
+
+    /// Add endpoints, or update them (by name): their addresses get the
+    /// identity bits of the installed artifact at once, in the pinned
+    /// identity map the running programs read. All or nothing: a conflict
+    /// or a map without room for every new address changes nothing.
+    pub fn endpoint_set(&self, specs: &[EndpointSpec]) -> Result<EndpointChange, Error> {
+        let mut record = self.record()?;
+        let artifact = self.artifact()?;
+        let map = self.pinned_map("cilc_idents")?;
+        let mut change = EndpointChange::default();
+        // Who owns each prefix once this change is made.
+        let mut owner: std::collections::BTreeMap<IpNet, String> = record
+            .identities
+            .iter()
+            .map(|e| (e.prefix, format!("--identity {}", e.prefix)))
+            .collect();
+        let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
+        for ep in record
+            .endpoints
+            .iter()
+            .filter(|e| !names.contains(&e.name.as_str()))
+        {
+            for a in &ep.addresses {
+                owner.insert(*a, format!("endpoint `{}`", ep.name));
+            }
+        }
+        for s in specs {
+            s.check().map_err(Error::Kernel)?;
+            for a in &s.addresses {
+                if let Some(o) = owner.insert(*a, format!("endpoint `{}`", s.name)) {
+                    if o != format!("endpoint `{}`", s.name) {
+                        return Err(Error::Kernel(format!(
+                            "endpoint `{}`: {a} already belongs to {o}; remove or change that first",
+                            s.name
+                        )));
+                    }
+                }
+            }
+        }
+        // Room in the map: every prefix it will hold, against its size.
+        let old: std::collections::BTreeSet<IpNet> = record
+            .identity_entries()?
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        let new: std::collections::BTreeSet<IpNet> = owner.keys().copied().collect();
+        let max = libbpf_rs::MapCore::max_entries(&map) as usize;
+        if new.len() > max {
+            return Err(Error::Kernel(format!(
+                "the identity map holds {max} addresses and this change needs {}: nothing changed \
+                 (fail closed); remove endpoints or give fewer addresses",
+                new.len()
+            )));
+        }
+        let selectors = identity::selectors(&artifact.manifest);
+        let write = |net: IpNet, id: &Identity| {
+            let bits = identity::bits(&artifact.manifest, &selectors, id);
+            libbpf_rs::MapCore::update(
+                &map,
+                &crate::ident_key_net(net),
+                &bits.to_bytes(),
+                libbpf_rs::MapFlags::ANY,
+            )
+            .map_err(|e| Error::Kernel(format!("cannot set the identity of {net}: {e}")))
+        };
+        for s in specs {
+            let id = s.identity();
+            let before = record.endpoints.iter().position(|e| e.name == s.name);
+            match before {
+                Some(i) if record.endpoints[i] == *s => {
+                    change.unchanged.push(s.name.clone());
+                    continue;
+                }
+                Some(_) => change.updated.push(s.name.clone()),
+                None => change.added.push(s.name.clone()),
+            }
+            for a in &s.addresses {
+                write(*a, &id)?;
+            }
+            match before {
+                Some(i) => record.endpoints[i] = s.clone(),
+                None => record.endpoints.push(s.clone()),
+            }
+        }
+        // Addresses an update dropped become world again.
+        for gone in old.difference(&new) {
+            let _ = libbpf_rs::MapCore::delete(&map, &crate::ident_key_net(*gone));
+        }
+        self.write_record(&record)?;
+        Ok(change)
+    }
+
+    /// Forget an endpoint: its addresses become world at once.
+    pub fn endpoint_remove(&self, name: &str) -> Result<EndpointSpec, Error> {
+        let mut record = self.record()?;
+        let i = record
+            .endpoints
+            .iter()
+            .position(|e| e.name == name)
+            .ok_or_else(|| {
+                Error::Kernel(format!(
+                    "no endpoint `{name}` in installation `{}`; `endpoint list` shows them",
+                    self.name
+                ))
+            })?;
+        let ep = record.endpoints.remove(i);
+        let map = self.pinned_map("cilc_idents")?;
+        let still: std::collections::BTreeSet<IpNet> = record
+            .identity_entries()?
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        for a in ep.addresses.iter().filter(|a| !still.contains(a)) {
+            let _ = libbpf_rs::MapCore::delete(&map, &crate::ident_key_net(*a));
+        }
+        self.write_record(&record)?;
+        Ok(ep)
     }
 
     /// Detach everything and remove every pin and the record.

@@ -10,6 +10,7 @@
 
 pub mod cli;
 pub mod conntrack;
+pub mod endpoint;
 pub mod identity;
 pub mod install;
 pub mod link;
@@ -190,6 +191,7 @@ impl Loaded {
                 ("cilc_rule_counts", _) => Some(rules),
                 ("cilc_ct4", Some(s)) => Some(s.ct4_max),
                 ("cilc_ct6", Some(s)) => Some(s.ct6_max),
+                ("cilc_idents", Some(s)) => Some(s.idents_max),
                 _ => None,
             };
             if let Some(n) = size {
@@ -265,12 +267,7 @@ impl Loaded {
 
     /// Give every address of a prefix an identity.
     pub fn set_identity_prefix(&self, net: ipnet::IpNet, id: &Bits) -> Result<(), Error> {
-        // IPv4 is stored mapped into IPv6 (::ffff:0:0/96).
-        let len = match net {
-            ipnet::IpNet::V4(n) => 96 + n.prefix_len() as u32,
-            ipnet::IpNet::V6(n) => n.prefix_len() as u32,
-        };
-        let key = ident_key(net.network(), len);
+        let key = ident_key_net(net);
         self.map("cilc_idents")?
             .update(&key, &id.to_bytes(), MapFlags::ANY)
             .map_err(|e| Error::Kernel(format!("cannot set the identity of {net}: {e}")))
@@ -348,6 +345,15 @@ impl Loaded {
             .map(|p| (p.name().to_string_lossy().into_owned(), p.insn_cnt()))
             .collect()
     }
+}
+
+/// LPM key of a prefix (IPv4 is stored mapped into IPv6, ::ffff:0:0/96).
+pub(crate) fn ident_key_net(net: ipnet::IpNet) -> Vec<u8> {
+    let len = match net {
+        ipnet::IpNet::V4(n) => 96 + n.prefix_len() as u32,
+        ipnet::IpNet::V6(n) => n.prefix_len() as u32,
+    };
+    ident_key(net.network(), len)
 }
 
 /// LPM key: prefix length, then the address as IPv6 (IPv4 mapped).

@@ -49,6 +49,33 @@ fn verbs_are_listed() {
 }
 
 #[test]
+fn every_verb_has_help() {
+    // clap checks a command's arguments when it is first parsed: this
+    // reaches every (sub)command.
+    for verb in [
+        "load",
+        "attach",
+        "detach",
+        "replace",
+        "status",
+        "stats",
+        "conntrack",
+        "gc",
+        "unload",
+        "endpoint",
+    ] {
+        let (code, out, err) = node(&[verb, "--help"]);
+        assert_eq!(code, 0, "{verb}: {err}");
+        assert!(out.contains("Usage:"), "{verb}: {out}");
+    }
+    for verb in ["add", "update", "remove", "list", "apply"] {
+        let (code, out, err) = node(&["endpoint", verb, "--help"]);
+        assert_eq!(code, 0, "endpoint {verb}: {err}");
+        assert!(out.contains("Usage:"), "endpoint {verb}: {out}");
+    }
+}
+
+#[test]
 fn errors_say_what_to_do() {
     let dir = std::env::temp_dir().join(format!("cilc-node-cli-{}", std::process::id()));
     let run = dir.to_str().unwrap();
