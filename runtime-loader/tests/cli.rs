@@ -3,6 +3,19 @@
 
 use std::process::Command;
 
+const VERBS: [&str; 10] = [
+    "load",
+    "attach",
+    "detach",
+    "replace",
+    "status",
+    "stats",
+    "conntrack",
+    "gc",
+    "unload",
+    "endpoint",
+];
+
 fn node(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_cilc-node"))
         .args(args)
@@ -30,17 +43,7 @@ fn the_node_binary_does_not_link_llvm() {
 fn verbs_are_listed() {
     let (code, out, _) = node(&["--help"]);
     assert_eq!(code, 0);
-    for verb in [
-        "load",
-        "attach",
-        "detach",
-        "replace",
-        "status",
-        "stats",
-        "conntrack",
-        "gc",
-        "unload",
-    ] {
+    for verb in VERBS {
         assert!(
             out.contains(&format!("  {verb} ")),
             "{verb} missing from:\n{out}"
@@ -52,18 +55,7 @@ fn verbs_are_listed() {
 fn every_verb_has_help() {
     // clap checks a command's arguments when it is first parsed: this
     // reaches every (sub)command.
-    for verb in [
-        "load",
-        "attach",
-        "detach",
-        "replace",
-        "status",
-        "stats",
-        "conntrack",
-        "gc",
-        "unload",
-        "endpoint",
-    ] {
+    for verb in VERBS {
         let (code, out, err) = node(&[verb, "--help"]);
         assert_eq!(code, 0, "{verb}: {err}");
         assert!(out.contains("Usage:"), "{verb}: {out}");
