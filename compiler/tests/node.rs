@@ -1072,3 +1072,89 @@ mod endpoints {
         );
     }
 }
+
+#[test]
+fn a_host_address_added_at_run_time_gets_host_policy_with_no_command() {
+    let policy = "select frontend = app=frontend\n\
+        policy node on host { ingress { allow from frontend tcp 8080 } }";
+    let lab = Lab::new();
+    let ids =
+        vec![runtime_loader::install::IdentityEntry::parse(&format!("{A}=app=frontend")).unwrap()];
+    lab.inst
+        .load(&artifact(policy), Settings::default(), ids)
+        .unwrap();
+    lab.inst.attach(lab.target(Hook::Xdp)).unwrap();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let extra = std::net::Ipv4Addr::new(10, 77, 0, 3);
+    std::thread::scope(|sc| {
+        // The loader follows b's addresses from b's namespace.
+        let follower = sc.spawn(|| {
+            runtime_loader::link::in_netns(
+                Some(&runtime_loader::link::Netns::Name(lab.b.clone())),
+                || runtime_loader::host::follow(&lab.inst, &stop, |_, _| {}),
+            )
+        });
+        let ip_addr = |verb: &str| {
+            let dev = format!("{extra}/24");
+            let args = ["-n", &lab.b, "addr", verb, &dev, "dev", &lab.vb];
+            let out = std::process::Command::new("ip")
+                .args(args)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "ip {}", args.join(" "));
+        };
+        let wait_for = |want: bool| {
+            for _ in 0..50 {
+                let has = lab
+                    .inst
+                    .record()
+                    .unwrap()
+                    .host_addresses
+                    .contains(&std::net::IpAddr::V4(extra).into());
+                if has == want {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            panic!("the host addresses did not follow (want {extra}: {want})");
+        };
+        // b's own address is the host's from the first pass.
+        for _ in 0..50 {
+            if lab
+                .inst
+                .record()
+                .unwrap()
+                .host_addresses
+                .contains(&std::net::IpAddr::V4(B).into())
+            {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _l = tcp_listen(&lab, 8081);
+        assert!(
+            tcp_connect(&lab, (B, 8081).into()).is_err(),
+            "host ingress allows only 8080"
+        );
+
+        // An address added now, by nobody but `ip`.
+        ip_addr("add");
+        wait_for(true);
+        let _m = lab.in_b(|| TcpListener::bind((extra, 8081)).unwrap());
+        let _n = lab.in_b(|| TcpListener::bind((extra, 8080)).unwrap());
+        assert!(
+            lab.in_a(|| TcpStream::connect_timeout(&(extra, 8081).into(), SHORT))
+                .is_err(),
+            "the new address is the host's: 8081 denied"
+        );
+        assert!(lab
+            .in_a(|| TcpStream::connect_timeout(&(extra, 8080).into(), SHORT))
+            .is_ok());
+
+        // Removed: the identity goes with it.
+        ip_addr("del");
+        wait_for(false);
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        follower.join().unwrap().unwrap();
+    });
+}

@@ -250,6 +250,17 @@ pub enum NodeCommand {
         #[command(flatten)]
         place: Place,
     },
+    /// Give the node's own addresses the `host` identity (host policy), and
+    /// with --watch keep following them as they are added and removed.
+    Host {
+        #[arg(long)]
+        watch: bool,
+        /// The namespace whose addresses are the host's (default: ours).
+        #[arg(long)]
+        netns: Option<String>,
+        #[command(flatten)]
+        place: Place,
+    },
     /// Remove expired conntrack entries (non-TCP first when the table fills).
     Gc {
         /// Keep running, one pass every this many seconds.
@@ -541,6 +552,32 @@ fn execute(cmd: NodeCommand) -> Result<(), Error> {
                     f.packets[1]
                 );
             }
+        }
+        NodeCommand::Host {
+            watch,
+            netns,
+            place,
+        } => {
+            let inst = place.installation()?;
+            let ns = netns.as_deref().map(Netns::parse);
+            let print = |added: &[ipnet::IpNet], removed: &[ipnet::IpNet]| {
+                for a in added {
+                    println!("host address {a}: host policy applies");
+                }
+                for a in removed {
+                    println!("host address {a} gone");
+                }
+            };
+            crate::link::in_netns(ns.as_ref(), || {
+                if watch {
+                    let never = std::sync::atomic::AtomicBool::new(false);
+                    crate::host::follow(&inst, &never, print)
+                } else {
+                    let (added, removed) = inst.host_set(&crate::host::addresses()?)?;
+                    print(&added, &removed);
+                    Ok(())
+                }
+            })?;
         }
         NodeCommand::Gc { every, place } => {
             let inst = place.installation()?;

@@ -88,13 +88,18 @@ pub struct Record {
     /// Endpoints registered since (`endpoint add`), by name.
     #[serde(default)]
     pub endpoints: Vec<EndpointSpec>,
+    /// The node's own addresses (`host`), as the kernel last listed them.
+    #[serde(default)]
+    pub host_addresses: Vec<IpNet>,
     pub attachments: Vec<Attachment>,
 }
 
 impl Record {
     /// Every address or prefix with its identity.
     pub fn identity_entries(&self) -> Result<Vec<(IpNet, Identity)>, Error> {
-        identity_entries(&self.identities, &self.endpoints)
+        let mut v = identity_entries(&self.identities, &self.endpoints)?;
+        v.extend(self.host_addresses.iter().map(|a| (*a, Identity::Host)));
+        Ok(v)
     }
 }
 
@@ -395,6 +400,7 @@ impl Installation {
                 settings,
                 identities,
                 endpoints: Vec::new(),
+                host_addresses: Vec::new(),
                 attachments: Vec::new(),
             };
             self.write_record(&record)?;
@@ -620,9 +626,8 @@ impl Installation {
     /// identity map the running programs read. All or nothing: a conflict
     /// or a map without room for every new address changes nothing.
     pub fn endpoint_set(&self, specs: &[EndpointSpec]) -> Result<EndpointChange, Error> {
-        let mut record = self.record()?;
-        let artifact = self.artifact()?;
-        let map = self.pinned_map("cilc_idents")?;
+        let old = self.record()?;
+        let mut record = old.clone();
         let mut change = EndpointChange::default();
         // Who owns each prefix once this change is made.
         let mut owner: std::collections::BTreeMap<IpNet, String> = record
@@ -642,73 +647,40 @@ impl Installation {
         }
         for s in specs {
             s.check().map_err(Error::Kernel)?;
+            let me = format!("endpoint `{}`", s.name);
             for a in &s.addresses {
-                if let Some(o) = owner.insert(*a, format!("endpoint `{}`", s.name)) {
-                    if o != format!("endpoint `{}`", s.name) {
+                if let Some(o) = owner.insert(*a, me.clone()) {
+                    if o != me {
                         return Err(Error::Kernel(format!(
-                            "endpoint `{}`: {a} already belongs to {o}; remove or change that first",
-                            s.name
+                            "{me}: {a} already belongs to {o}; remove or change that first"
                         )));
                     }
                 }
             }
         }
-        // Room in the map: every prefix it will hold, against its size.
-        let old: std::collections::BTreeSet<IpNet> = record
-            .identity_entries()?
-            .into_iter()
-            .map(|(n, _)| n)
-            .collect();
-        let new: std::collections::BTreeSet<IpNet> = owner.keys().copied().collect();
-        let max = libbpf_rs::MapCore::max_entries(&map) as usize;
-        if new.len() > max {
-            return Err(Error::Kernel(format!(
-                "the identity map holds {max} addresses and this change needs {}: nothing changed \
-                 (fail closed); remove endpoints or give fewer addresses",
-                new.len()
-            )));
-        }
-        let selectors = identity::selectors(&artifact.manifest);
-        let write = |net: IpNet, id: &Identity| {
-            let bits = identity::bits(&artifact.manifest, &selectors, id);
-            libbpf_rs::MapCore::update(
-                &map,
-                &crate::ident_key_net(net),
-                &bits.to_bytes(),
-                libbpf_rs::MapFlags::ANY,
-            )
-            .map_err(|e| Error::Kernel(format!("cannot set the identity of {net}: {e}")))
-        };
         for s in specs {
-            let id = s.identity();
-            let before = record.endpoints.iter().position(|e| e.name == s.name);
-            match before {
-                Some(i) if record.endpoints[i] == *s => {
-                    change.unchanged.push(s.name.clone());
-                    continue;
+            match record.endpoints.iter().position(|e| e.name == s.name) {
+                Some(i) if record.endpoints[i] == *s => change.unchanged.push(s.name.clone()),
+                Some(i) => {
+                    change.updated.push(s.name.clone());
+                    record.endpoints[i] = s.clone();
                 }
-                Some(_) => change.updated.push(s.name.clone()),
-                None => change.added.push(s.name.clone()),
-            }
-            for a in &s.addresses {
-                write(*a, &id)?;
-            }
-            match before {
-                Some(i) => record.endpoints[i] = s.clone(),
-                None => record.endpoints.push(s.clone()),
+                None => {
+                    change.added.push(s.name.clone());
+                    record.endpoints.push(s.clone());
+                }
             }
         }
-        // Addresses an update dropped become world again.
-        for gone in old.difference(&new) {
-            let _ = libbpf_rs::MapCore::delete(&map, &crate::ident_key_net(*gone));
-        }
-        self.write_record(&record)?;
+        // A host address an endpoint now claims is the endpoint's.
+        record.host_addresses.retain(|a| !owner.contains_key(a));
+        self.sync_identities(&old, &record)?;
         Ok(change)
     }
 
     /// Forget an endpoint: its addresses become world at once.
     pub fn endpoint_remove(&self, name: &str) -> Result<EndpointSpec, Error> {
-        let mut record = self.record()?;
+        let old = self.record()?;
+        let mut record = old.clone();
         let i = record
             .endpoints
             .iter()
@@ -720,17 +692,81 @@ impl Installation {
                 ))
             })?;
         let ep = record.endpoints.remove(i);
-        let map = self.pinned_map("cilc_idents")?;
-        let still: std::collections::BTreeSet<IpNet> = record
-            .identity_entries()?
-            .into_iter()
-            .map(|(n, _)| n)
-            .collect();
-        for a in ep.addresses.iter().filter(|a| !still.contains(a)) {
-            let _ = libbpf_rs::MapCore::delete(&map, &crate::ident_key_net(*a));
-        }
-        self.write_record(&record)?;
+        self.sync_identities(&old, &record)?;
         Ok(ep)
+    }
+
+    /// The node's addresses are now `addresses` (from `host::addresses`):
+    /// they get the `host` identity, addresses it no longer has lose it.
+    /// Addresses an endpoint or `--identity` claims keep theirs. Returns
+    /// (added, removed).
+    pub fn host_set(&self, addresses: &[IpNet]) -> Result<(Vec<IpNet>, Vec<IpNet>), Error> {
+        let old = self.record()?;
+        let mut record = old.clone();
+        let claimed: std::collections::BTreeSet<IpNet> =
+            identity_entries(&old.identities, &old.endpoints)?
+                .into_iter()
+                .map(|(n, _)| n)
+                .collect();
+        let mut now: Vec<IpNet> = addresses
+            .iter()
+            .filter(|a| !claimed.contains(a))
+            .copied()
+            .collect();
+        now.sort();
+        now.dedup();
+        let added = now
+            .iter()
+            .filter(|a| !old.host_addresses.contains(a))
+            .copied()
+            .collect();
+        let removed = old
+            .host_addresses
+            .iter()
+            .filter(|a| !now.contains(a))
+            .copied()
+            .collect();
+        record.host_addresses = now;
+        if record != old {
+            self.sync_identities(&old, &record)?;
+        }
+        Ok((added, removed))
+    }
+
+    /// Make the pinned identity map say what `new` says, where `old` is
+    /// what it says now, then write `new` down. All or nothing: a map
+    /// without room for every prefix refuses before any change.
+    fn sync_identities(&self, old: &Record, new: &Record) -> Result<(), Error> {
+        let map = self.pinned_map("cilc_idents")?;
+        let before: std::collections::BTreeMap<IpNet, Identity> =
+            old.identity_entries()?.into_iter().collect();
+        let after: std::collections::BTreeMap<IpNet, Identity> =
+            new.identity_entries()?.into_iter().collect();
+        let max = libbpf_rs::MapCore::max_entries(&map) as usize;
+        if after.len() > max {
+            return Err(Error::Kernel(format!(
+                "the identity map holds {max} addresses and this change needs {}: nothing changed \
+                 (fail closed); remove endpoints or give fewer addresses (`load --idents-max`)",
+                after.len()
+            )));
+        }
+        let artifact = self.artifact()?;
+        let selectors = identity::selectors(&artifact.manifest);
+        for (net, id) in after.iter().filter(|(n, id)| before.get(n) != Some(id)) {
+            let bits = identity::bits(&artifact.manifest, &selectors, id);
+            libbpf_rs::MapCore::update(
+                &map,
+                &crate::ident_key_net(*net),
+                &bits.to_bytes(),
+                libbpf_rs::MapFlags::ANY,
+            )
+            .map_err(|e| Error::Kernel(format!("cannot set the identity of {net}: {e}")))?;
+        }
+        for net in before.keys().filter(|n| !after.contains_key(n)) {
+            // Already gone is fine: world either way.
+            let _ = libbpf_rs::MapCore::delete(&map, &crate::ident_key_net(*net));
+        }
+        self.write_record(new)
     }
 
     /// Detach everything and remove every pin and the record.

@@ -11,6 +11,7 @@
 pub mod cli;
 pub mod conntrack;
 pub mod endpoint;
+pub mod host;
 pub mod identity;
 pub mod install;
 pub mod link;

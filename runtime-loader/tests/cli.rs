@@ -3,7 +3,7 @@
 
 use std::process::Command;
 
-const VERBS: [&str; 10] = [
+const VERBS: [&str; 11] = [
     "load",
     "attach",
     "detach",
@@ -14,6 +14,7 @@ const VERBS: [&str; 10] = [
     "gc",
     "unload",
     "endpoint",
+    "host",
 ];
 
 fn node(args: &[&str]) -> (i32, String, String) {
