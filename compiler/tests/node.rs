@@ -1158,3 +1158,111 @@ fn a_host_address_added_at_run_time_gets_host_policy_with_no_command() {
         follower.join().unwrap().unwrap();
     });
 }
+
+#[test]
+fn attach_to_a_container_found_by_id_through_its_runtime() {
+    // A fake `docker` on PATH answers `inspect` with the pid of a process
+    // living in b's namespace: the runtime lookup is faked, the attach and
+    // the traffic are real.
+    let lab = Lab::new();
+    let mut sleeper = std::process::Command::new("ip")
+        .args(["netns", "exec", &lab.b, "sleep", "60"])
+        .spawn()
+        .unwrap();
+    let bin = lab.inst.run.parent().unwrap().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let docker = bin.join("docker");
+    std::fs::write(
+        &docker,
+        format!(
+            "#!/bin/sh\n[ \"$1 $4\" = \"inspect c0ffee\" ] && echo {} && exit 0\necho \"Error: No such object: $4\" >&2\nexit 1\n",
+            sleeper.id()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&docker, std::fs::Permissions::from_mode(0o755)).unwrap();
+    // `ip netns exec` forks the sleeper: wait until it is in b's namespace.
+    std::thread::sleep(Duration::from_millis(300));
+
+    let src = lab.inst.run.parent().unwrap().join("p.cpl");
+    let obj = lab.inst.run.parent().unwrap().join("p.o");
+    std::fs::write(&src, POLICY).unwrap();
+    let (code, _, err) = cilc(&[
+        "compile",
+        src.to_str().unwrap(),
+        "-o",
+        obj.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let place = |args: &[&str]| -> (i32, String, String) {
+        let run_dir = lab.inst.run.parent().unwrap().to_str().unwrap().to_string();
+        let mut all: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        all.extend([
+            "--name".into(),
+            lab.inst.name.clone(),
+            "--run-dir".into(),
+            run_dir,
+        ]);
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_cilc"))
+            .args(&all)
+            .env(
+                "PATH",
+                format!(
+                    "{}:{}",
+                    bin.display(),
+                    std::env::var("PATH").unwrap_or_default()
+                ),
+            )
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, _, err) = place(&[
+        "load",
+        obj.to_str().unwrap(),
+        "--identity",
+        &format!("{A}=app=frontend"),
+        "--identity",
+        &format!("{B}=app=server"),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = place(&[
+        "attach",
+        &lab.vb,
+        "--hook",
+        "tc-ingress",
+        "--container",
+        "nope",
+        "--container-runtime",
+        "docker",
+    ]);
+    assert_eq!(code, 1);
+    assert!(err.contains("No such object: nope"), "{err}");
+    let (code, out, err) = place(&[
+        "attach",
+        &lab.vb,
+        "--hook",
+        "tc-ingress",
+        "--container",
+        "c0ffee",
+        "--container-runtime",
+        "docker",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains(&format!("(netns pid:{})", sleeper.id())),
+        "{out}"
+    );
+    let _l = tcp_listen(&lab, 8081);
+    assert!(
+        tcp_connect(&lab, (B, 8081).into()).is_err(),
+        "the container's interface enforces"
+    );
+    let _ = sleeper.kill();
+    let _ = sleeper.wait();
+}

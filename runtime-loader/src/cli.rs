@@ -45,17 +45,31 @@ pub struct TargetArgs {
     #[arg(long, value_parser = Hook::parse)]
     pub hook: Hook,
     /// Network namespace of the interface: a name (ip netns), a path, or pid:N.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "container")]
     pub netns: Option<String>,
+    /// The interface is in this container's namespace (its id).
+    #[arg(long)]
+    pub container: Option<String>,
+    /// auto, docker, containerd or cri-o.
+    #[arg(long, default_value = "auto")]
+    pub container_runtime: String,
 }
 
 impl TargetArgs {
-    fn target(&self) -> Target {
-        Target {
+    fn target(&self) -> Result<Target, Error> {
+        let netns = match &self.container {
+            Some(id) => {
+                let rt = crate::container::Runtime::parse(&self.container_runtime)
+                    .map_err(Error::Kernel)?;
+                Some(crate::container::netns(id, rt)?)
+            }
+            None => self.netns.as_deref().map(Netns::parse),
+        };
+        Ok(Target {
             iface: self.iface.clone(),
             hook: self.hook,
-            netns: self.netns.as_deref().map(Netns::parse),
-        }
+            netns,
+        })
     }
 }
 
@@ -426,7 +440,7 @@ fn execute(cmd: NodeCommand) -> Result<(), Error> {
             );
         }
         NodeCommand::Attach { target, place } => {
-            let t = target.target();
+            let t = target.target()?;
             place.installation()?.attach(t.clone())?;
             println!("attached {t}");
         }

@@ -10,6 +10,7 @@
 
 pub mod cli;
 pub mod conntrack;
+pub mod container;
 pub mod endpoint;
 pub mod host;
 pub mod identity;
