@@ -35,7 +35,7 @@ policy srv on server {
 }
 ";
 
-const SHORT: Duration = Duration::from_millis(700);
+const SHORT: Duration = Duration::from_millis(1200);
 
 fn tcp_listen(lab: &Lab, port: u16) -> TcpListener {
     lab.in_b(|| TcpListener::bind((B, port)).unwrap())
@@ -591,7 +591,7 @@ fn gc_expires_non_tcp_entries_first() {
     let lab = Lab::new();
     let s = Settings {
         timeouts: Timeouts {
-            other: Duration::from_secs(1),
+            other: Duration::from_secs(2),
             ..Timeouts::default()
         },
         ct4_max: 1024,
@@ -621,7 +621,7 @@ fn gc_expires_non_tcp_entries_first() {
         ct.flows().unwrap().iter().filter(|f| f.proto == 17).count(),
         3
     );
-    std::thread::sleep(Duration::from_millis(1300));
+    std::thread::sleep(Duration::from_millis(2300));
     let g = lab.inst.gc().unwrap();
     assert_eq!((g.other, g.tcp), (3, 0), "{g:?}");
     let left = ct.flows().unwrap();
@@ -636,11 +636,14 @@ fn gc_expires_non_tcp_entries_first() {
         let c = lab.in_a(|| UdpSocket::bind((A, 0)).unwrap());
         c.send_to(b"q", (B, 5353)).unwrap();
     }
-    std::thread::sleep(Duration::from_millis(250));
+    std::thread::sleep(Duration::from_millis(300));
     let udp = ct.flows().unwrap().iter().filter(|f| f.proto == 17).count();
     assert!(udp >= 52, "the table is under pressure: {udp} UDP entries");
     let g = lab.inst.gc().unwrap();
-    assert_eq!((g.pressure, g.other), (udp, 0), "{g:?}");
+    // Idle for 300 ms of a 2 s timeout: removed for the pressure, not
+    // expiry (a machine stalled for seconds may expire some first).
+    assert_eq!(g.pressure + g.other, udp, "{g:?}");
+    assert!(g.pressure > 0 && g.tcp == 0, "{g:?}");
     let left = ct.flows().unwrap();
     assert!(
         left.iter().all(|f| f.proto == 6) && !left.is_empty(),
