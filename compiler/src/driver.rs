@@ -1011,9 +1011,15 @@ pub fn inspect(object: &std::path::Path) -> Outcome {
     for (name, section, insns) in funcs {
         let _ = writeln!(o, "  {name:<16} {section:<11} {insns:>8} instructions");
     }
-    let _ = writeln!(o, "maps:");
+    let _ = writeln!(o, "maps (kept by a node: state across replacements, artifact while installed, private never):");
     for map in &m.maps {
-        let _ = writeln!(o, "  {:<20} {}", map.name, map.purpose);
+        let _ = writeln!(
+            o,
+            "  {:<20} {:<9} {}",
+            map.name,
+            map.keep.as_str(),
+            map.purpose
+        );
     }
     let _ = writeln!(o, "predicates (identity bits):");
     for p in &m.predicates {

@@ -80,6 +80,16 @@ pub enum Keep {
     Private,
 }
 
+impl Keep {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Keep::State => "state",
+            Keep::Artifact => "artifact",
+            Keep::Private => "private",
+        }
+    }
+}
+
 /// The maps of every object of this layout (stdlib-bpf/cilc.c).
 pub fn maps() -> Vec<MapInfo> {
     let map = |name: &str, keep: Keep, purpose: &str| MapInfo {
