@@ -153,6 +153,11 @@ static __always_inline int icmp_echo(__u32 proto, __u32 type, int *reply)
 	return *reply || (proto == 1 && type == 8) || (proto == 58 && type == 128);
 }
 
+static __always_inline int is_icmp(__u32 proto)
+{
+	return proto == 1 || proto == 58;
+}
+
 static __always_inline int icmp_error(__u32 proto, __u32 type)
 {
 	if (proto == 1)
@@ -601,13 +606,21 @@ static __always_inline __u32 ct_before(const struct cilc_ctx *c, __u32 dir,
 	struct cilc_tuple t;
 	union cilc_ct_key k;
 	tuple_of(&t, c);
-	ct_key(&k, &t, !dir, 1);
-	struct cilc_ct_entry *e = bpf_map_lookup_elem(ct_map(c->v6), &k);
-	if (ct_live(e, now)) {
-		ct_update(e, 1, c, cfg, now);
-		return CILC_CT_REPLY;
+	int echo_reply;
+	int echo = icmp_echo(c->proto, c->icmp_type, &echo_reply);
+	/* Of ICMP, only an echo reply can be a reply: other messages have no
+	 * identifier, and must not pass as the reply of some other flow. */
+	if (!is_icmp(c->proto) || (echo && echo_reply)) {
+		ct_key(&k, &t, !dir, 1);
+		struct cilc_ct_entry *e = bpf_map_lookup_elem(ct_map(c->v6), &k);
+		if (ct_live(e, now)) {
+			ct_update(e, 1, c, cfg, now);
+			return CILC_CT_REPLY;
+		}
 	}
-	if (c->quoted) {
+	/* An ICMP error is about a packet its receiver sent: the quoted
+	 * source must be the error's destination. */
+	if (c->quoted && c->q_src[0] == c->dst[0] && c->q_src[1] == c->dst[1]) {
 		t.src[0] = c->q_src[0];
 		t.src[1] = c->q_src[1];
 		t.dst[0] = c->q_dst[0];
@@ -647,11 +660,21 @@ static __always_inline void ct_after(const struct cilc_ctx *c, __u32 dir, __u32 
 		ct_update(e, 0, c, cfg, now);
 		return;
 	}
+	/* Only an echo request opens an ICMP flow (see ct_before). */
+	int echo_reply;
+	if (is_icmp(c->proto) && !(icmp_echo(c->proto, c->icmp_type, &echo_reply) && !echo_reply))
+		return;
+	/* A reset opens nothing. */
+	if (c->proto == 6 && (c->tcp_flags & TCP_RST))
+		return;
 	struct cilc_ct_entry n = {};
 	__u32 state = CILC_CT_OTHER;
 	if (c->proto == 6) {
 		if ((c->tcp_flags & TCP_SYN) && !(c->tcp_flags & TCP_ACK)) {
 			state = CILC_CT_SYN_SENT;
+		} else if (c->tcp_flags & TCP_FIN) {
+			state = CILC_CT_FIN_WAIT;
+			ct_event(CILC_CT_PICKUP);
 		} else {
 			state = CILC_CT_ESTABLISHED;
 			ct_event(CILC_CT_PICKUP);
@@ -783,6 +806,10 @@ int cilc_xdp(struct xdp_md *ctx)
  * its extension headers, L4, and the headers an ICMP error quotes. */
 #define CILC_PULL 256
 
+/* A pass at TC lets the programs after this one run (tcx: TCX_NEXT; a
+ * clsact filter: the next filter), instead of ending the chain. */
+#define TC_PASS TC_ACT_UNSPEC
+
 static __always_inline __u32 tc_judge(struct __sk_buff *skb, __u32 direction)
 {
 	__u32 want = skb->len < CILC_PULL ? skb->len : CILC_PULL;
@@ -796,11 +823,11 @@ static __always_inline __u32 tc_judge(struct __sk_buff *skb, __u32 direction)
 SEC("tc")
 int cilc_tc_ingress(struct __sk_buff *skb)
 {
-	return passes(tc_judge(skb, CILC_INGRESS)) ? TC_ACT_OK : TC_ACT_SHOT;
+	return passes(tc_judge(skb, CILC_INGRESS)) ? TC_PASS : TC_ACT_SHOT;
 }
 
 SEC("tc")
 int cilc_tc_egress(struct __sk_buff *skb)
 {
-	return passes(tc_judge(skb, CILC_EGRESS)) ? TC_ACT_OK : TC_ACT_SHOT;
+	return passes(tc_judge(skb, CILC_EGRESS)) ? TC_PASS : TC_ACT_SHOT;
 }

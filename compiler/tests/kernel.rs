@@ -483,3 +483,41 @@ fn run_judges_a_capture_frame_by_frame() {
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("not Ethernet"));
 }
+
+#[test]
+fn conntrack_lets_no_icmp_pass_as_a_reply_but_echo_replies() {
+    // Egress may send any ICMP to the world; ingress takes only TCP 80.
+    let src = "select server = app=server\n\
+        policy p on server { ingress { allow from world tcp 80 } egress { allow to world icmp } }";
+    let (_, mut r) = load(src, Strategy::Tree);
+    r.obj
+        .configure(&runtime_loader::conntrack::Settings::default())
+        .unwrap();
+    let mut judge = |line: &str| {
+        let p = parse_packet(line).unwrap();
+        r.judge(&p, false, 1).unwrap().reason.as_str().to_string()
+    };
+    let out = "egress local app=server peer world 10.0.0.2 -> 192.0.2.1";
+    let back = "ingress local app=server peer world 192.0.2.1 -> 10.0.0.2";
+    // An unreachable sent out opens no flow: a redirect coming back is
+    // judged by policy.
+    assert_eq!(judge(&format!("{out} icmp 3 3")), "matched-allow");
+    assert_eq!(judge(&format!("{back} icmp 5 0")), "default-deny");
+    // An echo request opens one: its reply passes, a request does not.
+    assert_eq!(judge(&format!("{out} icmp 8 0")), "matched-allow");
+    assert_eq!(judge(&format!("{back} icmp 0 0")), "ct-reply");
+    assert_eq!(judge(&format!("{back} icmp 8 0")), "default-deny");
+    // A TCP reset opens nothing; a SYN's flow answers.
+    assert_eq!(
+        judge(&format!("{back} tcp 40000 81 flags rst")),
+        "default-deny"
+    );
+    assert_eq!(
+        judge(&format!("{back} tcp 40000 80 flags syn")),
+        "matched-allow"
+    );
+    assert_eq!(
+        judge(&format!("{out} tcp 80 40000 flags syn|ack")),
+        "ct-reply"
+    );
+}

@@ -288,10 +288,28 @@ impl Tables {
             let mine: Vec<&Flow> = flows.iter().filter(|f| f.v6 == v6).collect();
             let pressed = max > 0 && mine.len() as f64 >= settings.gc_pressure * max as f64;
             let idle_limit = settings.timeouts.other / 10;
-            for f in mine {
+            let judge = |f: &Flow| {
                 let expired = f.expires_in.is_zero();
-                let squeezed = pressed && f.proto != 6 && f.idle >= idle_limit;
-                if !(expired || squeezed) {
+                (
+                    expired,
+                    expired || (pressed && f.proto != 6 && f.idle >= idle_limit),
+                )
+            };
+            for f in mine {
+                if !judge(f).1 {
+                    report.kept += 1;
+                    continue;
+                }
+                // Read it again just before deleting: a packet may have
+                // refreshed it (or a new flow taken its key) meanwhile.
+                let fresh = map
+                    .lookup(&f.key, MapFlags::ANY)
+                    .ok()
+                    .flatten()
+                    .and_then(|v| parse_flow(&f.key, &v, v6, now_ns()));
+                let Some(fresh) = fresh else { continue };
+                let (expired, go) = judge(&fresh);
+                if !go {
                     report.kept += 1;
                     continue;
                 }

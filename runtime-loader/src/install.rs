@@ -156,6 +156,8 @@ pub struct Replaced {
     pub from: String,
     pub to: String,
     pub swapped: usize,
+    /// Attachments whose interface is gone (left as they are).
+    pub defunct: Vec<Target>,
 }
 
 pub fn unix_now() -> u64 {
@@ -260,6 +262,32 @@ impl Installation {
             run: run_dir.join(name),
             bpffs: bpffs.into(),
         })
+    }
+
+    /// Hold the installation's lock (released when the file is dropped):
+    /// every change reads the record, changes maps and writes it back, and
+    /// two at once (parallel `endpoint add`s) would lose one.
+    fn lock(&self) -> Result<std::fs::File, Error> {
+        if !self.run.exists() {
+            // Nothing to lock: say there is no such installation.
+            self.record()?;
+        }
+        let path = self.run.join("lock");
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io("cannot open", &path))?;
+        // SAFETY: flock on a file we own.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            return Err(Error::Kernel(format!(
+                "cannot lock {}: {}",
+                path.display(),
+                std::io::Error::last_os_error()
+            )));
+        }
+        Ok(f)
     }
 
     fn record_path(&self) -> PathBuf {
@@ -368,6 +396,8 @@ impl Installation {
         settings: Settings,
         identities: Vec<IdentityEntry>,
     ) -> Result<Record, Error> {
+        std::fs::create_dir_all(&self.run).map_err(io("cannot create", &self.run))?;
+        let _lock = self.lock()?;
         if self.exists() {
             return Err(Error::Kernel(format!(
                 "installation `{}` exists; `replace` swaps its artifact, `unload` removes it",
@@ -375,6 +405,15 @@ impl Installation {
             )));
         }
         ensure_bpffs(&self.bpffs)?;
+        if self.pins.exists() {
+            return Err(Error::Kernel(format!(
+                "{} holds pins of installation `{}` but it has no record (a lost {}?); \
+                 `unload` removes them (and detaches their links)",
+                self.pins.display(),
+                self.name,
+                self.run.display()
+            )));
+        }
         for d in ["maps", "progs", "links"] {
             let p = self.pins.join(d);
             std::fs::create_dir_all(&p).map_err(io("cannot create", &p))?;
@@ -416,6 +455,7 @@ impl Installation {
 
     /// Attach the installed artifact to one more hook.
     pub fn attach(&self, target: Target) -> Result<(), Error> {
+        let _lock = self.lock()?;
         let mut record = self.record()?;
         if let Some(a) = record
             .attachments
@@ -429,16 +469,28 @@ impl Installation {
         }
         let prog = open_pinned(&self.pins.join("progs").join(target.hook.program()))?;
         let link = Link::attach(prog.as_fd(), &target)?;
-        link.pin(&self.link_path(&target))?;
+        let pin = self.link_path(&target);
+        link.pin(&pin)?;
         record.attachments.push(Attachment {
             target,
             since: unix_now(),
         });
-        self.write_record(&record)
+        if let Err(e) = self.write_record(&record) {
+            // Not recorded: not attached either.
+            let _ = std::fs::remove_file(&pin);
+            let _ = link.detach();
+            return Err(e);
+        }
+        Ok(())
     }
 
     /// Detach one hook, or every hook (`None`). Returns what was detached.
     pub fn detach(&self, which: Option<&Target>) -> Result<Vec<Target>, Error> {
+        let _lock = self.lock()?;
+        self.detach_locked(which)
+    }
+
+    fn detach_locked(&self, which: Option<&Target>) -> Result<Vec<Target>, Error> {
         let mut record = self.record()?;
         let (gone, kept): (Vec<Attachment>, Vec<Attachment>) = record
             .attachments
@@ -467,6 +519,7 @@ impl Installation {
     /// reason and configuration. A load or verification failure leaves the
     /// old programs running.
     pub fn replace(&self, artifact: &Artifact) -> Result<Replaced, Error> {
+        let _lock = self.lock()?;
         let mut record = self.record()?;
         if artifact.manifest.layout != record.layout {
             return Err(Error::Layout {
@@ -517,7 +570,13 @@ impl Installation {
         }
         // Swap every link; on failure, swap the done ones back.
         let mut swapped: Vec<(Link, OwnedFd, &'static str)> = Vec::new();
+        let mut defunct = Vec::new();
         for a in &record.attachments {
+            // A link whose interface is gone runs nothing: leave it.
+            if let Ok((_, 0)) = Link::open(&self.link_path(&a.target)).and_then(|l| l.info()) {
+                defunct.push(a.target.clone());
+                continue;
+            }
             let step = (|| {
                 let link = Link::open(&self.link_path(&a.target))?;
                 let old = link.program()?;
@@ -528,21 +587,39 @@ impl Installation {
             match step {
                 Ok(s) => swapped.push(s),
                 Err(e) => {
+                    let mut stuck = Vec::new();
                     for (link, old, prog) in &swapped {
-                        if let Ok(fd) = new.program_fd(prog) {
-                            let _ = link.update(old.as_fd(), fd);
+                        let back = new
+                            .program_fd(prog)
+                            .and_then(|fd| link.update(old.as_fd(), fd));
+                        if let Err(b) = back {
+                            stuck.push(b.to_string());
                         }
                     }
                     unstage();
+                    let state = if stuck.is_empty() {
+                        "the old programs stay".to_string()
+                    } else {
+                        format!(
+                            "and swapping back failed on {} hook(s) ({}): `status` shows what runs",
+                            stuck.len(),
+                            stuck.join("; ")
+                        )
+                    };
                     return Err(Error::Kernel(format!(
-                        "replacing the program on {} failed, the old programs stay: {e}",
+                        "replacing the program on {} failed, {state}: {e}",
                         a.target
                     )));
                 }
             }
         }
+        // Committed: the hooks run the new programs. Finish every step
+        // even if one fails, so the record says what runs.
+        let mut late = Vec::new();
         for (_, p) in &staged {
-            std::fs::rename(staging(p), p).map_err(io("cannot rename onto", p))?;
+            if let Err(e) = std::fs::rename(staging(p), p) {
+                late.push(format!("cannot rename onto {}: {e}", p.display()));
+            }
         }
         self.write_artifact(artifact)?;
         let from = std::mem::replace(&mut record.artifact_sha256, artifact.sha256.clone());
@@ -554,10 +631,17 @@ impl Installation {
         record.replaced_at = Some(unix_now());
         record.generation += 1;
         self.write_record(&record)?;
+        if !late.is_empty() {
+            return Err(Error::Kernel(format!(
+                "the new programs run, but: {}",
+                late.join("; ")
+            )));
+        }
         Ok(Replaced {
             from,
             to: artifact.sha256.clone(),
             swapped: swapped.len(),
+            defunct,
         })
     }
 
@@ -626,6 +710,7 @@ impl Installation {
     /// identity map the running programs read. All or nothing: a conflict
     /// or a map without room for every new address changes nothing.
     pub fn endpoint_set(&self, specs: &[EndpointSpec]) -> Result<EndpointChange, Error> {
+        let _lock = self.lock()?;
         let old = self.record()?;
         let mut record = old.clone();
         let mut change = EndpointChange::default();
@@ -679,6 +764,7 @@ impl Installation {
 
     /// Forget an endpoint: its addresses become world at once.
     pub fn endpoint_remove(&self, name: &str) -> Result<EndpointSpec, Error> {
+        let _lock = self.lock()?;
         let old = self.record()?;
         let mut record = old.clone();
         let i = record
@@ -701,6 +787,7 @@ impl Installation {
     /// Addresses an endpoint or `--identity` claims keep theirs. Returns
     /// (added, removed).
     pub fn host_set(&self, addresses: &[IpNet]) -> Result<(Vec<IpNet>, Vec<IpNet>), Error> {
+        let _lock = self.lock()?;
         let old = self.record()?;
         let mut record = old.clone();
         let claimed: std::collections::BTreeSet<IpNet> =
@@ -752,6 +839,12 @@ impl Installation {
         }
         let artifact = self.artifact()?;
         let selectors = identity::selectors(&artifact.manifest);
+        // Removals first, so that the map never holds more than the larger
+        // of before and after.
+        for net in before.keys().filter(|n| !after.contains_key(n)) {
+            // Already gone is fine: world either way.
+            let _ = libbpf_rs::MapCore::delete(&map, &crate::ident_key_net(*net));
+        }
         for (net, id) in after.iter().filter(|(n, id)| before.get(n) != Some(id)) {
             let bits = identity::bits(&artifact.manifest, &selectors, id);
             libbpf_rs::MapCore::update(
@@ -762,17 +855,18 @@ impl Installation {
             )
             .map_err(|e| Error::Kernel(format!("cannot set the identity of {net}: {e}")))?;
         }
-        for net in before.keys().filter(|n| !after.contains_key(n)) {
-            // Already gone is fine: world either way.
-            let _ = libbpf_rs::MapCore::delete(&map, &crate::ident_key_net(*net));
-        }
         self.write_record(new)
     }
 
     /// Detach everything and remove every pin and the record.
     pub fn unload(&self) -> Result<(), Error> {
+        let lock = if self.run.exists() {
+            Some(self.lock()?)
+        } else {
+            None
+        };
         if self.exists() {
-            self.detach(None)?;
+            self.detach_locked(None)?;
         }
         if self.pins.exists() {
             std::fs::remove_dir_all(&self.pins).map_err(io("cannot remove", &self.pins))?;
@@ -780,6 +874,7 @@ impl Installation {
         if self.run.exists() {
             std::fs::remove_dir_all(&self.run).map_err(io("cannot remove", &self.run))?;
         }
+        drop(lock);
         Ok(())
     }
 }
