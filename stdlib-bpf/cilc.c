@@ -480,6 +480,11 @@ struct cilc_tuple {
 	__u32 dport;
 	__u32 proto;
 	__u32 v6;
+	/* It may open a flow (not ICMP, or an echo request) / it may be a
+	 * reply (not ICMP, or an echo reply): other ICMP messages have no
+	 * identifier, and must not pass as the reply of some other flow. */
+	__u8 opens;
+	__u8 answers;
 };
 
 static __always_inline void ct_key(union cilc_ct_key *k, const struct cilc_tuple *t, __u32 dir,
@@ -524,10 +529,14 @@ static __always_inline void tuple_of(struct cilc_tuple *t, const struct cilc_ctx
 	t->v6 = c->v6;
 	t->sport = c->sport;
 	t->dport = c->dport;
+	t->opens = !is_icmp(c->proto);
+	t->answers = t->opens;
 	int reply;
 	if (icmp_echo(c->proto, c->icmp_type, &reply)) {
 		t->sport = reply ? 0 : c->icmp_id;
 		t->dport = reply ? c->icmp_id : 0;
+		t->opens = !reply;
+		t->answers = reply;
 	}
 }
 
@@ -598,20 +607,14 @@ static __always_inline int ct_live(struct cilc_ct_entry *e, __u64 now)
 /* Before policy: a reply of a tracked flow passes, an ICMP error about one
  * passes, TCP flags no connection sends are dropped. Returns a decision,
  * or CILC_REASONS when policy must judge the packet. */
-static __always_inline __u32 ct_before(const struct cilc_ctx *c, __u32 dir,
-				       const struct cilc_config *cfg, __u64 now)
+static __always_inline __u32 ct_before(const struct cilc_ctx *c, const struct cilc_tuple *t,
+				       __u32 dir, const struct cilc_config *cfg, __u64 now)
 {
 	if (c->proto == 6 && tcp_invalid(c->tcp_flags))
 		return CILC_CT_INVALID;
-	struct cilc_tuple t;
 	union cilc_ct_key k;
-	tuple_of(&t, c);
-	int echo_reply;
-	int echo = icmp_echo(c->proto, c->icmp_type, &echo_reply);
-	/* Of ICMP, only an echo reply can be a reply: other messages have no
-	 * identifier, and must not pass as the reply of some other flow. */
-	if (!is_icmp(c->proto) || (echo && echo_reply)) {
-		ct_key(&k, &t, !dir, 1);
+	if (t->answers) {
+		ct_key(&k, t, !dir, 1);
 		struct cilc_ct_entry *e = bpf_map_lookup_elem(ct_map(c->v6), &k);
 		if (ct_live(e, now)) {
 			ct_update(e, 1, c, cfg, now);
@@ -621,20 +624,21 @@ static __always_inline __u32 ct_before(const struct cilc_ctx *c, __u32 dir,
 	/* An ICMP error is about a packet its receiver sent: the quoted
 	 * source must be the error's destination. */
 	if (c->quoted && c->q_src[0] == c->dst[0] && c->q_src[1] == c->dst[1]) {
-		t.src[0] = c->q_src[0];
-		t.src[1] = c->q_src[1];
-		t.dst[0] = c->q_dst[0];
-		t.dst[1] = c->q_dst[1];
-		t.sport = c->q_sport;
-		t.dport = c->q_dport;
-		t.proto = c->q_proto;
+		struct cilc_tuple q = {
+			.src = { c->q_src[0], c->q_src[1] },
+			.dst = { c->q_dst[0], c->q_dst[1] },
+			.sport = c->q_sport,
+			.dport = c->q_dport,
+			.proto = c->q_proto,
+			.v6 = c->v6,
+		};
 		/* It answers a packet of the flow's originator, or one of its
 		 * responder. */
-		ct_key(&k, &t, !dir, 0);
-		if (ct_live(bpf_map_lookup_elem(ct_map(t.v6), &k), now))
+		ct_key(&k, &q, !dir, 0);
+		if (ct_live(bpf_map_lookup_elem(ct_map(q.v6), &k), now))
 			return CILC_CT_RELATED;
-		ct_key(&k, &t, dir, 1);
-		if (ct_live(bpf_map_lookup_elem(ct_map(t.v6), &k), now))
+		ct_key(&k, &q, dir, 1);
+		if (ct_live(bpf_map_lookup_elem(ct_map(q.v6), &k), now))
 			return CILC_CT_RELATED;
 	}
 	return CILC_REASONS;
@@ -642,13 +646,11 @@ static __always_inline __u32 ct_before(const struct cilc_ctx *c, __u32 dir,
 
 /* After policy judged a packet of the flow's own direction: a pass tracks
  * it (creating the entry for a new flow), a drop deletes any entry. */
-static __always_inline void ct_after(const struct cilc_ctx *c, __u32 dir, __u32 d,
-				     const struct cilc_config *cfg, __u64 now)
+static __always_inline void ct_after(const struct cilc_ctx *c, const struct cilc_tuple *t,
+				     __u32 dir, __u32 d, const struct cilc_config *cfg, __u64 now)
 {
-	struct cilc_tuple t;
 	union cilc_ct_key k;
-	tuple_of(&t, c);
-	ct_key(&k, &t, dir, 0);
+	ct_key(&k, t, dir, 0);
 	void *map = ct_map(c->v6);
 	struct cilc_ct_entry *e = bpf_map_lookup_elem(map, &k);
 	if (!passes(d)) {
@@ -660,12 +662,8 @@ static __always_inline void ct_after(const struct cilc_ctx *c, __u32 dir, __u32 
 		ct_update(e, 0, c, cfg, now);
 		return;
 	}
-	/* Only an echo request opens an ICMP flow (see ct_before). */
-	int echo_reply;
-	if (is_icmp(c->proto) && !(icmp_echo(c->proto, c->icmp_type, &echo_reply) && !echo_reply))
-		return;
-	/* A reset opens nothing. */
-	if (c->proto == 6 && (c->tcp_flags & TCP_RST))
+	/* Only what may open a flow does (see cilc_tuple); a reset does not. */
+	if (!t->opens || (c->proto == 6 && (c->tcp_flags & TCP_RST)))
 		return;
 	struct cilc_ct_entry n = {};
 	__u32 state = CILC_CT_OTHER;
@@ -687,8 +685,7 @@ static __always_inline void ct_after(const struct cilc_ctx *c, __u32 dir, __u32 
 	n.expires = now + ct_timeout(cfg, state);
 	n.packets[0] = 1;
 	n.bytes[0] = c->len;
-	if (c->proto == 6 && (c->tcp_flags & TCP_FIN))
-		n.fin = 1;
+	n.fin = state == CILC_CT_FIN_WAIT;
 	if (bpf_map_update_elem(map, &k, &n, BPF_ANY) == 0)
 		ct_event(CILC_CT_CREATED);
 	else
@@ -710,6 +707,8 @@ __attribute__((noinline)) __u32 cilc_judge(struct cilc_ctx *c, __u32 direction, 
 	struct cilc_config *cfg = bpf_map_lookup_elem(&cilc_config, &zero);
 	int track = cfg && (cfg->flags & CILC_CFG_CT);
 	__u64 now = track ? bpf_ktime_get_ns() : 0;
+	/* The flow, once: conntrack reads it before and after policy. */
+	struct cilc_tuple t = {};
 	switch (parsed) {
 	case CILC_NOT_IP:
 		d = CILC_NOT_JUDGED;
@@ -721,7 +720,9 @@ __attribute__((noinline)) __u32 cilc_judge(struct cilc_ctx *c, __u32 direction, 
 		d = CILC_REASON_LATER_FRAGMENT;
 		break;
 	default:
-		d = track ? ct_before(c, direction, cfg, now) : CILC_REASONS;
+		if (track)
+			tuple_of(&t, c);
+		d = track ? ct_before(c, &t, direction, cfg, now) : CILC_REASONS;
 		if (d != CILC_REASONS)
 			break;
 		identity(c->src, c->v6, c->src_bits, 0);
@@ -739,7 +740,7 @@ __attribute__((noinline)) __u32 cilc_judge(struct cilc_ctx *c, __u32 direction, 
 		d = *(volatile __u32 *)last;
 	}
 	if (policy && track)
-		ct_after(c, direction, d, cfg, now);
+		ct_after(c, &t, direction, d, cfg, now);
 	if (d >> 4)
 		count(&cilc_rule_counts, (d >> 4) - 1, c->len);
 	if (cfg && (cfg->flags & CILC_CFG_AUDIT) && !passes(d))

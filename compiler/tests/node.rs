@@ -700,16 +700,27 @@ fn installation_outlives_its_loader_and_unload_removes_everything() {
     );
 }
 
-fn cilc(args: &[&str]) -> (i32, String, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cilc"))
-        .args(args)
-        .output()
-        .unwrap();
+/// `cilc ARGS`; with `path`, its tools are looked for there first.
+fn cilc_in<A: AsRef<std::ffi::OsStr>>(
+    args: &[A],
+    path: Option<&std::path::Path>,
+) -> (i32, String, String) {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_cilc"));
+    cmd.args(args);
+    if let Some(dir) = path {
+        let rest = std::env::var("PATH").unwrap_or_default();
+        cmd.env("PATH", format!("{}:{rest}", dir.display()));
+    }
+    let out = cmd.output().unwrap();
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+fn cilc(args: &[&str]) -> (i32, String, String) {
+    cilc_in(args, None)
 }
 
 #[test]
@@ -723,18 +734,8 @@ fn the_cli_verbs_on_a_namespace_interface() {
     let (code, _, err) = cilc(&["compile", &s(&src), "-o", &s(&obj)]);
     assert_eq!(code, 0, "{err}");
     let name = lab.inst.name.clone();
-    let run_dir = s(lab.inst.run.parent().unwrap());
-    let place = ["--name", name.as_str(), "--run-dir", run_dir.as_str()];
-    let with = |args: &[&str]| -> Vec<String> {
-        args.iter()
-            .chain(place.iter())
-            .map(|a| a.to_string())
-            .collect()
-    };
-    let run = |args: Vec<String>| {
-        let a: Vec<&str> = args.iter().map(String::as_str).collect();
-        cilc(&a)
-    };
+    let with = |args: &[&str]| lab.place(args);
+    let run = |args: Vec<String>| cilc_in(&args, None);
     let (code, out, err) = run(with(&[
         "load",
         &s(&obj),
@@ -1198,33 +1199,7 @@ fn attach_to_a_container_found_by_id_through_its_runtime() {
         obj.to_str().unwrap(),
     ]);
     assert_eq!(code, 0, "{err}");
-    let place = |args: &[&str]| -> (i32, String, String) {
-        let run_dir = lab.inst.run.parent().unwrap().to_str().unwrap().to_string();
-        let mut all: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        all.extend([
-            "--name".into(),
-            lab.inst.name.clone(),
-            "--run-dir".into(),
-            run_dir,
-        ]);
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_cilc"))
-            .args(&all)
-            .env(
-                "PATH",
-                format!(
-                    "{}:{}",
-                    bin.display(),
-                    std::env::var("PATH").unwrap_or_default()
-                ),
-            )
-            .output()
-            .unwrap();
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    };
+    let place = |args: &[&str]| cilc_in(&lab.place(args), Some(&bin));
     let (code, _, err) = place(&[
         "load",
         obj.to_str().unwrap(),

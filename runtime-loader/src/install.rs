@@ -30,7 +30,7 @@ use crate::conntrack::{Settings, Tables};
 use crate::endpoint::EndpointSpec;
 use crate::identity::{self, Identity};
 use crate::link::{open_pinned, pin_fd, Link, Target};
-use crate::manifest::{self, Keep};
+use crate::manifest::Keep;
 use crate::stats::{self, Stats};
 use crate::{Artifact, Error, LoadOptions, Loaded};
 
@@ -877,14 +877,4 @@ impl Installation {
         drop(lock);
         Ok(())
     }
-}
-
-/// The manifest's maps the installation keeps (for documentation and
-/// `status`).
-pub fn state_maps() -> Vec<String> {
-    manifest::maps()
-        .into_iter()
-        .filter(|m| m.keep == Keep::State)
-        .map(|m| m.name)
-        .collect()
 }

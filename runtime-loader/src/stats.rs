@@ -205,116 +205,89 @@ impl Stats {
     pub fn prometheus(&self, installation: &str) -> String {
         let mut s = String::new();
         let inst = escape(installation);
-        let header = |s: &mut String, name: &str, kind: &str, help: &str| {
+        // One metric: its header, then one line per (labels, value).
+        let mut metric = |name: &str, kind: &str, help: &str, lines: Vec<(String, u64)>| {
             let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for (labels, v) in lines {
+                let _ = writeln!(s, "{name}{{installation=\"{inst}\",{labels}}} {v}");
+            }
         };
-        header(
-            &mut s,
+        let reasons = |value: fn(&ReasonCount) -> u64| {
+            self.reasons
+                .iter()
+                .map(|r| {
+                    let verdict = if r.forwarded { "forwarded" } else { "dropped" };
+                    let labels = format!(
+                        "direction=\"{}\",reason=\"{}\",verdict=\"{verdict}\"",
+                        r.direction, r.reason
+                    );
+                    (labels, value(r))
+                })
+                .collect()
+        };
+        let rules = |value: fn(&RuleCount) -> u64| {
+            self.rules
+                .iter()
+                .map(|r| {
+                    (
+                        format!("rule=\"{}\",line=\"{}\"", escape(&r.name), r.line),
+                        value(r),
+                    )
+                })
+                .collect()
+        };
+        let c = &self.conntrack;
+        let families = |v4: u64, v6: u64| {
+            vec![
+                ("family=\"ipv4\"".to_string(), v4),
+                ("family=\"ipv6\"".to_string(), v6),
+            ]
+        };
+        metric(
             "cilc_packets_total",
             "counter",
             "Packets by direction, reason and verdict.",
+            reasons(|r| r.packets),
         );
-        for r in &self.reasons {
-            let _ = writeln!(
-                s,
-                "cilc_packets_total{{installation=\"{inst}\",direction=\"{}\",reason=\"{}\",verdict=\"{}\"}} {}",
-                r.direction,
-                r.reason,
-                if r.forwarded { "forwarded" } else { "dropped" },
-                r.packets
-            );
-        }
-        header(
-            &mut s,
+        metric(
             "cilc_bytes_total",
             "counter",
             "Bytes by direction, reason and verdict.",
+            reasons(|r| r.bytes),
         );
-        for r in &self.reasons {
-            let _ = writeln!(
-                s,
-                "cilc_bytes_total{{installation=\"{inst}\",direction=\"{}\",reason=\"{}\",verdict=\"{}\"}} {}",
-                r.direction,
-                r.reason,
-                if r.forwarded { "forwarded" } else { "dropped" },
-                r.bytes
-            );
-        }
-        header(
-            &mut s,
+        metric(
             "cilc_rule_packets_total",
             "counter",
             "Packets decided by each rule.",
+            rules(|r| r.packets),
         );
-        for r in &self.rules {
-            let _ = writeln!(
-                s,
-                "cilc_rule_packets_total{{installation=\"{inst}\",rule=\"{}\",line=\"{}\"}} {}",
-                escape(&r.name),
-                r.line,
-                r.packets
-            );
-        }
-        header(
-            &mut s,
+        metric(
             "cilc_rule_bytes_total",
             "counter",
             "Bytes decided by each rule.",
+            rules(|r| r.bytes),
         );
-        for r in &self.rules {
-            let _ = writeln!(
-                s,
-                "cilc_rule_bytes_total{{installation=\"{inst}\",rule=\"{}\",line=\"{}\"}} {}",
-                escape(&r.name),
-                r.line,
-                r.bytes
-            );
-        }
-        let c = &self.conntrack;
-        header(
-            &mut s,
+        metric(
             "cilc_conntrack_entries",
             "gauge",
             "Conntrack entries, expired ones included until GC.",
+            families(c.ipv4_entries as u64, c.ipv6_entries as u64),
         );
-        let _ = writeln!(
-            s,
-            "cilc_conntrack_entries{{installation=\"{inst}\",family=\"ipv4\"}} {}",
-            c.ipv4_entries
-        );
-        let _ = writeln!(
-            s,
-            "cilc_conntrack_entries{{installation=\"{inst}\",family=\"ipv6\"}} {}",
-            c.ipv6_entries
-        );
-        header(
-            &mut s,
+        metric(
             "cilc_conntrack_max_entries",
             "gauge",
             "Conntrack table sizes.",
+            families(c.ipv4_max.into(), c.ipv6_max.into()),
         );
-        let _ = writeln!(
-            s,
-            "cilc_conntrack_max_entries{{installation=\"{inst}\",family=\"ipv4\"}} {}",
-            c.ipv4_max
-        );
-        let _ = writeln!(
-            s,
-            "cilc_conntrack_max_entries{{installation=\"{inst}\",family=\"ipv6\"}} {}",
-            c.ipv6_max
-        );
-        header(
-            &mut s,
+        metric(
             "cilc_conntrack_events_total",
             "counter",
             "Conntrack events.",
+            c.events
+                .iter()
+                .map(|(n, v)| (format!("event=\"{n}\""), *v))
+                .collect(),
         );
-        for (n, v) in &c.events {
-            let _ = writeln!(
-                s,
-                "cilc_conntrack_events_total{{installation=\"{inst}\",event=\"{n}\"}} {v}"
-            );
-        }
         s
     }
 }

@@ -131,6 +131,16 @@ impl Lab {
         in_netns(Some(&Netns::Name(self.b.clone())), || Ok(f())).unwrap()
     }
 
+    /// Command-line arguments for a node verb on this lab's installation.
+    pub fn place(&self, args: &[&str]) -> Vec<String> {
+        let run_dir = self.run.to_str().unwrap();
+        let tail = ["--name", &self.inst.name, "--run-dir", run_dir];
+        args.iter()
+            .chain(tail.iter())
+            .map(|a| a.to_string())
+            .collect()
+    }
+
     /// `b`'s interface at `hook`.
     pub fn target(&self, hook: Hook) -> Target {
         Target {
