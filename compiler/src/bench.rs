@@ -24,6 +24,8 @@ pub struct Options {
     pub tc: bool,
     /// See `Runner::local_wins` (ClassBench traces).
     pub local_wins: bool,
+    /// Also time connection tracking (`conntrack`).
+    pub conntrack: bool,
 }
 
 /// One strategy's figures.
@@ -51,6 +53,8 @@ pub struct Report {
     pub rows: Vec<Row>,
     /// The first few wrong answers, for the reader.
     pub examples: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub conntrack: Option<CtReport>,
 }
 
 /// Every `len / n`-th packet, at most `n` of them.
@@ -141,6 +145,11 @@ pub fn run(
             failed: None,
         });
     }
+    let conntrack = if opts.conntrack {
+        Some(conntrack(ir, src, packets, opts)?)
+    } else {
+        None
+    };
     Ok(Report {
         rules: ir.rules.len(),
         packets: packets.len(),
@@ -148,6 +157,7 @@ pub fn run(
         program: crate::kernel::program(crate::resolve::Direction::Ingress, opts.tc),
         rows,
         examples,
+        conntrack,
     })
 }
 
@@ -219,11 +229,15 @@ impl Report {
         for x in &self.examples {
             let _ = writeln!(o, "wrong: {x}");
         }
+        if let Some(c) = &self.conntrack {
+            o.push_str(&c.table());
+        }
         o
     }
 
     pub fn wrong(&self) -> usize {
-        self.rows.iter().map(|r| r.wrong).sum()
+        self.rows.iter().map(|r| r.wrong).sum::<usize>()
+            + self.conntrack.as_ref().map_or(0, |c| c.wrong)
     }
 
     /// Strategies that did not load.

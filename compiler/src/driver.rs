@@ -918,29 +918,19 @@ pub fn bench(
         repeat: opts.repeat.max(1),
         tc: opts.tc,
         local_wins: trace.is_some(),
+        conntrack: opts.conntrack,
     };
-    let r = match crate::bench::run(&ir, &input.text, &packets, &bopts) {
-        Ok(r) => r,
-        Err(e) => return fail(e, 1),
-    };
-    let ct = if opts.conntrack {
-        match crate::bench::conntrack(&ir, &input.text, &packets, &bopts) {
-            Ok(c) => Some(c),
-            Err(e) => return fail(e, 1),
-        }
-    } else {
-        None
-    };
-    let wrong = r.wrong() + ct.as_ref().map_or(0, |c| c.wrong);
-    Outcome {
-        stdout: if opts.json {
-            let v = serde_json::json!({ "strategies": r, "conntrack": ct });
-            serde_json::to_string_pretty(&v).unwrap_or_default() + "\n"
-        } else {
-            r.table() + &ct.map(|c| c.table()).unwrap_or_default()
+    match crate::bench::run(&ir, &input.text, &packets, &bopts) {
+        Ok(r) => Outcome {
+            stdout: if opts.json {
+                serde_json::to_string_pretty(&r).unwrap_or_default() + "\n"
+            } else {
+                r.table()
+            },
+            code: i32::from(r.wrong() > 0 || r.failed() > 0),
+            ..Outcome::default()
         },
-        code: i32::from(wrong > 0 || r.failed() > 0),
-        ..Outcome::default()
+        Err(e) => fail(e, 1),
     }
 }
 

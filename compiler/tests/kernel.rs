@@ -338,8 +338,20 @@ fn bench_times_every_strategy_and_checks_its_verdicts() {
         repeat: 50,
         tc: false,
         local_wins: false,
+        conntrack: true,
     };
     let r = cilc::bench::run(&ir, &src, &packets, &opts).unwrap();
+    // Conntrack's rows: every reply of an allowed flow passed as ct-reply.
+    let ct = r.conntrack.as_ref().expect("conntrack timed");
+    assert!(
+        ct.packets > 0 && ct.reply_ns > 0.0 && ct.policy_ns > 0.0,
+        "{ct:?}"
+    );
+    assert!(
+        r.table().contains("reply (conntrack fast path)"),
+        "{}",
+        r.table()
+    );
     let names: Vec<&str> = r.rows.iter().map(|x| x.strategy).collect();
     assert_eq!(names, ["parse-only", "linear", "tree"]);
     assert_eq!(r.wrong(), 0, "{}", r.table());
