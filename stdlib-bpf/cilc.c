@@ -25,6 +25,20 @@ static long (*bpf_map_update_elem)(void *map, const void *key, const void *value
 static long (*bpf_map_delete_elem)(void *map, const void *key) = (void *)BPF_FUNC_map_delete_elem;
 static __u64 (*bpf_ktime_get_ns)(void) = (void *)BPF_FUNC_ktime_get_ns;
 static long (*bpf_skb_pull_data)(struct __sk_buff *skb, __u32 len) = (void *)BPF_FUNC_skb_pull_data;
+static __u32 (*bpf_get_prandom_u32)(void) = (void *)BPF_FUNC_get_prandom_u32;
+static __u64 (*bpf_get_netns_cookie)(void *ctx) = (void *)BPF_FUNC_get_netns_cookie;
+static long (*bpf_skb_load_bytes)(const void *skb, __u32 offset, void *to,
+				  __u32 len) = (void *)BPF_FUNC_skb_load_bytes;
+static long (*bpf_skb_store_bytes)(struct __sk_buff *skb, __u32 offset, const void *from,
+				   __u32 len, __u64 flags) = (void *)BPF_FUNC_skb_store_bytes;
+static long (*bpf_l3_csum_replace)(struct __sk_buff *skb, __u32 offset, __u64 from, __u64 to,
+				   __u64 size) = (void *)BPF_FUNC_l3_csum_replace;
+static long (*bpf_l4_csum_replace)(struct __sk_buff *skb, __u32 offset, __u64 from, __u64 to,
+				   __u64 flags) = (void *)BPF_FUNC_l4_csum_replace;
+static __s64 (*bpf_csum_diff)(__be32 *from, __u32 from_size, __be32 *to, __u32 to_size,
+			      __wsum seed) = (void *)BPF_FUNC_csum_diff;
+
+#define EEXIST 17
 
 
 char LICENSE[] SEC("license") = "GPL";
@@ -92,6 +106,42 @@ struct {
 	__type(value, struct cilc_config);
 	__uint(max_entries, 1);
 } cilc_config SEC(".maps");
+
+/* Source NAT (see cilc.h): the interfaces that translate and their
+ * addresses (written by the loader), each rule's `snat` (from the
+ * manifest), and the mappings, forward and reverse. The mappings are not
+ * LRU: an existing flow's mapping is never evicted; a full table is
+ * CILC_NAT_EXHAUSTED for new flows, and the loader's GC removes mappings
+ * whose conntrack entry is gone. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct cilc_nat_iface_key);
+	__type(value, struct cilc_nat_iface);
+	__uint(max_entries, 256);
+} cilc_nat_ifaces SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct cilc_rule_snat);
+	__uint(max_entries, 1);
+} cilc_rule_snat SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct cilc_nat_key);
+	__type(value, struct cilc_nat_entry);
+	__uint(max_entries, 65536);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} cilc_snat SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct cilc_nat_key);
+	__type(value, struct cilc_nat_entry);
+	__uint(max_entries, 65536);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} cilc_snat_rev SEC(".maps");
 
 /* The packet being judged. In a map value rather than on the stack: the
  * verifier does not track what a map value holds, so every parse path
@@ -294,6 +344,7 @@ static __always_inline int parse_ipv4(struct cilc_ctx *c, __u8 *ip, __u32 avail,
 	__u32 total = be16(ip + 2);
 	if (ihl < 20 || total < ihl || total > avail)
 		return CILC_MALFORMED;
+	c->l4_off = c->l3_off + ihl;
 	c->proto = ip[9];
 	c->src[1] = be32(ip + 12);
 	c->dst[1] = be32(ip + 16);
@@ -353,6 +404,7 @@ static __always_inline int parse_ipv6(struct cilc_ctx *c, __u8 *ip, __u32 avail,
 		return CILC_MALFORMED;
 	if (off > total)
 		return CILC_MALFORMED;
+	c->l4_off = c->l3_off + off;
 	c->proto = nh;
 	if (later)
 		return CILC_LATER_FRAGMENT;
@@ -381,6 +433,7 @@ static __always_inline int parse(struct cilc_ctx *c, void *data, void *data_end,
 		type = be16(p + off + 2);
 		off += 4;
 	}
+	c->l3_off = off;
 	if (type == 0x0800)
 		return parse_ipv4(c, p + off, avail - off, data_end);
 	if (type == 0x86dd)
@@ -692,6 +745,157 @@ static __always_inline void ct_after(const struct cilc_ctx *c, const struct cilc
 		ct_event(CILC_CT_INSERT_FAILED);
 }
 
+/* ---- source NAT ---- */
+
+static __always_inline void nat_key(struct cilc_nat_key *k, const __u64 *src, const __u64 *dst,
+				    __u32 sport, __u32 dport, const struct cilc_tuple *t)
+{
+	__builtin_memset(k, 0, sizeof(*k));
+	k->src[0] = src[0];
+	k->src[1] = src[1];
+	k->dst[0] = dst[0];
+	k->dst[1] = dst[1];
+	k->sport = sport;
+	k->dport = dport;
+	k->proto = t->proto;
+	k->v6 = t->v6;
+}
+
+/* Ingress on a translating interface: a reply to a translated flow gets
+ * its original destination back, in the context (so conntrack and policy
+ * see the flow as it was) and, once it passes, in the packet. */
+static __always_inline void snat_reverse(struct cilc_ctx *c, struct cilc_tuple *t)
+{
+	if (!t->answers)
+		return;
+	struct cilc_nat_key k;
+	nat_key(&k, t->src, t->dst, t->sport, t->dport, t);
+	struct cilc_nat_entry *r = bpf_map_lookup_elem(&cilc_snat_rev, &k);
+	if (!r)
+		return;
+	c->nat = 2;
+	c->nat_old[0] = c->dst[0];
+	c->nat_old[1] = c->dst[1];
+	c->nat_new[0] = r->addr[0];
+	c->nat_new[1] = r->addr[1];
+	c->nat_old_port = t->dport;
+	c->nat_new_port = r->port;
+	c->dst[0] = t->dst[0] = r->addr[0];
+	c->dst[1] = t->dst[1] = r->addr[1];
+	t->dport = r->port;
+	if (is_icmp(c->proto))
+		c->icmp_id = r->port;
+	else
+		c->dport = r->port;
+}
+
+/* A new mapping for flow `fk` to address `to`: a free port (the flow's
+ * own when it is in the range), tried at most CILC_NAT_RETRIES times.
+ * The reverse entry is claimed first (BPF_NOEXIST), so two flows never
+ * share one. Returns the port, or 0 when none was free. */
+static __always_inline __u32 snat_allocate(const struct cilc_tuple *t, const struct cilc_nat_key *fk,
+					   const __u64 *to, const struct cilc_config *cfg,
+					   __u64 now)
+{
+	__u32 min = cfg->nat_port_min;
+	__u32 max = cfg->nat_port_max;
+	if (!min || max < min)
+		return 0;
+	__u32 span = max - min + 1;
+	struct cilc_nat_key rk;
+	nat_key(&rk, t->dst, to, t->dport, 0, t);
+	struct cilc_nat_entry rv = {
+		.addr = { t->src[0], t->src[1] },
+		.port = t->sport,
+		.created = now,
+	};
+	__u32 port = t->sport;
+	int claimed = 0;
+	for (int i = 0; i < CILC_NAT_RETRIES; i++) {
+		if (i > 0 || port < min || port > max)
+			port = min + bpf_get_prandom_u32() % span;
+		rk.dport = port;
+		long err = bpf_map_update_elem(&cilc_snat_rev, &rk, &rv, BPF_NOEXIST);
+		if (err == 0) {
+			claimed = 1;
+			break;
+		}
+		if (err != -EEXIST)
+			return 0; /* the table is full */
+		ct_event(CILC_NAT_COLLISION);
+	}
+	if (!claimed)
+		return 0;
+	struct cilc_nat_entry fe = {
+		.addr = { to[0], to[1] },
+		.port = port,
+		.created = now,
+	};
+	if (bpf_map_update_elem(&cilc_snat, fk, &fe, BPF_NOEXIST) != 0) {
+		/* Full, or another CPU mapped the flow first: use its mapping. */
+		bpf_map_delete_elem(&cilc_snat_rev, &rk);
+		struct cilc_nat_entry *f = bpf_map_lookup_elem(&cilc_snat, fk);
+		return f ? f->port : 0;
+	}
+	ct_event(CILC_NAT_CREATED);
+	return port;
+}
+
+/* Egress on a translating interface, a packet its deciding rule allows
+ * with `snat`: find or make its flow's mapping and record the rewrite in
+ * the context. Returns the decision, with reason CILC_NAT_EXHAUSTED or
+ * CILC_NAT_UNSUPPORTED when it cannot be translated (dropped: never sent
+ * with its original source). */
+static __always_inline __u32 snat(struct cilc_ctx *c, const struct cilc_tuple *t,
+				  const struct cilc_nat_iface *nif, __u32 d,
+				  const struct cilc_config *cfg, __u64 now)
+{
+	__u32 rule = (d >> 4) - 1;
+	struct cilc_rule_snat *rs = bpf_map_lookup_elem(&cilc_rule_snat, &rule);
+	if (!rs || rs->kind == CILC_SNAT_NONE)
+		return d;
+	__u64 to[2] = { 0, 0 };
+	if (rs->kind == CILC_SNAT_TO) {
+		/* `snat to` applies to its own family (S20). */
+		if (rs->v6 != c->v6)
+			return d;
+		to[0] = rs->addr[0];
+		to[1] = rs->addr[1];
+	} else if (c->v6) {
+		if (!nif->has6)
+			return (d & ~0x0fu) | CILC_NAT_UNSUPPORTED;
+		to[0] = nif->addr6[0];
+		to[1] = nif->addr6[1];
+	} else {
+		if (!nif->has4)
+			return (d & ~0x0fu) | CILC_NAT_UNSUPPORTED;
+		to[1] = nif->addr4;
+	}
+	if (!t->opens || !(c->proto == 6 || c->proto == 17 || is_icmp(c->proto)))
+		return (d & ~0x0fu) | CILC_NAT_UNSUPPORTED;
+	struct cilc_nat_key fk;
+	nat_key(&fk, t->src, t->dst, t->sport, t->dport, t);
+	struct cilc_nat_entry *f = bpf_map_lookup_elem(&cilc_snat, &fk);
+	__u32 port;
+	if (f) {
+		port = f->port;
+		to[0] = f->addr[0];
+		to[1] = f->addr[1];
+	} else {
+		port = snat_allocate(t, &fk, to, cfg, now);
+		if (!port)
+			return (d & ~0x0fu) | CILC_NAT_EXHAUSTED;
+	}
+	c->nat = 1;
+	c->nat_old[0] = c->src[0];
+	c->nat_old[1] = c->src[1];
+	c->nat_new[0] = to[0];
+	c->nat_new[1] = to[1];
+	c->nat_old_port = t->sport;
+	c->nat_new_port = port;
+	return d;
+}
+
 /* Everything after parsing, as one global function: the verifier checks
  * it once per program, from its BTF signature, instead of once for every
  * path through the parser (their states differ; here they are unknown).
@@ -707,6 +911,12 @@ __attribute__((noinline)) __u32 cilc_judge(struct cilc_ctx *c, __u32 direction, 
 	struct cilc_config *cfg = bpf_map_lookup_elem(&cilc_config, &zero);
 	int track = cfg && (cfg->flags & CILC_CFG_CT);
 	__u64 now = track ? bpf_ktime_get_ns() : 0;
+	/* Source NAT needs conntrack (the loader enforces it). */
+	struct cilc_nat_iface *nif = 0;
+	if (track && (cfg->flags & CILC_CFG_NAT)) {
+		struct cilc_nat_iface_key ik = { .netns = c->netns, .ifindex = c->ifindex };
+		nif = bpf_map_lookup_elem(&cilc_nat_ifaces, &ik);
+	}
 	/* The flow, once: conntrack reads it before and after policy. */
 	struct cilc_tuple t = {};
 	switch (parsed) {
@@ -722,6 +932,8 @@ __attribute__((noinline)) __u32 cilc_judge(struct cilc_ctx *c, __u32 direction, 
 	default:
 		if (track)
 			tuple_of(&t, c);
+		if (nif && direction == CILC_INGRESS)
+			snat_reverse(c, &t);
 		d = track ? ct_before(c, &t, direction, cfg, now) : CILC_REASONS;
 		if (d != CILC_REASONS)
 			break;
@@ -738,6 +950,11 @@ __attribute__((noinline)) __u32 cilc_judge(struct cilc_ctx *c, __u32 direction, 
 		 * could produce "precise" (which would stop it from pruning the
 		 * parts of a diagram walked after one another). */
 		d = *(volatile __u32 *)last;
+		if (policy && nif && direction == CILC_EGRESS &&
+		    (d & 0x0f) == CILC_MATCHED_ALLOW && (d >> 4)) {
+			d = snat(c, &t, nif, d, cfg, now);
+			*last = d;
+		}
 	}
 	if (policy && track)
 		ct_after(c, &t, direction, d, cfg, now);
@@ -766,6 +983,93 @@ __attribute__((noinline)) int cilc_quote_skb(struct __sk_buff *skb, struct cilc_
 	return 0;
 }
 
+static __always_inline __u32 bswap32(__u32 x)
+{
+	return __builtin_bswap32(x);
+}
+
+/* The rewrite cilc_judge recorded in the context (c->nat: 1 source, 2
+ * destination), in the packet, with the IPv4 header checksum and the L4
+ * checksum (pseudo header included, except ICMPv4's) fixed by the
+ * kernel's helpers, which also keep offloaded (partial) checksums right.
+ * Returns 0, or -1 when the packet could not be rewritten. */
+__attribute__((noinline)) int cilc_nat_skb(struct __sk_buff *skb, struct cilc_ctx *c)
+{
+	if (!c || !c->nat)
+		return 0;
+	int src = c->nat == 1;
+	__u32 l3 = c->l3_off;
+	__u32 l4 = c->l4_off;
+	__u32 csum_off;
+	__u32 port_off;
+	__u64 pseudo = BPF_F_PSEUDO_HDR;
+	__u64 mangled = 0;
+	switch (c->proto) {
+	case 6:
+		csum_off = l4 + 16;
+		port_off = l4 + (src ? 0 : 2);
+		break;
+	case 17:
+		csum_off = l4 + 6;
+		port_off = l4 + (src ? 0 : 2);
+		mangled = BPF_F_MARK_MANGLED_0;
+		break;
+	case 1:
+		csum_off = l4 + 2;
+		port_off = l4 + 4;
+		pseudo = 0;
+		break;
+	case 58:
+		csum_off = l4 + 2;
+		port_off = l4 + 4;
+		break;
+	default:
+		return -1;
+	}
+	/* IPv4 UDP with checksum 0 has none. */
+	int l4sum = 1;
+	if (c->proto == 17 && !c->v6) {
+		__u16 sum;
+		if (bpf_skb_load_bytes(skb, csum_off, &sum, 2))
+			return -1;
+		l4sum = sum != 0;
+	}
+	if (!c->v6) {
+		__u32 from = bswap32(c->nat_old[1]);
+		__u32 to = bswap32(c->nat_new[1]);
+		if (bpf_l3_csum_replace(skb, l3 + 10, from, to, 4))
+			return -1;
+		if (pseudo && l4sum && bpf_l4_csum_replace(skb, csum_off, from, to, pseudo | mangled | 4))
+			return -1;
+		if (bpf_skb_store_bytes(skb, l3 + (src ? 12 : 16), &to, 4, 0))
+			return -1;
+	} else {
+		__be32 from[4];
+		__be32 to[4];
+#pragma unroll
+		for (int i = 0; i < 2; i++) {
+			from[2 * i] = bswap32(c->nat_old[i] >> 32);
+			from[2 * i + 1] = bswap32(c->nat_old[i]);
+			to[2 * i] = bswap32(c->nat_new[i] >> 32);
+			to[2 * i + 1] = bswap32(c->nat_new[i]);
+		}
+		__s64 diff = bpf_csum_diff(from, 16, to, 16, 0);
+		if (bpf_l4_csum_replace(skb, csum_off, 0, diff, pseudo | mangled))
+			return -1;
+		if (bpf_skb_store_bytes(skb, l3 + (src ? 8 : 24), to, 16, 0))
+			return -1;
+	}
+	__u16 from_port = __builtin_bswap16(c->nat_old_port);
+	__u16 to_port = __builtin_bswap16(c->nat_new_port);
+	if (from_port != to_port) {
+		if (l4sum && bpf_l4_csum_replace(skb, csum_off, from_port, to_port, mangled | 2))
+			return -1;
+		if (bpf_skb_store_bytes(skb, port_off, &to_port, 2, 0))
+			return -1;
+	}
+	return 0;
+}
+
 /* BTF of every struct the context types point to, in full: otherwise LLVM
  * emits forward declarations for them in an order that varies from run to
  * run, and objects would not be reproducible. Never called. */
@@ -779,13 +1083,15 @@ __attribute__((noinline)) int cilc_btf_anchor(struct bpf_sock *sk, struct bpf_fl
 
 /* Judge one frame: parse it into the scratch context, read what an ICMP
  * error quotes, then cilc_judge. */
-#define JUDGE(ctx_, data_, data_end_, len_, dir_)                                                             \
+#define JUDGE(ctx_, data_, data_end_, len_, dir_, netns_, ifindex_, c_)               \
 	({                                                                                     \
 		__u32 zero_ = 0;                                                               \
 		__u32 d_ = CILC_NOT_JUDGED;                                                    \
-		struct cilc_ctx *c_ = bpf_map_lookup_elem(&cilc_scratch, &zero_);              \
+		c_ = bpf_map_lookup_elem(&cilc_scratch, &zero_);                               \
 		if (c_) {                                                                      \
 			__builtin_memset(c_, 0, sizeof(*c_));                                  \
+			c_->netns = (netns_);                                                  \
+			c_->ifindex = (ifindex_);                                              \
 			__u32 parsed_ = parse(c_, (data_), (data_end_), (len_));               \
 			c_->len = (len_);                                                       \
 			quote_(ctx_, c_);                                                      \
@@ -800,7 +1106,10 @@ int cilc_xdp(struct xdp_md *ctx)
 	void *data = ctx_ptr(ctx->data);
 	void *data_end = ctx_ptr(ctx->data_end);
 	__u32 len = (__u8 *)data_end - (__u8 *)data;
-	return passes(JUDGE(ctx, data, data_end, len, CILC_INGRESS)) ? XDP_PASS : XDP_DROP;
+	struct cilc_ctx *c;
+	/* No translation at XDP: the loader refuses XDP on a translating
+	 * interface (its replies must be translated back first, at TC). */
+	return passes(JUDGE(ctx, data, data_end, len, CILC_INGRESS, 0, 0, c)) ? XDP_PASS : XDP_DROP;
 }
 
 /* Headers the parser may read, at most: Ethernet, two VLAN tags, IPv6 and
@@ -818,7 +1127,14 @@ static __always_inline __u32 tc_judge(struct __sk_buff *skb, __u32 direction)
 		bpf_skb_pull_data(skb, want);
 	void *data = ctx_ptr(skb->data);
 	void *data_end = ctx_ptr(skb->data_end);
-	return JUDGE(skb, data, data_end, skb->len, direction);
+	struct cilc_ctx *c;
+	__u32 d = JUDGE(skb, data, data_end, skb->len, direction, bpf_get_netns_cookie(skb),
+			skb->ifindex, c);
+	/* A passing packet that source NAT translates is rewritten here; one
+	 * that cannot be (the helpers failed) is not sent untranslated. */
+	if (passes(d) && c && c->nat && cilc_nat_skb(skb, c) != 0)
+		return CILC_NAT_UNSUPPORTED;
+	return d;
 }
 
 SEC("tc")

@@ -58,7 +58,20 @@ struct cilc_ctx {
 	__u32 q_sport;
 	__u32 q_dport;
 	__u32 q_proto;
-	__u32 pad;
+	/* Where the IP and L4 headers start in the frame (for NAT). */
+	__u16 l3_off;
+	__u16 l4_off;
+	/* Source NAT (see docs/runtime.md). Set by a TC entry: the hook's
+	 * network namespace (cookie) and interface, to find whether it
+	 * translates. Set by cilc_judge: what the entry must rewrite, from
+	 * old to new address and port (or ICMP echo identifier). */
+	__u64 netns;
+	__u32 ifindex;
+	__u32 nat;
+	__u64 nat_old[2];
+	__u64 nat_new[2];
+	__u32 nat_old_port;
+	__u32 nat_new_port;
 };
 
 _Static_assert(__builtin_offsetof(struct cilc_ctx, proto) == 32, "layout");
@@ -67,7 +80,7 @@ _Static_assert(__builtin_offsetof(struct cilc_ctx, src_bits) == 64, "layout");
 _Static_assert(__builtin_offsetof(struct cilc_ctx, dst_bits) == 128, "layout");
 _Static_assert(__builtin_offsetof(struct cilc_ctx, dst_ports) == 192, "layout");
 _Static_assert(__builtin_offsetof(struct cilc_ctx, slots) == 224, "layout");
-_Static_assert(sizeof(struct cilc_ctx) == 304, "layout");
+_Static_assert(sizeof(struct cilc_ctx) == 360, "layout");
 
 /* Outcome of parsing. */
 enum cilc_parsed {
@@ -95,7 +108,12 @@ enum cilc_reason {
 	CILC_CT_INVALID = 11,
 	/* Policy would drop it; the installation is in audit mode. */
 	CILC_AUDIT = 12,
-	CILC_REASONS = 13,
+	/* Source NAT found no free port (after CILC_NAT_RETRIES tries). */
+	CILC_NAT_EXHAUSTED = 13,
+	/* Source NAT cannot translate it: a protocol without ports or
+	 * identifiers, or no address of its family on the interface. */
+	CILC_NAT_UNSUPPORTED = 14,
+	CILC_REASONS = 15,
 };
 
 /* Counters are kept per direction: key = direction * CILC_REASON_SLOTS +
@@ -178,14 +196,76 @@ enum cilc_ct_timeout {
 
 #define CILC_CFG_CT 1u
 #define CILC_CFG_AUDIT 2u
+/* Some interface translates (cilc_nat_ifaces is not empty). */
+#define CILC_CFG_NAT 4u
 
 /* What the loader configures (one entry; all zero: no tracking, which is
  * how `cilc run` and the tests judge packets one by one). */
 struct cilc_config {
 	__u32 flags;
-	__u32 pad;
+	/* Source ports (and ICMP echo identifiers) NAT allocates. */
+	__u16 nat_port_min;
+	__u16 nat_port_max;
 	__u64 timeout_ns[CILC_TIMEOUTS];
 };
+
+/* ---- source NAT ----
+ * The interfaces that translate, keyed by network namespace cookie and
+ * interface index (indexes repeat across namespaces). */
+struct cilc_nat_iface_key {
+	__u64 netns;
+	__u32 ifindex;
+	__u32 pad;
+};
+
+/* The addresses `snat` (masquerade) translates to on that interface. */
+struct cilc_nat_iface {
+	__u32 has4;
+	__u32 has6;
+	__u64 addr4;
+	__u64 addr6[2];
+};
+
+/* What a rule's `snat` says (per rule id; kind 0: none). */
+#define CILC_SNAT_NONE 0
+#define CILC_SNAT_MASQUERADE 1
+#define CILC_SNAT_TO 2
+
+struct cilc_rule_snat {
+	__u32 kind;
+	/* For CILC_SNAT_TO: the address and its family. */
+	__u32 v6;
+	__u64 addr[2];
+};
+
+/* A flow as one side of the translation sees it (tuple convention of
+ * conntrack: an ICMP echo's identifier is the request's source port and
+ * the reply's destination port). IPv4 addresses are in [1]. */
+struct cilc_nat_key {
+	__u64 src[2];
+	__u64 dst[2];
+	__u16 sport;
+	__u16 dport;
+	__u8 proto;
+	__u8 v6;
+	__u8 pad[2];
+};
+
+/* Forward (original flow → the address and port it leaves with) and
+ * reverse (the reply as it arrives → the original address and port). */
+struct cilc_nat_entry {
+	__u64 addr[2];
+	__u64 created;
+	__u16 port;
+	__u8 pad[6];
+};
+
+_Static_assert(sizeof(struct cilc_nat_key) == 40, "layout");
+_Static_assert(sizeof(struct cilc_nat_entry) == 32, "layout");
+
+/* Ports tried before a new flow is dropped as CILC_NAT_EXHAUSTED (as
+ * Cilium's SNAT_COLLISION_RETRIES). */
+#define CILC_NAT_RETRIES 32
 
 /* Connection-tracking events, counted per CPU. */
 enum cilc_ct_event {
@@ -196,7 +276,11 @@ enum cilc_ct_event {
 	CILC_CT_DELETED_BY_POLICY = 2,
 	/* A TCP flow seen first mid-stream (no SYN), tracked as established. */
 	CILC_CT_PICKUP = 3,
-	CILC_CT_EVENTS = 4,
+	/* A source NAT mapping was created. */
+	CILC_NAT_CREATED = 4,
+	/* A port NAT tried was taken (each collision counts once). */
+	CILC_NAT_COLLISION = 5,
+	CILC_CT_EVENTS = 6,
 };
 
 /* Defined by the code cilc generates for a policy, and inlined into

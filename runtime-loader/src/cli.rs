@@ -73,6 +73,23 @@ impl TargetArgs {
     }
 }
 
+/// `MIN-MAX` (or one port).
+fn parse_port_range(text: &str) -> Result<(u16, u16), String> {
+    let (a, b) = text.split_once('-').unwrap_or((text, text));
+    let port = |p: &str| {
+        p.trim()
+            .parse::<u16>()
+            .ok()
+            .filter(|&p| p > 0)
+            .ok_or_else(|| format!("`{p}` is not a port (1-65535)"))
+    };
+    let (min, max) = (port(a)?, port(b)?);
+    if min > max {
+        return Err(format!("{min}-{max}: the range is empty (MIN-MAX)"));
+    }
+    Ok((min, max))
+}
+
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum Format {
     Table,
@@ -199,6 +216,12 @@ pub enum NodeCommand {
         /// Addresses and prefixes with an identity (endpoints, --identity).
         #[arg(long, default_value_t = Settings::default().idents_max)]
         idents_max: u32,
+        /// Source NAT mappings (flows translated at once).
+        #[arg(long, default_value_t = Settings::default().nat_max)]
+        nat_max: u32,
+        /// Source ports source NAT allocates: MIN-MAX.
+        #[arg(long, default_value = "61000-65535", value_parser = parse_port_range)]
+        nat_ports: (u16, u16),
         /// Seconds a TCP flow may take to complete its handshake.
         #[arg(long, default_value_t = Timeouts::default().syn.as_secs())]
         timeout_syn: u64,
@@ -216,6 +239,15 @@ pub enum NodeCommand {
     Attach {
         #[command(flatten)]
         target: TargetArgs,
+        /// Source-NAT on this interface (the node's way out): rules with
+        /// `snat` translate there, replies are translated back. Needs
+        /// --hook tc-egress; tc-ingress is attached with it.
+        #[arg(long)]
+        snat: bool,
+        /// Masquerade to this address (once per family) instead of the
+        /// interface's own.
+        #[arg(long = "snat-address", requires = "snat")]
+        snat_addresses: Vec<std::net::IpAddr>,
         #[command(flatten)]
         place: Place,
     },
@@ -254,6 +286,13 @@ pub enum NodeCommand {
         /// Serve /metrics (Prometheus) on this address instead of printing.
         #[arg(long)]
         listen: Option<String>,
+        #[command(flatten)]
+        place: Place,
+    },
+    /// List source NAT interfaces and mappings.
+    Nat {
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
         #[command(flatten)]
         place: Place,
     },
@@ -409,6 +448,8 @@ fn execute(cmd: NodeCommand) -> Result<(), Error> {
             ct4_max,
             ct6_max,
             idents_max,
+            nat_max,
+            nat_ports,
             timeout_syn,
             timeout_established,
             timeout_close,
@@ -421,6 +462,8 @@ fn execute(cmd: NodeCommand) -> Result<(), Error> {
                 ct4_max,
                 ct6_max,
                 idents_max,
+                nat_max,
+                nat_ports,
                 timeouts: Timeouts {
                     syn: Duration::from_secs(timeout_syn),
                     established: Duration::from_secs(timeout_established),
@@ -439,10 +482,35 @@ fn execute(cmd: NodeCommand) -> Result<(), Error> {
                 r.name
             );
         }
-        NodeCommand::Attach { target, place } => {
+        NodeCommand::Attach {
+            target,
+            snat,
+            snat_addresses,
+            place,
+        } => {
             let t = target.target()?;
-            place.installation()?.attach(t.clone())?;
-            println!("attached {t}");
+            if !snat {
+                place.installation()?.attach(t.clone())?;
+                println!("attached {t}");
+                return Ok(());
+            }
+            if t.hook != Hook::TcEgress {
+                return Err(Error::Kernel(
+                    "--snat translates where packets leave: use it with --hook tc-egress".into(),
+                ));
+            }
+            let (nif, attached) =
+                place
+                    .installation()?
+                    .attach_snat(&t.iface, t.netns.as_ref(), &snat_addresses)?;
+            for a in attached {
+                println!("attached {a}");
+            }
+            let addrs: Vec<String> = [nif.v4.map(|a| a.to_string()), nif.v6.map(|a| a.to_string())]
+                .into_iter()
+                .flatten()
+                .collect();
+            println!("{} source-NATs to {}", nif.iface, addrs.join(", "));
         }
         NodeCommand::Detach {
             iface,
@@ -540,6 +608,46 @@ fn execute(cmd: NodeCommand) -> Result<(), Error> {
                 (_, Format::Table) => print!("{}", s.table()),
             }
         }
+        NodeCommand::Nat { format, place } => {
+            let inst = place.installation()?;
+            let record = inst.record()?;
+            let mappings = inst.nat()?.mappings()?;
+            if let Format::Json = format {
+                let v = serde_json::json!({ "interfaces": record.nat, "mappings": mappings });
+                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+                return Ok(());
+            }
+            for n in &record.nat {
+                let ns = n
+                    .netns
+                    .as_ref()
+                    .map(|n| format!(" (netns {n})"))
+                    .unwrap_or_default();
+                let addrs: Vec<String> = [n.v4.map(|a| a.to_string()), n.v6.map(|a| a.to_string())]
+                    .into_iter()
+                    .flatten()
+                    .collect();
+                println!(
+                    "interface {}{ns}: masquerade to {}",
+                    n.iface,
+                    addrs.join(", ")
+                );
+            }
+            println!(
+                "{:<5} {:<40} {:<40} {:<40} {:>8}",
+                "PROTO", "SOURCE", "DESTINATION", "TRANSLATED SOURCE", "AGE"
+            );
+            for m in mappings {
+                println!(
+                    "{:<5} {:<40} {:<40} {:<40} {:>7}s",
+                    m.flow.proto,
+                    format!("{}:{}", m.flow.src, m.flow.sport),
+                    format!("{}:{}", m.flow.dst, m.flow.dport),
+                    format!("{}:{}", m.addr, m.port),
+                    m.age.as_secs()
+                );
+            }
+        }
         NodeCommand::Conntrack { format, place } => {
             let flows = place.installation()?.conntrack()?.flows()?;
             if let Format::Json = format {
@@ -597,9 +705,11 @@ fn execute(cmd: NodeCommand) -> Result<(), Error> {
             let inst = place.installation()?;
             loop {
                 let g = inst.gc()?;
+                let (c, n) = (g.conntrack, g.nat);
                 println!(
-                    "gc: removed {} tcp, {} other expired, {} other under pressure; {} kept",
-                    g.tcp, g.other, g.pressure, g.kept
+                    "gc: removed {} tcp, {} other expired, {} other under pressure; {} kept; \
+                     nat: removed {} mappings, {} orphans; {} kept",
+                    c.tcp, c.other, c.pressure, c.kept, n.mappings, n.orphans, n.kept
                 );
                 match every {
                     Some(s) => std::thread::sleep(Duration::from_secs(s.max(1))),

@@ -56,6 +56,26 @@ pub struct Settings {
     /// `--identity`); a change that needs more is refused.
     #[serde(default = "default_idents_max")]
     pub idents_max: u32,
+    /// Source NAT mappings (each table: forward and reverse).
+    #[serde(default = "default_nat_max")]
+    pub nat_max: u32,
+    /// Source ports (and ICMP echo identifiers) source NAT allocates.
+    #[serde(default = "default_nat_ports")]
+    pub nat_ports: (u16, u16),
+    /// Set by the loader while some interface translates (the programs
+    /// then look their interface up).
+    #[serde(default)]
+    pub nat: bool,
+}
+
+fn default_nat_max() -> u32 {
+    65_536
+}
+
+/// Above Linux's default ephemeral range (32768–60999), so that mappings
+/// do not take the ports the node's own connections use.
+fn default_nat_ports() -> (u16, u16) {
+    (61_000, 65_535)
 }
 
 fn default_idents_max() -> u32 {
@@ -72,20 +92,26 @@ impl Default for Settings {
             ct6_max: 65_536,
             gc_pressure: 0.75,
             idents_max: default_idents_max(),
+            nat_max: default_nat_max(),
+            nat_ports: default_nat_ports(),
+            nat: false,
         }
     }
 }
 
 const CFG_CT: u32 = 1;
 const CFG_AUDIT: u32 = 2;
+const CFG_NAT: u32 = 4;
 
 impl Settings {
     /// `struct cilc_config`.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let flags =
-            if self.conntrack { CFG_CT } else { 0 } | if self.audit { CFG_AUDIT } else { 0 };
+        let flags = if self.conntrack { CFG_CT } else { 0 }
+            | if self.audit { CFG_AUDIT } else { 0 }
+            | if self.nat { CFG_NAT } else { 0 };
         let mut v = flags.to_ne_bytes().to_vec();
-        v.extend_from_slice(&0u32.to_ne_bytes());
+        v.extend_from_slice(&self.nat_ports.0.to_ne_bytes());
+        v.extend_from_slice(&self.nat_ports.1.to_ne_bytes());
         let t = &self.timeouts;
         for d in [t.syn, t.established, t.close, t.other] {
             v.extend_from_slice(&(d.as_nanos() as u64).to_ne_bytes());
@@ -159,6 +185,17 @@ pub struct Flow {
     key: Vec<u8>,
     #[serde(skip)]
     v6: bool,
+}
+
+/// A flow's tuple (conntrack's convention: an ICMP echo's identifier is
+/// the request's source port and the reply's destination port).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct FlowKey {
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    pub sport: u16,
+    pub dport: u16,
+    pub proto: u8,
 }
 
 /// CLOCK_MONOTONIC now, as the programs' bpf_ktime_get_ns sees it.
@@ -263,6 +300,38 @@ impl Tables {
         Ok(out)
     }
 
+    /// Whether a flow (as its first packet had it, judged in `direction`:
+    /// 0 ingress, 1 egress) has a live entry.
+    pub fn live(&self, f: &FlowKey, direction: u8) -> Result<bool, Error> {
+        let (map, key) = match (f.src, f.dst) {
+            (IpAddr::V4(s), IpAddr::V4(d)) => {
+                let mut k = Vec::with_capacity(16);
+                k.extend_from_slice(&u32::from(s).to_ne_bytes());
+                k.extend_from_slice(&u32::from(d).to_ne_bytes());
+                (&self.v4, k)
+            }
+            (IpAddr::V6(s), IpAddr::V6(d)) => {
+                let mut k = Vec::with_capacity(40);
+                for a in [u128::from(s), u128::from(d)] {
+                    k.extend_from_slice(&((a >> 64) as u64).to_ne_bytes());
+                    k.extend_from_slice(&(a as u64).to_ne_bytes());
+                }
+                (&self.v6, k)
+            }
+            _ => return Ok(false),
+        };
+        let mut key = key;
+        key.extend_from_slice(&f.sport.to_ne_bytes());
+        key.extend_from_slice(&f.dport.to_ne_bytes());
+        key.extend_from_slice(&[f.proto, direction, 0, 0]);
+        let value = map
+            .lookup(&key, MapFlags::ANY)
+            .map_err(|e| Error::Kernel(format!("cannot read conntrack: {e}")))?;
+        Ok(value
+            .and_then(|v| parse_flow(&key, &v, f.src.is_ipv6(), now_ns()))
+            .is_some_and(|flow| !flow.expires_in.is_zero()))
+    }
+
     /// Entries per family.
     pub fn len(&self) -> (usize, usize) {
         (self.v4.keys().count(), self.v6.keys().count())
@@ -340,4 +409,11 @@ pub struct Gc {
 }
 
 /// `enum cilc_ct_event`, in order.
-pub const EVENTS: [&str; 4] = ["created", "insert-failed", "deleted-by-policy", "picked-up"];
+pub const EVENTS: [&str; 6] = [
+    "created",
+    "insert-failed",
+    "deleted-by-policy",
+    "picked-up",
+    "nat-created",
+    "nat-collision",
+];

@@ -98,6 +98,11 @@ fn address_of(msg: &[u8]) -> Option<IpAddr> {
 /// Every address of the calling thread's namespace but loopback ones, each
 /// as a full-length prefix, sorted.
 pub fn addresses() -> Result<Vec<IpNet>, Error> {
+    addresses_on(None)
+}
+
+/// The addresses of one interface (by index), or of all (`None`).
+pub fn addresses_on(ifindex: Option<u32>) -> Result<Vec<IpNet>, Error> {
     let fd = socket(0)?;
     // nlmsghdr (16) + ifaddrmsg (8): a dump of every address.
     let mut req = [0u8; 24];
@@ -135,7 +140,10 @@ pub fn addresses() -> Result<Vec<IpNet>, Error> {
                     return Err(Error::Kernel("the kernel refused the address dump".into()))
                 }
                 _ if kind == libc::RTM_NEWADDR => {
-                    if let Some(ip) = address_of(&buf[at + 16..at + len]) {
+                    let msg = &buf[at + 16..at + len];
+                    // ifaddrmsg: family, prefix length, flags, scope, index.
+                    let on = msg.len() >= 8 && ifindex.is_none_or(|i| u32_at(msg, 4) == i);
+                    if let Some(ip) = address_of(msg).filter(|_| on) {
                         out.push(IpNet::from(ip));
                     }
                 }

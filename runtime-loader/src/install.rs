@@ -23,16 +23,24 @@ use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use ipnet::IpNet;
-use libbpf_rs::MapHandle;
+use libbpf_rs::{MapCore, MapHandle};
 use serde::{Deserialize, Serialize};
 
 use crate::conntrack::{Settings, Tables};
 use crate::endpoint::EndpointSpec;
 use crate::identity::{self, Identity};
-use crate::link::{open_pinned, pin_fd, Link, Target};
+use crate::link::{open_pinned, pin_fd, Hook, Link, Netns, Target};
 use crate::manifest::Keep;
+use crate::nat::{self, NatIface};
 use crate::stats::{self, Stats};
 use crate::{Artifact, Error, LoadOptions, Loaded};
+
+/// What one `gc` pass removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Collected {
+    pub conntrack: crate::conntrack::Gc,
+    pub nat: nat::Gc,
+}
 
 /// Where installations live unless told otherwise.
 pub const BPFFS: &str = "/sys/fs/bpf";
@@ -92,6 +100,9 @@ pub struct Record {
     #[serde(default)]
     pub host_addresses: Vec<IpNet>,
     pub attachments: Vec<Attachment>,
+    /// Interfaces that source-NAT (`attach --snat`).
+    #[serde(default)]
+    pub nat: Vec<NatIface>,
 }
 
 impl Record {
@@ -441,6 +452,7 @@ impl Installation {
                 endpoints: Vec::new(),
                 host_addresses: Vec::new(),
                 attachments: Vec::new(),
+                nat: Vec::new(),
             };
             self.write_record(&record)?;
             Ok(record)
@@ -457,20 +469,18 @@ impl Installation {
     pub fn attach(&self, target: Target) -> Result<(), Error> {
         let _lock = self.lock()?;
         let mut record = self.record()?;
-        if let Some(a) = record
-            .attachments
-            .iter()
-            .find(|a| a.target.collides(&target))
+        if target.hook.is_xdp()
+            && record
+                .nat
+                .iter()
+                .any(|n| n.is(&target.iface, target.netns.as_ref()))
         {
             return Err(Error::Kernel(format!(
-                "{} is already attached as {}; detach it first",
-                target, a.target
+                "{target}: the interface source-NATs, and XDP would judge replies before TC \
+                 translates them back; attach tc-ingress there instead"
             )));
         }
-        let prog = open_pinned(&self.pins.join("progs").join(target.hook.program()))?;
-        let link = Link::attach(prog.as_fd(), &target)?;
-        let pin = self.link_path(&target);
-        link.pin(&pin)?;
+        let (link, pin) = self.link(&record, &target)?;
         record.attachments.push(Attachment {
             target,
             since: unix_now(),
@@ -482,6 +492,128 @@ impl Installation {
             return Err(e);
         }
         Ok(())
+    }
+
+    /// Attach and pin one hook (not recorded).
+    fn link(&self, record: &Record, target: &Target) -> Result<(Link, PathBuf), Error> {
+        if let Some(a) = record
+            .attachments
+            .iter()
+            .find(|a| a.target.collides(target))
+        {
+            return Err(Error::Kernel(format!(
+                "{} is already attached as {}; detach it first",
+                target, a.target
+            )));
+        }
+        let prog = open_pinned(&self.pins.join("progs").join(target.hook.program()))?;
+        let link = Link::attach(prog.as_fd(), target)?;
+        let pin = self.link_path(target);
+        if let Err(e) = link.pin(&pin) {
+            let _ = link.detach();
+            return Err(e);
+        }
+        Ok((link, pin))
+    }
+
+    /// Make an interface source-NAT: packets leaving by it that a rule
+    /// with `snat` allows get its address (or `addresses`) and an
+    /// allocated port; replies arriving by it are translated back. Attaches
+    /// tc-egress and tc-ingress there (those not attached yet). Returns the
+    /// interface as registered and the hooks attached.
+    pub fn attach_snat(
+        &self,
+        iface: &str,
+        netns: Option<&Netns>,
+        addresses: &[std::net::IpAddr],
+    ) -> Result<(NatIface, Vec<Target>), Error> {
+        let _lock = self.lock()?;
+        let mut record = self.record()?;
+        if !record.settings.conntrack {
+            return Err(Error::Kernel(
+                "source NAT needs connection tracking (replies are found through it); \
+                 this installation was loaded with --no-conntrack"
+                    .into(),
+            ));
+        }
+        if record.nat.iter().any(|n| n.is(iface, netns)) {
+            return Err(Error::Kernel(format!(
+                "`{iface}` already source-NATs; detach it first"
+            )));
+        }
+        let on_iface = |a: &Attachment| a.target.iface == iface && a.target.netns.as_ref() == netns;
+        if let Some(a) = record
+            .attachments
+            .iter()
+            .find(|a| on_iface(a) && a.target.hook.is_xdp())
+        {
+            return Err(Error::Kernel(format!(
+                "{} is attached: XDP would judge replies before TC translates them back; \
+                 detach it first",
+                a.target
+            )));
+        }
+        let nif = NatIface::resolve(iface, netns, addresses)?;
+        // Registered before the hooks: no packet leaves untranslated.
+        let ifaces = self.pinned_map("cilc_nat_ifaces")?;
+        ifaces
+            .update(&nif.key(), &nif.value(), libbpf_rs::MapFlags::ANY)
+            .map_err(|e| Error::Kernel(format!("cannot register `{iface}` for NAT: {e}")))?;
+        let mut settings = record.settings;
+        settings.nat = true;
+        let mut made: Vec<(Link, PathBuf)> = Vec::new();
+        let done = (|| {
+            self.configure(&settings)?;
+            let mut attached = Vec::new();
+            for hook in [Hook::TcEgress, Hook::TcIngress] {
+                let target = Target {
+                    iface: iface.into(),
+                    hook,
+                    netns: netns.cloned(),
+                };
+                if record.attachments.iter().any(|a| a.target == target) {
+                    continue;
+                }
+                made.push(self.link(&record, &target)?);
+                attached.push(target);
+            }
+            for t in &attached {
+                record.attachments.push(Attachment {
+                    target: t.clone(),
+                    since: unix_now(),
+                });
+            }
+            record.settings = settings;
+            record.nat.push(nif.clone());
+            self.write_record(&record)?;
+            Ok(attached)
+        })();
+        match done {
+            Ok(attached) => Ok((nif, attached)),
+            Err(e) => {
+                for (link, pin) in made {
+                    let _ = std::fs::remove_file(&pin);
+                    let _ = link.detach();
+                }
+                let _ = ifaces.delete(&nif.key());
+                let old = self.record().map(|r| r.settings);
+                if let Ok(old) = old {
+                    let _ = self.configure(&old);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Write the configuration the programs read.
+    fn configure(&self, settings: &Settings) -> Result<(), Error> {
+        self.pinned_map("cilc_config")?
+            .update(
+                &0u32.to_ne_bytes(),
+                &settings.to_bytes(),
+                libbpf_rs::MapFlags::ANY,
+            )
+            .map_err(|e| Error::Kernel(format!("cannot write the configuration: {e}")))
     }
 
     /// Detach one hook, or every hook (`None`). Returns what was detached.
@@ -502,6 +634,21 @@ impl Installation {
                 self.name
             )));
         }
+        // An interface that loses a hook stops translating (a lone hook
+        // would translate one way only).
+        let (unnat, nat): (Vec<NatIface>, Vec<NatIface>) = record.nat.into_iter().partition(|n| {
+            gone.iter()
+                .any(|a| n.is(&a.target.iface, a.target.netns.as_ref()))
+        });
+        if !unnat.is_empty() {
+            let ifaces = self.pinned_map("cilc_nat_ifaces")?;
+            for n in &unnat {
+                let _ = ifaces.delete(&n.key());
+            }
+            record.settings.nat = !nat.is_empty();
+            self.configure(&record.settings)?;
+        }
+        record.nat = nat;
         for a in &gone {
             let path = self.link_path(&a.target);
             if let Ok(link) = Link::open(&path) {
@@ -700,9 +847,23 @@ impl Installation {
         )
     }
 
-    pub fn gc(&self) -> Result<crate::conntrack::Gc, Error> {
+    /// Remove expired conntrack entries, then the NAT mappings of flows
+    /// conntrack no longer has.
+    pub fn gc(&self) -> Result<Collected, Error> {
         let record = self.record()?;
-        self.conntrack()?.gc(&record.settings)
+        let ct = self.conntrack()?;
+        let conntrack = ct.gc(&record.settings)?;
+        let nat = self.nat()?.gc(&ct)?;
+        Ok(Collected { conntrack, nat })
+    }
+
+    /// The source NAT mappings.
+    pub fn nat(&self) -> Result<nat::Tables, Error> {
+        self.record()?;
+        Ok(nat::Tables {
+            forward: self.pinned_map("cilc_snat")?,
+            reverse: self.pinned_map("cilc_snat_rev")?,
+        })
     }
 
     /// Add endpoints, or update them (by name): their addresses get the

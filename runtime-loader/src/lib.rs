@@ -17,6 +17,7 @@ pub mod identity;
 pub mod install;
 pub mod link;
 pub mod manifest;
+pub mod nat;
 pub mod stats;
 
 use std::net::IpAddr;
@@ -194,6 +195,8 @@ impl Loaded {
                 ("cilc_ct4", Some(s)) => Some(s.ct4_max),
                 ("cilc_ct6", Some(s)) => Some(s.ct6_max),
                 ("cilc_idents", Some(s)) => Some(s.idents_max),
+                ("cilc_rule_snat", _) => Some(rules),
+                ("cilc_snat" | "cilc_snat_rev", Some(s)) => Some(s.nat_max),
                 _ => None,
             };
             if let Some(n) = size {
@@ -209,9 +212,29 @@ impl Loaded {
             message: e.to_string(),
             log: log(),
         })?;
-        Ok(Loaded {
+        let loaded = Loaded {
             object,
             manifest: artifact.manifest.clone(),
+        };
+        loaded.fill_rule_snat()?;
+        Ok(loaded)
+    }
+
+    /// Each rule's `snat`, from the manifest, where the programs read it.
+    fn fill_rule_snat(&self) -> Result<(), Error> {
+        let map = self.map("cilc_rule_snat")?;
+        for r in self.manifest.rules.iter().filter(|r| r.snat.is_some()) {
+            map.update(&r.id.to_ne_bytes(), &nat::rule_value(r.snat), MapFlags::ANY)
+                .map_err(|e| Error::Kernel(format!("cannot write rule {}'s snat: {e}", r.id)))?;
+        }
+        Ok(())
+    }
+
+    /// The source NAT mappings.
+    pub fn nat(&self) -> Result<nat::Tables, Error> {
+        Ok(nat::Tables {
+            forward: self.map_handle("cilc_snat")?,
+            reverse: self.map_handle("cilc_snat_rev")?,
         })
     }
 

@@ -66,7 +66,7 @@ impl Hook {
         }
     }
 
-    fn is_xdp(self) -> bool {
+    pub fn is_xdp(self) -> bool {
         matches!(self, Hook::Xdp | Hook::XdpNative | Hook::XdpGeneric)
     }
 

@@ -8,7 +8,7 @@ pub const SECTION: &str = ".cilc.manifest";
 
 /// Version of the layout of the maps and of `struct cilc_ctx`; a loader
 /// refuses objects of another version.
-pub const LAYOUT: u32 = 2;
+pub const LAYOUT: u32 = 3;
 
 /// Predicate bits reserved before the selectors: world, host.
 pub const PRED_WORLD: u32 = 0;
@@ -46,6 +46,19 @@ pub struct Rule {
     pub line: usize,
     pub column: usize,
     pub text: String,
+    /// The rule's `snat`, when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snat: Option<Snat>,
+}
+
+/// What a rule's `snat` translates the source to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Snat {
+    /// The address of the interface the packet leaves by.
+    Masquerade,
+    /// This address (packets of its family only).
+    To(std::net::IpAddr),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -126,12 +139,32 @@ pub fn maps() -> Vec<MapInfo> {
         map(
             "cilc_ct_events",
             Keep::State,
-            "per-CPU conntrack events: created, insert failed, deleted by policy, picked up",
+            "per-CPU conntrack and NAT events: created, insert failed, deleted by policy, picked up, NAT mapping created, NAT port collision",
         ),
         map(
             "cilc_config",
             Keep::State,
-            "tracking on/off, audit mode, conntrack timeouts; written by the loader",
+            "tracking on/off, audit mode, conntrack timeouts, NAT port range; written by the loader",
+        ),
+        map(
+            "cilc_nat_ifaces",
+            Keep::State,
+            "interfaces that source-NAT (network namespace, index) → their addresses; written by the loader",
+        ),
+        map(
+            "cilc_snat",
+            Keep::State,
+            "source NAT, forward: original flow → address and port it leaves with",
+        ),
+        map(
+            "cilc_snat_rev",
+            Keep::State,
+            "source NAT, reverse: translated reply → original address and port",
+        ),
+        map(
+            "cilc_rule_snat",
+            Keep::Artifact,
+            "rule id → its `snat` (none, masquerade, to an address); filled by the loader from the manifest",
         ),
         map(
             "cilc_scratch",
@@ -182,12 +215,17 @@ pub enum Reason {
     CtInvalid,
     /// Policy would drop it; the installation is in audit mode.
     Audit,
+    /// Source NAT found no free port for a new flow.
+    NatExhausted,
+    /// Source NAT cannot translate it (no ports or identifier, or no
+    /// address of its family on the interface).
+    NatUnsupported,
     Unknown(u32),
 }
 
 impl Reason {
     /// Every reason the programs count (codes 0..REASONS).
-    pub const ALL: [Reason; 13] = [
+    pub const ALL: [Reason; 15] = [
         Reason::MatchedAllow,
         Reason::MatchedDeny,
         Reason::DefaultDeny,
@@ -201,6 +239,8 @@ impl Reason {
         Reason::CtRelated,
         Reason::CtInvalid,
         Reason::Audit,
+        Reason::NatExhausted,
+        Reason::NatUnsupported,
     ];
 
     pub fn from_code(c: u32) -> Reason {
@@ -218,6 +258,8 @@ impl Reason {
             10 => Reason::CtRelated,
             11 => Reason::CtInvalid,
             12 => Reason::Audit,
+            13 => Reason::NatExhausted,
+            14 => Reason::NatUnsupported,
             n => Reason::Unknown(n),
         }
     }
@@ -237,6 +279,8 @@ impl Reason {
             Reason::CtRelated => 10,
             Reason::CtInvalid => 11,
             Reason::Audit => 12,
+            Reason::NatExhausted => 13,
+            Reason::NatUnsupported => 14,
             Reason::Unknown(n) => n,
         }
     }
@@ -257,6 +301,8 @@ impl Reason {
             Reason::CtRelated => "ct-related",
             Reason::CtInvalid => "ct-invalid",
             Reason::Audit => "audit-would-drop",
+            Reason::NatExhausted => "nat-exhausted",
+            Reason::NatUnsupported => "nat-unsupported",
             Reason::Unknown(_) => "unknown",
         }
     }

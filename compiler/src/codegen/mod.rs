@@ -270,6 +270,10 @@ fn make_manifest(ir: &Validated, src: &str, opts: &Options, t: &Tables) -> Manif
                     .get(r.span.start as usize..r.span.end as usize)
                     .unwrap_or("")
                     .to_string(),
+                snat: r.snat.as_ref().map(|s| match s.to {
+                    Some(a) => manifest::Snat::To(a),
+                    None => manifest::Snat::Masquerade,
+                }),
             }
         })
         .collect();
