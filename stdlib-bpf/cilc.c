@@ -26,7 +26,6 @@ static long (*bpf_map_delete_elem)(void *map, const void *key) = (void *)BPF_FUN
 static __u64 (*bpf_ktime_get_ns)(void) = (void *)BPF_FUNC_ktime_get_ns;
 static long (*bpf_skb_pull_data)(struct __sk_buff *skb, __u32 len) = (void *)BPF_FUNC_skb_pull_data;
 static __u32 (*bpf_get_prandom_u32)(void) = (void *)BPF_FUNC_get_prandom_u32;
-static __u64 (*bpf_get_netns_cookie)(void *ctx) = (void *)BPF_FUNC_get_netns_cookie;
 static long (*bpf_skb_load_bytes)(const void *skb, __u32 offset, void *to,
 				  __u32 len) = (void *)BPF_FUNC_skb_load_bytes;
 static long (*bpf_skb_store_bytes)(struct __sk_buff *skb, __u32 offset, const void *from,
@@ -115,7 +114,7 @@ struct {
  * whose conntrack entry is gone. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__type(key, struct cilc_nat_iface_key);
+	__type(key, __u32);
 	__type(value, struct cilc_nat_iface);
 	__uint(max_entries, 256);
 } cilc_nat_ifaces SEC(".maps");
@@ -913,9 +912,9 @@ __attribute__((noinline)) __u32 cilc_judge(struct cilc_ctx *c, __u32 direction, 
 	__u64 now = track ? bpf_ktime_get_ns() : 0;
 	/* Source NAT needs conntrack (the loader enforces it). */
 	struct cilc_nat_iface *nif = 0;
-	if (track && (cfg->flags & CILC_CFG_NAT)) {
-		struct cilc_nat_iface_key ik = { .netns = c->netns, .ifindex = c->ifindex };
-		nif = bpf_map_lookup_elem(&cilc_nat_ifaces, &ik);
+	if (track && c->nat_hook) {
+		__u32 ifindex = c->ifindex;
+		nif = bpf_map_lookup_elem(&cilc_nat_ifaces, &ifindex);
 	}
 	/* The flow, once: conntrack reads it before and after policy. */
 	struct cilc_tuple t = {};
@@ -1083,14 +1082,14 @@ __attribute__((noinline)) int cilc_btf_anchor(struct bpf_sock *sk, struct bpf_fl
 
 /* Judge one frame: parse it into the scratch context, read what an ICMP
  * error quotes, then cilc_judge. */
-#define JUDGE(ctx_, data_, data_end_, len_, dir_, netns_, ifindex_, c_)               \
+#define JUDGE(ctx_, data_, data_end_, len_, dir_, nat_hook_, ifindex_, c_)            \
 	({                                                                                     \
 		__u32 zero_ = 0;                                                               \
 		__u32 d_ = CILC_NOT_JUDGED;                                                    \
 		c_ = bpf_map_lookup_elem(&cilc_scratch, &zero_);                               \
 		if (c_) {                                                                      \
 			__builtin_memset(c_, 0, sizeof(*c_));                                  \
-			c_->netns = (netns_);                                                  \
+			c_->nat_hook = (nat_hook_);                                            \
 			c_->ifindex = (ifindex_);                                              \
 			__u32 parsed_ = parse(c_, (data_), (data_end_), (len_));               \
 			c_->len = (len_);                                                       \
@@ -1120,7 +1119,7 @@ int cilc_xdp(struct xdp_md *ctx)
  * clsact filter: the next filter), instead of ending the chain. */
 #define TC_PASS TC_ACT_UNSPEC
 
-static __always_inline __u32 tc_judge(struct __sk_buff *skb, __u32 direction)
+static __always_inline __u32 tc_judge(struct __sk_buff *skb, __u32 direction, __u32 nat_hook)
 {
 	__u32 want = skb->len < CILC_PULL ? skb->len : CILC_PULL;
 	if ((__u8 *)ctx_ptr(skb->data) + want > (__u8 *)ctx_ptr(skb->data_end))
@@ -1128,8 +1127,7 @@ static __always_inline __u32 tc_judge(struct __sk_buff *skb, __u32 direction)
 	void *data = ctx_ptr(skb->data);
 	void *data_end = ctx_ptr(skb->data_end);
 	struct cilc_ctx *c;
-	__u32 d = JUDGE(skb, data, data_end, skb->len, direction, bpf_get_netns_cookie(skb),
-			skb->ifindex, c);
+	__u32 d = JUDGE(skb, data, data_end, skb->len, direction, nat_hook, skb->ifindex, c);
 	/* A passing packet that source NAT translates is rewritten here; one
 	 * that cannot be (the helpers failed) is not sent untranslated. */
 	if (passes(d) && c && c->nat && cilc_nat_skb(skb, c) != 0)
@@ -1140,11 +1138,26 @@ static __always_inline __u32 tc_judge(struct __sk_buff *skb, __u32 direction)
 SEC("tc")
 int cilc_tc_ingress(struct __sk_buff *skb)
 {
-	return passes(tc_judge(skb, CILC_INGRESS)) ? TC_PASS : TC_ACT_SHOT;
+	return passes(tc_judge(skb, CILC_INGRESS, 0)) ? TC_PASS : TC_ACT_SHOT;
 }
 
 SEC("tc")
 int cilc_tc_egress(struct __sk_buff *skb)
 {
-	return passes(tc_judge(skb, CILC_EGRESS)) ? TC_PASS : TC_ACT_SHOT;
+	return passes(tc_judge(skb, CILC_EGRESS, 0)) ? TC_PASS : TC_ACT_SHOT;
+}
+
+/* The same on an interface that source-NATs: replies are translated back
+ * on ingress, new flows translated on egress (see cilc_judge). Separate
+ * programs, so that interfaces that do not translate pay nothing for it. */
+SEC("tc")
+int cilc_tc_ingress_snat(struct __sk_buff *skb)
+{
+	return passes(tc_judge(skb, CILC_INGRESS, 1)) ? TC_PASS : TC_ACT_SHOT;
+}
+
+SEC("tc")
+int cilc_tc_egress_snat(struct __sk_buff *skb)
+{
+	return passes(tc_judge(skb, CILC_EGRESS, 1)) ? TC_PASS : TC_ACT_SHOT;
 }

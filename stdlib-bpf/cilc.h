@@ -61,11 +61,13 @@ struct cilc_ctx {
 	/* Where the IP and L4 headers start in the frame (for NAT). */
 	__u16 l3_off;
 	__u16 l4_off;
-	/* Source NAT (see docs/runtime.md). Set by a TC entry: the hook's
-	 * network namespace (cookie) and interface, to find whether it
-	 * translates. Set by cilc_judge: what the entry must rewrite, from
-	 * old to new address and port (or ICMP echo identifier). */
-	__u64 netns;
+	/* Source NAT (see docs/runtime.md). Set by the TC entries that
+	 * translate (attached only to interfaces that source-NAT): 1, and the
+	 * interface. Set by cilc_judge: what the entry must rewrite (nat: 1
+	 * the source, 2 the destination), from old to new address and port
+	 * (or ICMP echo identifier). */
+	__u32 nat_hook;
+	__u32 pad;
 	__u32 ifindex;
 	__u32 nat;
 	__u64 nat_old[2];
@@ -196,8 +198,6 @@ enum cilc_ct_timeout {
 
 #define CILC_CFG_CT 1u
 #define CILC_CFG_AUDIT 2u
-/* Some interface translates (cilc_nat_ifaces is not empty). */
-#define CILC_CFG_NAT 4u
 
 /* What the loader configures (one entry; all zero: no tracking, which is
  * how `cilc run` and the tests judge packets one by one). */
@@ -210,14 +210,9 @@ struct cilc_config {
 };
 
 /* ---- source NAT ----
- * The interfaces that translate, keyed by network namespace cookie and
- * interface index (indexes repeat across namespaces). */
-struct cilc_nat_iface_key {
-	__u64 netns;
-	__u32 ifindex;
-	__u32 pad;
-};
-
+ * The interfaces that translate are keyed by interface index (the loader
+ * refuses two of them with one index in different namespaces; other
+ * interfaces run programs that do not look). */
 /* The addresses `snat` (masquerade) translates to on that interface. */
 struct cilc_nat_iface {
 	__u32 has4;

@@ -489,6 +489,12 @@ fn execute(cmd: NodeCommand) -> Result<(), Error> {
             place,
         } => {
             let t = target.target()?;
+            if t.hook.is_snat() {
+                return Err(Error::Kernel(format!(
+                    "{} is what `attach IFACE --hook tc-egress --snat` attaches (both directions)",
+                    t.hook
+                )));
+            }
             if !snat {
                 place.installation()?.attach(t.clone())?;
                 println!("attached {t}");

@@ -62,10 +62,6 @@ pub struct Settings {
     /// Source ports (and ICMP echo identifiers) source NAT allocates.
     #[serde(default = "default_nat_ports")]
     pub nat_ports: (u16, u16),
-    /// Set by the loader while some interface translates (the programs
-    /// then look their interface up).
-    #[serde(default)]
-    pub nat: bool,
 }
 
 fn default_nat_max() -> u32 {
@@ -94,21 +90,18 @@ impl Default for Settings {
             idents_max: default_idents_max(),
             nat_max: default_nat_max(),
             nat_ports: default_nat_ports(),
-            nat: false,
         }
     }
 }
 
 const CFG_CT: u32 = 1;
 const CFG_AUDIT: u32 = 2;
-const CFG_NAT: u32 = 4;
 
 impl Settings {
     /// `struct cilc_config`.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let flags = if self.conntrack { CFG_CT } else { 0 }
-            | if self.audit { CFG_AUDIT } else { 0 }
-            | if self.nat { CFG_NAT } else { 0 };
+        let flags =
+            if self.conntrack { CFG_CT } else { 0 } | if self.audit { CFG_AUDIT } else { 0 };
         let mut v = flags.to_ne_bytes().to_vec();
         v.extend_from_slice(&self.nat_ports.0.to_ne_bytes());
         v.extend_from_slice(&self.nat_ports.1.to_ne_bytes());

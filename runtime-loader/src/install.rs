@@ -519,8 +519,9 @@ impl Installation {
     /// Make an interface source-NAT: packets leaving by it that a rule
     /// with `snat` allows get its address (or `addresses`) and an
     /// allocated port; replies arriving by it are translated back. Attaches
-    /// tc-egress and tc-ingress there (those not attached yet). Returns the
-    /// interface as registered and the hooks attached.
+    /// the translating TC programs there, both directions (`tc-egress-snat`,
+    /// `tc-ingress-snat`; plain TC hooks on it must be detached first).
+    /// Returns the interface as registered and the hooks attached.
     pub fn attach_snat(
         &self,
         iface: &str,
@@ -554,26 +555,27 @@ impl Installation {
             )));
         }
         let nif = NatIface::resolve(iface, netns, addresses)?;
+        if let Some(other) = record.nat.iter().find(|n| n.ifindex == nif.ifindex) {
+            return Err(Error::Kernel(format!(
+                "`{}` has interface index {} like `{}`, which source-NATs already; the programs \
+                 tell translating interfaces apart by index",
+                iface, nif.ifindex, other.iface
+            )));
+        }
         // Registered before the hooks: no packet leaves untranslated.
         let ifaces = self.pinned_map("cilc_nat_ifaces")?;
         ifaces
             .update(&nif.key(), &nif.value(), libbpf_rs::MapFlags::ANY)
             .map_err(|e| Error::Kernel(format!("cannot register `{iface}` for NAT: {e}")))?;
-        let mut settings = record.settings;
-        settings.nat = true;
         let mut made: Vec<(Link, PathBuf)> = Vec::new();
         let done = (|| {
-            self.configure(&settings)?;
             let mut attached = Vec::new();
-            for hook in [Hook::TcEgress, Hook::TcIngress] {
+            for hook in [Hook::TcEgressSnat, Hook::TcIngressSnat] {
                 let target = Target {
                     iface: iface.into(),
                     hook,
                     netns: netns.cloned(),
                 };
-                if record.attachments.iter().any(|a| a.target == target) {
-                    continue;
-                }
                 made.push(self.link(&record, &target)?);
                 attached.push(target);
             }
@@ -583,7 +585,6 @@ impl Installation {
                     since: unix_now(),
                 });
             }
-            record.settings = settings;
             record.nat.push(nif.clone());
             self.write_record(&record)?;
             Ok(attached)
@@ -596,24 +597,9 @@ impl Installation {
                     let _ = link.detach();
                 }
                 let _ = ifaces.delete(&nif.key());
-                let old = self.record().map(|r| r.settings);
-                if let Ok(old) = old {
-                    let _ = self.configure(&old);
-                }
                 Err(e)
             }
         }
-    }
-
-    /// Write the configuration the programs read.
-    fn configure(&self, settings: &Settings) -> Result<(), Error> {
-        self.pinned_map("cilc_config")?
-            .update(
-                &0u32.to_ne_bytes(),
-                &settings.to_bytes(),
-                libbpf_rs::MapFlags::ANY,
-            )
-            .map_err(|e| Error::Kernel(format!("cannot write the configuration: {e}")))
     }
 
     /// Detach one hook, or every hook (`None`). Returns what was detached.
@@ -645,8 +631,6 @@ impl Installation {
             for n in &unnat {
                 let _ = ifaces.delete(&n.key());
             }
-            record.settings.nat = !nat.is_empty();
-            self.configure(&record.settings)?;
         }
         record.nat = nat;
         for a in &gone {

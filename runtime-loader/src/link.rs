@@ -27,15 +27,21 @@ pub enum Hook {
     XdpGeneric,
     TcIngress,
     TcEgress,
+    /// TC on an interface that source-NATs (`attach --snat`): the
+    /// programs that translate, attached where tc-ingress/tc-egress are.
+    TcIngressSnat,
+    TcEgressSnat,
 }
 
 impl Hook {
-    pub const ALL: [Hook; 5] = [
+    pub const ALL: [Hook; 7] = [
         Hook::Xdp,
         Hook::XdpNative,
         Hook::XdpGeneric,
         Hook::TcIngress,
         Hook::TcEgress,
+        Hook::TcIngressSnat,
+        Hook::TcEgressSnat,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -45,6 +51,8 @@ impl Hook {
             Hook::XdpGeneric => "xdp-generic",
             Hook::TcIngress => "tc-ingress",
             Hook::TcEgress => "tc-egress",
+            Hook::TcIngressSnat => "tc-ingress-snat",
+            Hook::TcEgressSnat => "tc-egress-snat",
         }
     }
 
@@ -53,7 +61,7 @@ impl Hook {
             .into_iter()
             .find(|h| h.as_str() == text)
             .ok_or_else(|| {
-                format!("unknown hook `{text}`; expected xdp, xdp-native, xdp-generic, tc-ingress or tc-egress")
+                format!("unknown hook `{text}`; expected xdp, xdp-native, xdp-generic, tc-ingress, tc-egress (tc-ingress-snat, tc-egress-snat: what attach --snat made)")
             })
     }
 
@@ -63,7 +71,22 @@ impl Hook {
             Hook::Xdp | Hook::XdpNative | Hook::XdpGeneric => "cilc_xdp",
             Hook::TcIngress => "cilc_tc_ingress",
             Hook::TcEgress => "cilc_tc_egress",
+            Hook::TcIngressSnat => "cilc_tc_ingress_snat",
+            Hook::TcEgressSnat => "cilc_tc_egress_snat",
         }
+    }
+
+    /// The TC direction or XDP slot it takes on an interface.
+    fn slot(self) -> Hook {
+        match self {
+            Hook::Xdp | Hook::XdpNative | Hook::XdpGeneric => Hook::Xdp,
+            Hook::TcIngress | Hook::TcIngressSnat => Hook::TcIngress,
+            Hook::TcEgress | Hook::TcEgressSnat => Hook::TcEgress,
+        }
+    }
+
+    pub fn is_snat(self) -> bool {
+        matches!(self, Hook::TcIngressSnat | Hook::TcEgressSnat)
     }
 
     pub fn is_xdp(self) -> bool {
@@ -72,7 +95,7 @@ impl Hook {
 
     /// Two hooks that cannot both hold a program on one interface.
     pub fn conflicts(self, other: Hook) -> bool {
-        self == other || (self.is_xdp() && other.is_xdp())
+        self.slot() == other.slot()
     }
 }
 
@@ -235,8 +258,8 @@ impl Link {
                 Hook::Xdp => (libbpf_sys::BPF_XDP, 0),
                 Hook::XdpNative => (libbpf_sys::BPF_XDP, libbpf_sys::XDP_FLAGS_DRV_MODE),
                 Hook::XdpGeneric => (libbpf_sys::BPF_XDP, libbpf_sys::XDP_FLAGS_SKB_MODE),
-                Hook::TcIngress => (libbpf_sys::BPF_TCX_INGRESS, 0),
-                Hook::TcEgress => (libbpf_sys::BPF_TCX_EGRESS, 0),
+                Hook::TcIngress | Hook::TcIngressSnat => (libbpf_sys::BPF_TCX_INGRESS, 0),
+                Hook::TcEgress | Hook::TcEgressSnat => (libbpf_sys::BPF_TCX_EGRESS, 0),
             };
             // SAFETY: zeroed C options struct with its size set.
             let mut opts: libbpf_sys::bpf_link_create_opts = unsafe { std::mem::zeroed() };

@@ -22,17 +22,15 @@ use crate::Error;
 /// A mapping younger than this is never collected: the programs claim the
 /// reverse entry, then the forward one, then create the conntrack entry,
 /// and GC must not see a half-made mapping as an orphan.
-const GRACE: Duration = Duration::from_secs(10);
+const GRACE: Duration = Duration::from_secs(2);
 
 /// An interface that translates (`attach --snat`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NatIface {
     pub iface: String,
     pub netns: Option<Netns>,
+    /// The programs find the interface by index (`cilc_nat_ifaces`).
     pub ifindex: u32,
-    /// The network namespace's cookie (SO_NETNS_COOKIE): interface
-    /// indexes repeat across namespaces.
-    pub cookie: u64,
     /// What `snat` (masquerade) translates to, per family.
     pub v4: Option<Ipv4Addr>,
     pub v6: Option<Ipv6Addr>,
@@ -42,17 +40,16 @@ pub struct NatIface {
 }
 
 impl NatIface {
-    /// Resolve `iface` in its namespace: its index, the namespace's
-    /// cookie, and (unless `given`) its first global address per family.
+    /// Resolve `iface` in its namespace: its index and (unless `given`)
+    /// its first global address per family.
     pub fn resolve(
         iface: &str,
         netns: Option<&Netns>,
         given: &[IpAddr],
     ) -> Result<NatIface, Error> {
-        let (ifindex, cookie, own) = link::in_netns(netns, || {
+        let (ifindex, own) = link::in_netns(netns, || {
             let ifindex = link::ifindex(iface)?;
-            let own = crate::host::addresses_on(Some(ifindex))?;
-            Ok((ifindex, netns_cookie()?, own))
+            Ok((ifindex, crate::host::addresses_on(Some(ifindex))?))
         })?;
         let pick =
             |addrs: &mut dyn Iterator<Item = IpAddr>| -> (Option<Ipv4Addr>, Option<Ipv6Addr>) {
@@ -82,19 +79,15 @@ impl NatIface {
             iface: iface.into(),
             netns: netns.cloned(),
             ifindex,
-            cookie,
             v4,
             v6,
             given: !given.is_empty(),
         })
     }
 
-    /// `struct cilc_nat_iface_key`.
+    /// Its key in `cilc_nat_ifaces`.
     pub fn key(&self) -> Vec<u8> {
-        let mut k = self.cookie.to_ne_bytes().to_vec();
-        k.extend_from_slice(&self.ifindex.to_ne_bytes());
-        k.extend_from_slice(&0u32.to_ne_bytes());
-        k
+        self.ifindex.to_ne_bytes().to_vec()
     }
 
     /// `struct cilc_nat_iface`.
@@ -112,37 +105,6 @@ impl NatIface {
     /// Whether `netns`/`iface` names this interface.
     pub fn is(&self, iface: &str, netns: Option<&Netns>) -> bool {
         self.iface == iface && self.netns.as_ref() == netns
-    }
-}
-
-/// The cookie of the calling thread's network namespace.
-fn netns_cookie() -> Result<u64, Error> {
-    // SAFETY: a socket we own, and a getsockopt into a u64 we own.
-    unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
-        if fd < 0 {
-            return Err(Error::Kernel(format!(
-                "cannot open a socket: {}",
-                std::io::Error::last_os_error()
-            )));
-        }
-        let mut cookie = 0u64;
-        let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
-        let r = libc::getsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_NETNS_COOKIE,
-            &mut cookie as *mut u64 as *mut libc::c_void,
-            &mut len,
-        );
-        let err = std::io::Error::last_os_error();
-        libc::close(fd);
-        if r != 0 {
-            return Err(Error::Kernel(format!(
-                "cannot read the network namespace's cookie: {err}"
-            )));
-        }
-        Ok(cookie)
     }
 }
 

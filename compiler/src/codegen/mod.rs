@@ -315,6 +315,8 @@ fn make_manifest(ir: &Validated, src: &str, opts: &Options, t: &Tables) -> Manif
             program("cilc_xdp", "xdp", "ingress"),
             program("cilc_tc_ingress", "tc-ingress", "ingress"),
             program("cilc_tc_egress", "tc-egress", "egress"),
+            program("cilc_tc_ingress_snat", "tc-ingress-snat", "ingress"),
+            program("cilc_tc_egress_snat", "tc-egress-snat", "egress"),
         ],
         maps: manifest::maps(),
         predicates,

@@ -53,4 +53,5 @@ pub fn shared() -> Option<std::path::PathBuf> {
     }
 }
 
+pub mod cluster;
 pub mod netns;

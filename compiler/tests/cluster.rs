@@ -1,0 +1,424 @@
+//! Issue 7 on a small cluster (common/cluster.rs): three pods and a world
+//! behind a router, real traffic through std sockets. Label-selector
+//! policy between pods, relabelling and named ports live, and source NAT
+//! at the router's uplink: what the world sees, replies, distinct
+//! mappings, checksums, exhaustion, collection with conntrack.
+//!
+//! These tests attach programs: they need root (CI runs as root) and fail,
+//! not skip, without it.
+
+use std::io::{Read, Write};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::time::Duration;
+
+use runtime_loader::conntrack::{Settings, Timeouts};
+use runtime_loader::link::{Hook, Netns, Target};
+use runtime_loader::stats::Stats;
+
+mod common;
+use common::cluster::{
+    inspect, seen_as, world_server, Capture, Cluster, ROUTER4, ROUTER6, WORLD4, WORLD6,
+};
+
+/// Pods talk to pods as their ingress policies say; to the world only
+/// through `snat` rules.
+const POLICY: &str = "
+select pod = tier=pod
+select a = app=a
+select b = app=b
+select c = app=c
+
+policy b-in on b {
+  ingress {
+    allow from a tcp named http as a-to-b
+  }
+}
+
+policy c-in on c {
+  ingress {
+    allow from a tcp named http as a-to-c
+  }
+}
+
+policy out on pod {
+  egress {
+    allow to pod tcp as east-west
+    allow to world tcp 9443 snat as web-out
+    allow to world udp 9053 snat as dns-out
+    allow to world icmp type echo-request snat as ping-out
+  }
+}
+";
+
+const SHORT: Duration = Duration::from_millis(1000);
+const LONG: Duration = Duration::from_secs(5);
+
+fn endpoints(c: &Cluster) -> Vec<runtime_loader::endpoint::EndpointSpec> {
+    vec![
+        c.endpoint("a", "app=a,tier=pod", &[]),
+        c.endpoint("b", "app=b,tier=pod", &[("http", 8080)]),
+        c.endpoint("c", "app=c,tier=pod", &[("http", 9090)]),
+    ]
+}
+
+fn listen(c: &Cluster, pod: &str, port: u16) -> std::net::TcpListener {
+    let p = c.pod(pod);
+    let addr = SocketAddr::new(IpAddr::V4(p.v4), port);
+    c.in_ns(&p.ns, || std::net::TcpListener::bind(addr).unwrap())
+}
+
+fn to(c: &Cluster, pod: &str, port: u16) -> SocketAddr {
+    SocketAddr::new(IpAddr::V4(c.pod(pod).v4), port)
+}
+
+fn count(s: &Stats, direction: &str, reason: &str) -> u64 {
+    s.reasons
+        .iter()
+        .filter(|r| r.direction == direction && r.reason == reason)
+        .map(|r| r.packets)
+        .sum()
+}
+
+fn event(s: &Stats, name: &str) -> u64 {
+    s.conntrack
+        .events
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map_or(0, |(_, v)| *v)
+}
+
+#[test]
+fn label_policy_named_ports_and_relabelling_across_pods() {
+    let c = Cluster::new();
+    c.install(POLICY, Settings::default(), &endpoints(&c));
+    let _b = listen(&c, "b", 8080);
+    let _c80 = listen(&c, "c", 8080);
+    let _c90 = listen(&c, "c", 9090);
+
+    // a → b on b's `http` (8080): allowed; c → b: denied at b's ingress.
+    assert!(c.connect("a", 0, to(&c, "b", 8080), LONG).is_ok());
+    assert!(c.connect("c", 0, to(&c, "b", 8080), SHORT).is_err());
+    assert!(count(&c.inst.stats().unwrap(), "ingress", "default-deny") > 0);
+
+    // `http` is 9090 on c: the same rule text allows another port there.
+    assert!(c.connect("a", 0, to(&c, "c", 9090), LONG).is_ok());
+    assert!(c.connect("a", 0, to(&c, "c", 8080), SHORT).is_err());
+
+    // Relabel c as an `a`: its next connection to b passes, with no
+    // reload (same programs, same generation).
+    let before = c.inst.status().unwrap();
+    c.inst
+        .endpoint_set(&[c.endpoint("c", "app=a,tier=pod", &[("http", 9090)])])
+        .unwrap();
+    assert!(c.connect("c", 0, to(&c, "b", 8080), LONG).is_ok());
+    let after = c.inst.status().unwrap();
+    assert_eq!(before.record.generation, after.record.generation);
+    let ids = |s: &runtime_loader::install::Status| {
+        s.attachments
+            .iter()
+            .map(|a| a.program_id)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(ids(&before), ids(&after));
+    // And back: denied again.
+    c.inst.endpoint_set(&endpoints(&c)[2..]).unwrap();
+    assert!(c.connect("c", 0, to(&c, "b", 8080), SHORT).is_err());
+}
+
+/// A UDP request from pod `from` (source port `sport`) to the world's
+/// echo server; its answer (the source the world saw), if one came.
+fn udp_ask(c: &Cluster, from: &str, sport: u16) -> Option<String> {
+    let p = c.pod(from);
+    c.in_ns(&p.ns, || {
+        let s = UdpSocket::bind((p.v4, sport)).unwrap();
+        s.set_read_timeout(Some(SHORT)).unwrap();
+        s.send_to(b"who", (WORLD4, 9053)).unwrap();
+        let mut buf = [0u8; 128];
+        s.recv(&mut buf)
+            .ok()
+            .map(|n| String::from_utf8_lossy(&buf[..n]).into_owned())
+    })
+}
+
+/// An ICMP echo request from pod `from` to the world with identifier
+/// `id`; true when its reply came back.
+fn ping_world(c: &Cluster, from: &str, id: u16) -> bool {
+    let p = c.pod(from);
+    c.in_ns(&p.ns, || {
+        // SAFETY: plain socket calls on a socket we own.
+        unsafe {
+            let fd = libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_ICMP);
+            assert!(fd >= 0, "raw socket");
+            let tv = libc::timeval {
+                tv_sec: 1,
+                tv_usec: 0,
+            };
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_RCVTIMEO,
+                &tv as *const _ as *const _,
+                std::mem::size_of_val(&tv) as u32,
+            );
+            let mut pkt = [
+                8u8,
+                0,
+                0,
+                0,
+                (id >> 8) as u8,
+                id as u8,
+                0,
+                1,
+                1,
+                2,
+                3,
+                4,
+                5,
+                6,
+                7,
+                8,
+            ];
+            let mut sum: u32 = pkt
+                .chunks(2)
+                .map(|c| u16::from_be_bytes([c[0], c[1]]) as u32)
+                .sum();
+            while sum >> 16 != 0 {
+                sum = (sum & 0xffff) + (sum >> 16);
+            }
+            let ck = !(sum as u16);
+            pkt[2] = (ck >> 8) as u8;
+            pkt[3] = ck as u8;
+            let addr = libc::sockaddr_in {
+                sin_family: libc::AF_INET as u16,
+                sin_port: 0,
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from(WORLD4).to_be(),
+                },
+                sin_zero: [0; 8],
+            };
+            libc::sendto(
+                fd,
+                pkt.as_ptr() as *const _,
+                pkt.len(),
+                0,
+                &addr as *const _ as *const _,
+                std::mem::size_of_val(&addr) as u32,
+            );
+            let mut buf = [0u8; 256];
+            let mut got = false;
+            for _ in 0..4 {
+                let n = libc::recv(fd, buf.as_mut_ptr() as *mut _, buf.len(), 0);
+                if n < 28 {
+                    break;
+                }
+                let ihl = ((buf[0] & 0x0f) * 4) as usize;
+                if buf[ihl] == 0 && u16::from_be_bytes([buf[ihl + 4], buf[ihl + 5]]) == id {
+                    got = true;
+                    break;
+                }
+            }
+            libc::close(fd);
+            got
+        }
+    })
+}
+
+/// The world's servers: TCP 9443 (both families) answering with the peer
+/// it sees, UDP 9053 the same.
+fn world_servers(c: &Cluster) {
+    c.in_ns(&c.world, || {
+        world_server(SocketAddr::new(IpAddr::V4(WORLD4), 9443));
+        world_server(SocketAddr::new(IpAddr::V6(WORLD6), 9443));
+        let u = UdpSocket::bind((WORLD4, 9053)).unwrap();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 128];
+            while let Ok((_, peer)) = u.recv_from(&mut buf) {
+                let _ = u.send_to(peer.to_string().as_bytes(), peer);
+            }
+        });
+    });
+}
+
+fn nat_settings(ports: (u16, u16)) -> Settings {
+    Settings {
+        nat_ports: ports,
+        timeouts: Timeouts {
+            close: Duration::from_secs(1),
+            other: Duration::from_secs(1),
+            ..Timeouts::default()
+        },
+        ..Settings::default()
+    }
+}
+
+#[test]
+fn snat_masquerades_pods_to_the_world_and_translates_replies() {
+    let c = Cluster::new();
+    c.install(POLICY, nat_settings((40000, 40100)), &endpoints(&c));
+    world_servers(&c);
+    let (nif, hooks) = c
+        .inst
+        .attach_snat("uplink", Some(&Netns::Name(c.router.clone())), &[])
+        .unwrap();
+    assert_eq!((nif.v4, nif.v6), (Some(ROUTER4), Some(ROUTER6)));
+    assert_eq!(hooks.len(), 2, "tc-egress and tc-ingress on the uplink");
+    let capture = c.in_ns(&c.world, || Capture::on("eth0"));
+
+    // Two pods, the same source port, the same destination: the world
+    // sees the router's address with two different ports. The first keeps
+    // its own port (in the range); the second collides and gets another.
+    let world = SocketAddr::new(IpAddr::V4(WORLD4), 9443);
+    let mut sa = c.connect("a", 40000, world, LONG).unwrap();
+    let mut sc = c.connect("c", 40000, world, LONG).unwrap();
+    let seen_a = seen_as(&mut sa).unwrap();
+    let seen_c = seen_as(&mut sc).unwrap();
+    assert_eq!(seen_a, SocketAddr::new(IpAddr::V4(ROUTER4), 40000));
+    assert_eq!(seen_c.ip(), IpAddr::V4(ROUTER4));
+    assert!(
+        seen_c.port() != 40000 && (40000..=40100).contains(&seen_c.port()),
+        "{seen_c}"
+    );
+    // Replies keep reaching the pods on their mappings.
+    assert_eq!(seen_as(&mut sa).unwrap(), seen_a);
+    assert_eq!(seen_as(&mut sc).unwrap(), seen_c);
+
+    // IPv6 masquerades to the uplink's IPv6 address.
+    let world6 = SocketAddr::new(IpAddr::V6(WORLD6), 9443);
+    let mut s6 = c.connect("a", 40000, world6, LONG).unwrap();
+    assert_eq!(
+        seen_as(&mut s6).unwrap(),
+        SocketAddr::new(IpAddr::V6(ROUTER6), 40000)
+    );
+
+    // UDP and ICMP echo are translated both ways too.
+    assert_eq!(
+        udp_ask(&c, "a", 40001).as_deref(),
+        Some("198.51.100.1:40001")
+    );
+    assert!(ping_world(&c, "a", 40002), "echo reply translated back");
+
+    // A pod's traffic the policy allows without `snat` leaves as it is:
+    // and the world, with no route back, never answers it (so nothing
+    // untranslated shows up as a conversation below).
+    let frames = capture.take();
+    let seen: Vec<_> = frames.iter().filter_map(|f| inspect(f)).collect();
+    assert!(seen.len() >= 12, "{} packets captured", seen.len());
+    for s in &seen {
+        assert!(s.checksums_ok, "bad checksum after NAT: {s:?}");
+        let outside = [
+            IpAddr::V4(ROUTER4),
+            IpAddr::V6(ROUTER6),
+            IpAddr::V4(WORLD4),
+            IpAddr::V6(WORLD6),
+        ];
+        assert!(
+            outside.contains(&s.src) && outside.contains(&s.dst),
+            "a pod address reached the world: {s:?}"
+        );
+    }
+    assert!(seen
+        .iter()
+        .any(|s| s.proto == 1 && s.src == IpAddr::V4(ROUTER4) && s.sport == 40002));
+    assert!(seen
+        .iter()
+        .any(|s| s.proto == 17 && s.src == IpAddr::V4(ROUTER4)));
+    assert!(seen
+        .iter()
+        .any(|s| s.proto == 6 && s.src == IpAddr::V6(ROUTER6)));
+
+    // The mappings, as `nat` lists them, and the counters.
+    let m = c.inst.nat().unwrap().mappings().unwrap();
+    assert_eq!(m.len(), 5, "{m:#?}");
+    assert!(m.iter().any(|m| m.flow.src == IpAddr::V4(c.pod("c").v4)
+        && m.flow.sport == 40000
+        && m.port == seen_c.port()));
+    let stats = c.inst.stats().unwrap();
+    assert_eq!(event(&stats, "nat-created"), 5);
+    assert!(event(&stats, "nat-collision") >= 1);
+    assert_eq!(count(&stats, "egress", "nat-exhausted"), 0);
+
+    // Flows end; conntrack expires them; one GC pass takes their mappings.
+    drop((sa, sc, s6));
+    std::thread::sleep(Duration::from_millis(3500));
+    let g = c.inst.gc().unwrap();
+    assert!(g.conntrack.tcp + g.conntrack.other >= 5, "{g:?}");
+    assert_eq!(g.nat.mappings, 5, "{g:?}");
+    assert_eq!(c.inst.nat().unwrap().len(), (0, 0));
+}
+
+#[test]
+fn snat_exhaustion_is_counted_and_leaves_existing_flows_alone() {
+    let c = Cluster::new();
+    // Two ports to allocate from.
+    c.install(POLICY, nat_settings((40000, 40001)), &endpoints(&c));
+    world_servers(&c);
+    let router = Netns::Name(c.router.clone());
+    c.inst.attach_snat("uplink", Some(&router), &[]).unwrap();
+
+    let world = SocketAddr::new(IpAddr::V4(WORLD4), 9443);
+    let mut sa = c.connect("a", 40000, world, LONG).unwrap();
+    let mut sc = c.connect("c", 40000, world, LONG).unwrap();
+    let (seen_a, seen_c) = (seen_as(&mut sa).unwrap(), seen_as(&mut sc).unwrap());
+    assert_eq!((seen_a.port(), seen_c.port()), (40000, 40001));
+
+    // A third flow to the same destination finds no port: dropped and
+    // counted, never sent with the pod's own address.
+    assert!(c.connect("a", 40005, world, SHORT).is_err());
+    let stats = c.inst.stats().unwrap();
+    assert!(count(&stats, "egress", "nat-exhausted") >= 1);
+    assert!(event(&stats, "nat-collision") >= 32);
+
+    // The flows that had mappings keep them.
+    assert_eq!(seen_as(&mut sa).unwrap(), seen_a);
+    assert_eq!(seen_as(&mut sc).unwrap(), seen_c);
+    // Another destination port is another tuple: ports are free there.
+    assert_eq!(
+        udp_ask(&c, "a", 40000).as_deref(),
+        Some("198.51.100.1:40000")
+    );
+
+    // XDP on the translating interface would judge replies before TC
+    // translates them back: refused. So is a second registration.
+    let xdp = Target {
+        iface: "uplink".into(),
+        hook: Hook::XdpGeneric,
+        netns: Some(router.clone()),
+    };
+    let e = c.inst.attach(xdp).unwrap_err().to_string();
+    assert!(e.contains("source-NATs"), "{e}");
+    assert!(c.inst.attach_snat("uplink", Some(&router), &[]).is_err());
+
+    // Detaching a hook of the interface stops its translation.
+    c.inst
+        .detach(Some(&Target {
+            iface: "uplink".into(),
+            hook: Hook::TcIngressSnat,
+            netns: Some(router.clone()),
+        }))
+        .unwrap();
+    assert!(c.inst.record().unwrap().nat.is_empty());
+    let mut buf = [0u8; 1];
+    sa.write_all(b"who\n").unwrap();
+    sa.set_read_timeout(Some(SHORT)).unwrap();
+    assert!(sa.read(&mut buf).is_err(), "no translation back any more");
+}
+
+#[test]
+fn snat_needs_connection_tracking() {
+    let c = Cluster::new();
+    c.install(
+        POLICY,
+        Settings {
+            conntrack: false,
+            ..Settings::default()
+        },
+        &endpoints(&c),
+    );
+    let e = c
+        .inst
+        .attach_snat("uplink", Some(&Netns::Name(c.router.clone())), &[])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("connection tracking"), "{e}");
+    assert!(c.inst.record().unwrap().nat.is_empty());
+}
