@@ -746,6 +746,23 @@ static __always_inline void ct_after(const struct cilc_ctx *c, const struct cilc
 
 /* ---- source NAT ---- */
 
+/* The keys and entries NAT builds, in a per-CPU map value rather than on
+ * the stack: cilc_judge's frame, the classifier's below it and the
+ * entry's share 512 bytes. */
+struct cilc_nat_work {
+	struct cilc_nat_key fk;
+	struct cilc_nat_key rk;
+	struct cilc_nat_entry fe;
+	struct cilc_nat_entry rv;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, struct cilc_nat_work);
+	__uint(max_entries, 1);
+} cilc_nat_work SEC(".maps");
+
 static __always_inline void nat_key(struct cilc_nat_key *k, const __u64 *src, const __u64 *dst,
 				    __u32 sport, __u32 dport, const struct cilc_tuple *t)
 {
@@ -760,16 +777,22 @@ static __always_inline void nat_key(struct cilc_nat_key *k, const __u64 *src, co
 	k->v6 = t->v6;
 }
 
+static __always_inline struct cilc_nat_work *nat_work(void)
+{
+	__u32 zero = 0;
+	return bpf_map_lookup_elem(&cilc_nat_work, &zero);
+}
+
 /* Ingress on a translating interface: a reply to a translated flow gets
  * its original destination back, in the context (so conntrack and policy
  * see the flow as it was) and, once it passes, in the packet. */
 static __always_inline void snat_reverse(struct cilc_ctx *c, struct cilc_tuple *t)
 {
-	if (!t->answers)
+	struct cilc_nat_work *w = nat_work();
+	if (!w || !t->answers)
 		return;
-	struct cilc_nat_key k;
-	nat_key(&k, t->src, t->dst, t->sport, t->dport, t);
-	struct cilc_nat_entry *r = bpf_map_lookup_elem(&cilc_snat_rev, &k);
+	nat_key(&w->rk, t->src, t->dst, t->sport, t->dport, t);
+	struct cilc_nat_entry *r = bpf_map_lookup_elem(&cilc_snat_rev, &w->rk);
 	if (!r)
 		return;
 	c->nat = 2;
@@ -788,33 +811,32 @@ static __always_inline void snat_reverse(struct cilc_ctx *c, struct cilc_tuple *
 		c->dport = r->port;
 }
 
-/* A new mapping for flow `fk` to address `to`: a free port (the flow's
- * own when it is in the range), tried at most CILC_NAT_RETRIES times.
- * The reverse entry is claimed first (BPF_NOEXIST), so two flows never
- * share one. Returns the port, or 0 when none was free. */
-static __always_inline __u32 snat_allocate(const struct cilc_tuple *t, const struct cilc_nat_key *fk,
-					   const __u64 *to, const struct cilc_config *cfg,
-					   __u64 now)
+/* A new mapping for the flow in w->fk to address w->fe.addr: a free port
+ * (the flow's own when it is in the range), tried at most
+ * CILC_NAT_RETRIES times. The reverse entry is claimed first
+ * (BPF_NOEXIST), so two flows never share one. Returns the port, or 0
+ * when none was free. */
+static __always_inline __u32 snat_allocate(const struct cilc_tuple *t, struct cilc_nat_work *w,
+					   const struct cilc_config *cfg, __u64 now)
 {
 	__u32 min = cfg->nat_port_min;
 	__u32 max = cfg->nat_port_max;
 	if (!min || max < min)
 		return 0;
 	__u32 span = max - min + 1;
-	struct cilc_nat_key rk;
-	nat_key(&rk, t->dst, to, t->dport, 0, t);
-	struct cilc_nat_entry rv = {
-		.addr = { t->src[0], t->src[1] },
-		.port = t->sport,
-		.created = now,
-	};
+	nat_key(&w->rk, t->dst, w->fe.addr, t->dport, 0, t);
+	__builtin_memset(&w->rv, 0, sizeof(w->rv));
+	w->rv.addr[0] = t->src[0];
+	w->rv.addr[1] = t->src[1];
+	w->rv.port = t->sport;
+	w->rv.created = now;
 	__u32 port = t->sport;
 	int claimed = 0;
 	for (int i = 0; i < CILC_NAT_RETRIES; i++) {
 		if (i > 0 || port < min || port > max)
 			port = min + bpf_get_prandom_u32() % span;
-		rk.dport = port;
-		long err = bpf_map_update_elem(&cilc_snat_rev, &rk, &rv, BPF_NOEXIST);
+		w->rk.dport = port;
+		long err = bpf_map_update_elem(&cilc_snat_rev, &w->rk, &w->rv, BPF_NOEXIST);
 		if (err == 0) {
 			claimed = 1;
 			break;
@@ -825,16 +847,17 @@ static __always_inline __u32 snat_allocate(const struct cilc_tuple *t, const str
 	}
 	if (!claimed)
 		return 0;
-	struct cilc_nat_entry fe = {
-		.addr = { to[0], to[1] },
-		.port = port,
-		.created = now,
-	};
-	if (bpf_map_update_elem(&cilc_snat, fk, &fe, BPF_NOEXIST) != 0) {
+	w->fe.port = port;
+	w->fe.created = now;
+	if (bpf_map_update_elem(&cilc_snat, &w->fk, &w->fe, BPF_NOEXIST) != 0) {
 		/* Full, or another CPU mapped the flow first: use its mapping. */
-		bpf_map_delete_elem(&cilc_snat_rev, &rk);
-		struct cilc_nat_entry *f = bpf_map_lookup_elem(&cilc_snat, fk);
-		return f ? f->port : 0;
+		bpf_map_delete_elem(&cilc_snat_rev, &w->rk);
+		struct cilc_nat_entry *f = bpf_map_lookup_elem(&cilc_snat, &w->fk);
+		if (!f)
+			return 0;
+		w->fe.addr[0] = f->addr[0];
+		w->fe.addr[1] = f->addr[1];
+		return f->port;
 	}
 	ct_event(CILC_NAT_CREATED);
 	return port;
@@ -851,45 +874,46 @@ static __always_inline __u32 snat(struct cilc_ctx *c, const struct cilc_tuple *t
 {
 	__u32 rule = (d >> 4) - 1;
 	struct cilc_rule_snat *rs = bpf_map_lookup_elem(&cilc_rule_snat, &rule);
-	if (!rs || rs->kind == CILC_SNAT_NONE)
+	struct cilc_nat_work *w = nat_work();
+	if (!rs || rs->kind == CILC_SNAT_NONE || !w)
 		return d;
-	__u64 to[2] = { 0, 0 };
+	/* The address it leaves with, in w->fe until a mapping says. */
+	__builtin_memset(&w->fe, 0, sizeof(w->fe));
 	if (rs->kind == CILC_SNAT_TO) {
 		/* `snat to` applies to its own family (S20). */
 		if (rs->v6 != c->v6)
 			return d;
-		to[0] = rs->addr[0];
-		to[1] = rs->addr[1];
+		w->fe.addr[0] = rs->addr[0];
+		w->fe.addr[1] = rs->addr[1];
 	} else if (c->v6) {
 		if (!nif->has6)
 			return (d & ~0x0fu) | CILC_NAT_UNSUPPORTED;
-		to[0] = nif->addr6[0];
-		to[1] = nif->addr6[1];
+		w->fe.addr[0] = nif->addr6[0];
+		w->fe.addr[1] = nif->addr6[1];
 	} else {
 		if (!nif->has4)
 			return (d & ~0x0fu) | CILC_NAT_UNSUPPORTED;
-		to[1] = nif->addr4;
+		w->fe.addr[1] = nif->addr4;
 	}
 	if (!t->opens || !(c->proto == 6 || c->proto == 17 || is_icmp(c->proto)))
 		return (d & ~0x0fu) | CILC_NAT_UNSUPPORTED;
-	struct cilc_nat_key fk;
-	nat_key(&fk, t->src, t->dst, t->sport, t->dport, t);
-	struct cilc_nat_entry *f = bpf_map_lookup_elem(&cilc_snat, &fk);
+	nat_key(&w->fk, t->src, t->dst, t->sport, t->dport, t);
+	struct cilc_nat_entry *f = bpf_map_lookup_elem(&cilc_snat, &w->fk);
 	__u32 port;
 	if (f) {
 		port = f->port;
-		to[0] = f->addr[0];
-		to[1] = f->addr[1];
+		w->fe.addr[0] = f->addr[0];
+		w->fe.addr[1] = f->addr[1];
 	} else {
-		port = snat_allocate(t, &fk, to, cfg, now);
+		port = snat_allocate(t, w, cfg, now);
 		if (!port)
 			return (d & ~0x0fu) | CILC_NAT_EXHAUSTED;
 	}
 	c->nat = 1;
 	c->nat_old[0] = c->src[0];
 	c->nat_old[1] = c->src[1];
-	c->nat_new[0] = to[0];
-	c->nat_new[1] = to[1];
+	c->nat_new[0] = w->fe.addr[0];
+	c->nat_new[1] = w->fe.addr[1];
 	c->nat_old_port = t->sport;
 	c->nat_new_port = port;
 	return d;

@@ -344,6 +344,31 @@ fn snat_masquerades_pods_to_the_world_and_translates_replies() {
     assert!(g.conntrack.tcp + g.conntrack.other >= 5, "{g:?}");
     assert_eq!(g.nat.mappings, 5, "{g:?}");
     assert_eq!(c.inst.nat().unwrap().len(), (0, 0));
+
+    // The uplink's address changes: masquerade follows it (the host
+    // watcher runs this on every change).
+    let ip = |args: &[&str]| {
+        let ok = std::process::Command::new("ip")
+            .args(args)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "ip {args:?}");
+    };
+    // (Deleting a primary address deletes the secondaries of its subnet:
+    // the old one goes first.)
+    for (verb, addr) in [("del", "198.51.100.1/24"), ("add", "198.51.100.9/24")] {
+        ip(&["-n", &c.router, "addr", verb, addr, "dev", "uplink"]);
+    }
+    let changed = c.inst.nat_refresh().unwrap();
+    assert_eq!(changed.len(), 1);
+    assert_eq!(changed[0].v4, Some("198.51.100.9".parse().unwrap()));
+    assert!(c.inst.nat_refresh().unwrap().is_empty(), "nothing new");
+    let mut s = c.connect("a", 0, world, LONG).unwrap();
+    assert_eq!(
+        seen_as(&mut s).unwrap().ip(),
+        "198.51.100.9".parse::<IpAddr>().unwrap()
+    );
 }
 
 #[test]
@@ -376,6 +401,16 @@ fn snat_exhaustion_is_counted_and_leaves_existing_flows_alone() {
         udp_ask(&c, "a", 40000).as_deref(),
         Some("198.51.100.1:40000")
     );
+
+    // A replacement swaps the translating programs too (they were loaded
+    // when the interface began to translate) and keeps the mappings.
+    let v2 = POLICY.replace("as dns-out", "as dns-out\n    allow to world tcp 9444 snat");
+    let r = c.inst.replace(&common::netns::artifact(&v2)).unwrap();
+    assert_eq!(r.swapped, 8, "six pod hooks and two on the uplink");
+    let status = c.inst.status().unwrap();
+    assert!(status.attachments.iter().all(|a| a.current), "{status:?}");
+    assert_eq!(seen_as(&mut sa).unwrap(), seen_a);
+    assert_eq!(seen_as(&mut sc).unwrap(), seen_c);
 
     // XDP on the translating interface would judge replies before TC
     // translates them back: refused. So is a second registration.

@@ -286,7 +286,24 @@ fn objects_are_reproducible_and_carry_their_manifest() {
         "{:?}",
         m.rules[0]
     );
-    assert_eq!(m.programs.len(), 3);
+    let names: Vec<&str> = m.programs.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "cilc_xdp",
+            "cilc_tc_ingress",
+            "cilc_tc_egress",
+            "cilc_tc_ingress_snat",
+            "cilc_tc_egress_snat"
+        ]
+    );
+    // `Loaded::load` leaves the translating programs out (a node loads
+    // them when an interface source-NATs).
+    let loaded = Loaded::load(&Artifact::from_bytes(a.object.clone()).unwrap()).unwrap();
+    assert_eq!(
+        loaded.loaded_programs(),
+        ["cilc_xdp", "cilc_tc_ingress", "cilc_tc_egress"]
+    );
     // A corrupted manifest is refused before anything is loaded.
     let mut bad = a.object.clone();
     let at = bad.windows(8).position(|w| w == b"\"layout\"").unwrap();

@@ -520,11 +520,12 @@ fn corrupted_or_wrong_layout_artifacts_are_refused_and_the_old_program_keeps_enf
 
     // Another layout version.
     let text = String::from_utf8_lossy(&good).into_owned();
-    assert!(text.contains("\"layout\":2"));
+    let layout = format!("\"layout\":{}", runtime_loader::manifest::LAYOUT);
+    assert!(text.contains(&layout));
     let mut other = good.clone();
     let at = other
-        .windows(10)
-        .position(|w| w == b"\"layout\":2")
+        .windows(layout.len())
+        .position(|w| w == layout.as_bytes())
         .unwrap();
     other[at + 9] = b'9';
     let e = runtime_loader::Artifact::from_bytes(other)

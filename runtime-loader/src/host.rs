@@ -206,7 +206,9 @@ impl Watch {
 /// Keep an installation's host addresses equal to the calling thread's
 /// namespace's until `stop` is set: one pass now, then one after every
 /// change the kernel announces (and every 30 s, in case a notification was
-/// lost). `report` hears (added, removed) when something changed.
+/// lost). `report` hears (added, removed) when something changed. Each
+/// pass also moves source NAT to the addresses its interfaces have now
+/// (`Installation::nat_refresh`).
 pub fn follow(
     inst: &crate::install::Installation,
     stop: &std::sync::atomic::AtomicBool,
@@ -228,6 +230,7 @@ pub fn follow(
             if !added.is_empty() || !removed.is_empty() {
                 report(&added, &removed);
             }
+            inst.nat_refresh()?;
             first = false;
             quiet = Duration::ZERO;
         }

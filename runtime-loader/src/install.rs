@@ -33,7 +33,7 @@ use crate::link::{open_pinned, pin_fd, Hook, Link, Netns, Target};
 use crate::manifest::Keep;
 use crate::nat::{self, NatIface};
 use crate::stats::{self, Stats};
-use crate::{Artifact, Error, LoadOptions, Loaded};
+use crate::{Artifact, Error, LoadOptions, Loaded, Programs};
 
 /// What one `gc` pass removed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -358,11 +358,25 @@ impl Installation {
         settings: &Settings,
         identities: &[(IpNet, Identity)],
     ) -> Result<Loaded, Error> {
+        // The translating programs only where some interface uses them
+        // (each program is a verification of the whole classifier).
+        let programs = if self
+            .pins
+            .join("progs")
+            .join(Hook::TcEgressSnat.program())
+            .exists()
+        {
+            Programs::All
+        } else {
+            Programs::Plain
+        };
         let loaded = Loaded::load_with(
             artifact,
             &LoadOptions {
                 state_maps: Some(self.pins.join("maps")),
                 settings: Some(*settings),
+                programs,
+                artifact_maps: false,
             },
         )?;
         let selectors = identity::selectors(&artifact.manifest);
@@ -391,11 +405,32 @@ impl Installation {
             let h = loaded.map_handle(&m.name)?;
             pin(h.as_fd(), &self.pins.join("maps").join(&m.name))?;
         }
-        for p in &loaded.manifest.programs {
-            pin(
-                loaded.program_fd(&p.name)?,
-                &self.pins.join("progs").join(&p.name),
-            )?;
+        for p in loaded.loaded_programs() {
+            pin(loaded.program_fd(&p)?, &self.pins.join("progs").join(&p))?;
+        }
+        Ok(())
+    }
+
+    /// Load and pin the translating programs of the installed artifact
+    /// (with its maps), unless they are pinned already.
+    fn load_snat_programs(&self, record: &Record) -> Result<(), Error> {
+        let progs = self.pins.join("progs");
+        if progs.join(Hook::TcEgressSnat.program()).exists()
+            && progs.join(Hook::TcIngressSnat.program()).exists()
+        {
+            return Ok(());
+        }
+        let loaded = Loaded::load_with(
+            &self.artifact()?,
+            &LoadOptions {
+                state_maps: Some(self.pins.join("maps")),
+                settings: Some(record.settings),
+                programs: Programs::Snat,
+                artifact_maps: true,
+            },
+        )?;
+        for p in loaded.loaded_programs() {
+            pin_over(loaded.program_fd(&p)?, &progs.join(&p))?;
         }
         Ok(())
     }
@@ -562,6 +597,7 @@ impl Installation {
                 iface, nif.ifindex, other.iface
             )));
         }
+        self.load_snat_programs(&record)?;
         // Registered before the hooks: no packet leaves untranslated.
         let ifaces = self.pinned_map("cilc_nat_ifaces")?;
         ifaces
@@ -677,12 +713,12 @@ impl Installation {
                     self.pins.join("maps").join(&m.name),
                 ));
             }
-            for p in &new.manifest.programs {
+            for p in new.loaded_programs() {
                 v.push((
-                    new.program_fd(&p.name)?
+                    new.program_fd(&p)?
                         .try_clone_to_owned()
                         .map_err(|e| Error::Kernel(e.to_string()))?,
-                    self.pins.join("progs").join(&p.name),
+                    self.pins.join("progs").join(&p),
                 ));
             }
             v
@@ -826,6 +862,7 @@ impl Installation {
                 rules: self.pinned_map("cilc_rule_counts")?,
                 events: self.pinned_map("cilc_ct_events")?,
                 ct: self.conntrack()?,
+                nat: self.nat()?,
             },
             &artifact.manifest,
         )
@@ -839,6 +876,34 @@ impl Installation {
         let conntrack = ct.gc(&record.settings)?;
         let nat = self.nat()?.gc(&ct)?;
         Ok(Collected { conntrack, nat })
+    }
+
+    /// Masquerade to the addresses translating interfaces have now (an
+    /// address changed, or went: a family without one is not translated,
+    /// its packets are dropped as `nat-unsupported`). Returns the
+    /// interfaces that changed.
+    pub fn nat_refresh(&self) -> Result<Vec<NatIface>, Error> {
+        let _lock = self.lock()?;
+        let mut record = self.record()?;
+        let mut changed = Vec::new();
+        for n in record.nat.iter_mut() {
+            let Some((v4, v6)) = n.current() else {
+                continue;
+            };
+            if (v4, v6) == (n.v4, n.v6) {
+                continue;
+            }
+            n.v4 = v4;
+            n.v6 = v6;
+            self.pinned_map("cilc_nat_ifaces")?
+                .update(&n.key(), &n.value(), libbpf_rs::MapFlags::ANY)
+                .map_err(|e| Error::Kernel(format!("cannot update `{}` for NAT: {e}", n.iface)))?;
+            changed.push(n.clone());
+        }
+        if !changed.is_empty() {
+            self.write_record(&record)?;
+        }
+        Ok(changed)
     }
 
     /// The source NAT mappings.

@@ -143,6 +143,35 @@ pub struct LoadOptions {
     /// Write this configuration (None: tracking off, as `cilc run` judges
     /// packets one at a time) and size the conntrack tables from it.
     pub settings: Option<conntrack::Settings>,
+    /// Which programs to load (each costs a verification of the whole
+    /// classifier).
+    pub programs: Programs,
+    /// Reuse the artifact's maps pinned in `state_maps` too (to load more
+    /// programs of an installed artifact).
+    pub artifact_maps: bool,
+}
+
+/// Which of an object's programs to load.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Programs {
+    /// XDP, TC ingress and egress.
+    #[default]
+    Plain,
+    /// Those and the two that source-NAT (`tc-*-snat`).
+    All,
+    /// Only the two that source-NAT.
+    Snat,
+}
+
+impl Programs {
+    fn loads(self, name: &str) -> bool {
+        let snat = name.ends_with("_snat");
+        match self {
+            Programs::Plain => !snat,
+            Programs::All => true,
+            Programs::Snat => snat,
+        }
+    }
 }
 
 /// Programs of an artifact, loaded (not attached).
@@ -181,13 +210,16 @@ impl Loaded {
                 log: log(),
             })?;
         let rules = artifact.manifest.rules.len().max(1) as u32;
-        let kept: Vec<String> = artifact
+        let kept: Vec<(String, Keep)> = artifact
             .manifest
             .maps
             .iter()
-            .filter(|m| m.keep == Keep::State)
-            .map(|m| m.name.clone())
+            .map(|m| (m.name.clone(), m.keep))
             .collect();
+        for mut p in open.progs_mut() {
+            let name = p.name().to_string_lossy().into_owned();
+            p.set_autoload(opts.programs.loads(&name));
+        }
         for mut m in open.maps_mut() {
             let name = m.name().to_string_lossy().into_owned();
             let size = match (name.as_str(), &opts.settings) {
@@ -203,7 +235,12 @@ impl Loaded {
                 m.set_max_entries(n)
                     .map_err(|e| Error::Kernel(e.to_string()))?;
             }
-            if let (Some(dir), true) = (&opts.state_maps, kept.contains(&name)) {
+            let pinned = match kept.iter().find(|(n, _)| *n == name) {
+                Some((_, Keep::State)) => true,
+                Some((_, Keep::Artifact)) => opts.artifact_maps,
+                _ => false,
+            };
+            if let (Some(dir), true) = (&opts.state_maps, pinned) {
                 m.set_pin_path(dir.join(&name))
                     .map_err(|e| Error::Kernel(e.to_string()))?;
             }
@@ -255,11 +292,23 @@ impl Loaded {
         self.object
             .progs()
             .find(|p| p.name() == name)
-            .map(|p| {
+            // A program left out of the load has no descriptor.
+            .and_then(|p| {
+                let fd = p.as_fd().as_raw_fd();
                 // SAFETY: the program lives as long as `self.object`.
-                unsafe { BorrowedFd::borrow_raw(p.as_fd().as_raw_fd()) }
+                (fd >= 0).then(|| unsafe { BorrowedFd::borrow_raw(fd) })
             })
             .ok_or_else(|| Error::NoProgram(name.into()))
+    }
+
+    /// The programs loaded, by name.
+    pub fn loaded_programs(&self) -> Vec<String> {
+        self.manifest
+            .programs
+            .iter()
+            .filter(|p| self.program_fd(&p.name).is_ok())
+            .map(|p| p.name.clone())
+            .collect()
     }
 
     /// Attach the hook's program; the link detaches when dropped.
@@ -358,6 +407,7 @@ impl Loaded {
                 rules: self.map_handle("cilc_rule_counts")?,
                 events: self.map_handle("cilc_ct_events")?,
                 ct: self.conntrack()?,
+                nat: self.nat()?,
             },
             &self.manifest,
         )

@@ -167,6 +167,11 @@ pub fn maps() -> Vec<MapInfo> {
             "rule id → its `snat` (none, masquerade, to an address); filled by the loader from the manifest",
         ),
         map(
+            "cilc_nat_work",
+            Keep::Private,
+            "per-CPU working memory of source NAT (keys it builds)",
+        ),
+        map(
             "cilc_scratch",
             Keep::Private,
             "per-CPU working copy of the packet being judged",

@@ -47,28 +47,11 @@ impl NatIface {
         netns: Option<&Netns>,
         given: &[IpAddr],
     ) -> Result<NatIface, Error> {
-        let (ifindex, own) = link::in_netns(netns, || {
-            let ifindex = link::ifindex(iface)?;
-            Ok((ifindex, crate::host::addresses_on(Some(ifindex))?))
-        })?;
-        let pick =
-            |addrs: &mut dyn Iterator<Item = IpAddr>| -> (Option<Ipv4Addr>, Option<Ipv6Addr>) {
-                let mut v4 = None;
-                let mut v6 = None;
-                for a in addrs {
-                    match a {
-                        IpAddr::V4(a) if v4.is_none() => v4 = Some(a),
-                        // Link-local addresses do not leave the link.
-                        IpAddr::V6(a) if v6.is_none() && !a.is_unicast_link_local() => v6 = Some(a),
-                        _ => {}
-                    }
-                }
-                (v4, v6)
-            };
+        let (ifindex, own) = own_addresses(iface, netns)?;
         let (v4, v6) = if given.is_empty() {
-            pick(&mut own.iter().map(|n| n.addr()))
+            pick(own)
         } else {
-            pick(&mut given.iter().copied())
+            pick(given.to_vec())
         };
         if v4.is_none() && v6.is_none() {
             return Err(Error::Kernel(format!(
@@ -102,10 +85,48 @@ impl NatIface {
         v
     }
 
+    /// The addresses it would masquerade to now (its own, read again; the
+    /// given ones), or None when it is gone or has another index.
+    pub fn current(&self) -> Option<(Option<Ipv4Addr>, Option<Ipv6Addr>)> {
+        if self.given {
+            return Some((self.v4, self.v6));
+        }
+        // An interface of the loader's own namespace is looked up there,
+        // whichever namespace the calling thread is in.
+        let ns = self.netns.clone().unwrap_or(Netns::Pid(std::process::id()));
+        match own_addresses(&self.iface, Some(&ns)) {
+            Ok((ifindex, own)) if ifindex == self.ifindex => Some(pick(own)),
+            _ => None,
+        }
+    }
+
     /// Whether `netns`/`iface` names this interface.
     pub fn is(&self, iface: &str, netns: Option<&Netns>) -> bool {
         self.iface == iface && self.netns.as_ref() == netns
     }
+}
+
+/// An interface's index and addresses, in its namespace.
+fn own_addresses(iface: &str, netns: Option<&Netns>) -> Result<(u32, Vec<IpAddr>), Error> {
+    link::in_netns(netns, || {
+        let ifindex = link::ifindex(iface)?;
+        let own = crate::host::addresses_on(Some(ifindex))?;
+        Ok((ifindex, own.iter().map(|n| n.addr()).collect()))
+    })
+}
+
+/// The first address of each family (IPv6 link-local ones do not leave
+/// the link).
+fn pick(addrs: Vec<IpAddr>) -> (Option<Ipv4Addr>, Option<Ipv6Addr>) {
+    let v4 = addrs.iter().find_map(|a| match a {
+        IpAddr::V4(a) => Some(*a),
+        _ => None,
+    });
+    let v6 = addrs.iter().find_map(|a| match a {
+        IpAddr::V6(a) if !a.is_unicast_link_local() => Some(*a),
+        _ => None,
+    });
+    (v4, v6)
 }
 
 /// An address as the programs hold it: two host-order 64-bit words, high

@@ -22,6 +22,7 @@ pub struct Maps {
     pub rules: MapHandle,
     pub events: MapHandle,
     pub ct: Tables,
+    pub nat: crate::nat::Tables,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -74,6 +75,9 @@ pub struct CtCount {
     pub ipv4_max: u32,
     pub ipv6_entries: usize,
     pub ipv6_max: u32,
+    /// Source NAT mappings (forward entries) and the table's size.
+    pub nat_entries: usize,
+    pub nat_max: u32,
     /// `conntrack::EVENTS`, in order.
     pub events: Vec<(&'static str, u64)>,
 }
@@ -125,6 +129,8 @@ impl Stats {
                 ipv4_max: maps.ct.v4.max_entries(),
                 ipv6_entries: n6,
                 ipv6_max: maps.ct.v6.max_entries(),
+                nat_entries: maps.nat.len().0,
+                nat_max: maps.nat.forward.max_entries(),
                 events,
             },
         })
@@ -189,8 +195,8 @@ impl Stats {
         let _ = writeln!(s);
         let _ = writeln!(
             s,
-            "conntrack: ipv4 {}/{} entries, ipv6 {}/{} entries",
-            c.ipv4_entries, c.ipv4_max, c.ipv6_entries, c.ipv6_max
+            "conntrack: ipv4 {}/{} entries, ipv6 {}/{} entries; nat {}/{} mappings",
+            c.ipv4_entries, c.ipv4_max, c.ipv6_entries, c.ipv6_max, c.nat_entries, c.nat_max
         );
         let events: Vec<String> = c.events.iter().map(|(n, v)| format!("{n} {v}")).collect();
         let _ = writeln!(s, "conntrack events: {}", events.join(", "));
@@ -278,6 +284,18 @@ impl Stats {
             "gauge",
             "Conntrack table sizes.",
             families(c.ipv4_max.into(), c.ipv6_max.into()),
+        );
+        metric(
+            "cilc_nat_mappings",
+            "gauge",
+            "Source NAT mappings.",
+            vec![("table=\"snat\"".to_string(), c.nat_entries as u64)],
+        );
+        metric(
+            "cilc_nat_max_mappings",
+            "gauge",
+            "Source NAT table size.",
+            vec![("table=\"snat\"".to_string(), c.nat_max.into())],
         );
         metric(
             "cilc_conntrack_events_total",
