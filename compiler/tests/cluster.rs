@@ -332,6 +332,27 @@ fn snat_masquerades_pods_to_the_world_and_translates_replies() {
     assert!(m.iter().any(|m| m.flow.src == IpAddr::V4(c.pod("c").v4)
         && m.flow.sport == 40000
         && m.port == seen_c.port()));
+    // The same through the CLI.
+    let (code, out, err) = c.cilc(&["nat", "--format", "json"]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["interfaces"][0]["iface"], "uplink");
+    let listed = v["mappings"].as_array().unwrap();
+    assert_eq!(listed.len(), 5);
+    assert!(listed
+        .iter()
+        .any(|m| m["port"] == seen_c.port() && m["flow"]["src"] == c.pod("c").v4.to_string()));
+    let (_, text, _) = c.cilc(&["nat"]);
+    assert!(
+        text.contains(&format!("198.51.100.1:{}", seen_c.port())),
+        "{text}"
+    );
+    let (_, prom, _) = c.cilc(&["stats", "--prometheus"]);
+    assert!(
+        prom.contains("cilc_nat_mappings{") && prom.contains("table=\"snat\"} 5"),
+        "{prom}"
+    );
+    assert!(prom.contains("reason=\"nat-exhausted\""), "{prom}");
     let stats = c.inst.stats().unwrap();
     assert_eq!(event(&stats, "nat-created"), 5);
     assert!(event(&stats, "nat-collision") >= 1);
@@ -456,4 +477,25 @@ fn snat_needs_connection_tracking() {
         .to_string();
     assert!(e.contains("connection tracking"), "{e}");
     assert!(c.inst.record().unwrap().nat.is_empty());
+    // The CLI says the same, and what --snat goes with.
+    let attach = |hook: &str, snat: bool| {
+        let mut args = vec!["attach", "uplink", "--hook", hook, "--netns", &c.router];
+        if snat {
+            args.push("--snat");
+        }
+        c.cilc(&args)
+    };
+    let (code, _, err) = attach("tc-egress", true);
+    assert!(code == 1 && err.contains("connection tracking"), "{err}");
+    let (code, _, err) = attach("tc-ingress", true);
+    assert!(code == 1 && err.contains("--hook tc-egress"), "{err}");
+    let (code, _, err) = attach("tc-egress-snat", false);
+    assert!(code == 1 && err.contains("--snat"), "{err}");
+    assert!(c
+        .inst
+        .record()
+        .unwrap()
+        .attachments
+        .iter()
+        .all(|a| a.target.iface == "eth0"));
 }

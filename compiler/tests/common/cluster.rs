@@ -214,6 +214,21 @@ impl Cluster {
         c
     }
 
+    /// `cilc ARGS` on this cluster's installation: (status, stdout, stderr).
+    pub fn cilc(&self, args: &[&str]) -> (i32, String, String) {
+        let run_dir = self.run.to_str().unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_cilc"))
+            .args(args)
+            .args(["--name", &self.inst.name, "--run-dir", run_dir])
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
     pub fn pod(&self, name: &str) -> &Pod {
         self.pods.iter().find(|p| p.name == name).unwrap()
     }
