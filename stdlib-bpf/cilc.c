@@ -829,7 +829,7 @@ static __always_inline __u32 snat_allocate(const struct cilc_tuple *t, struct ci
 	w->rv.addr[0] = t->src[0];
 	w->rv.addr[1] = t->src[1];
 	w->rv.port = t->sport;
-	w->rv.created = now;
+	w->rv.seen = now;
 	__u32 port = t->sport;
 	int claimed = 0;
 	for (int i = 0; i < CILC_NAT_RETRIES; i++) {
@@ -848,7 +848,7 @@ static __always_inline __u32 snat_allocate(const struct cilc_tuple *t, struct ci
 	if (!claimed)
 		return 0;
 	w->fe.port = port;
-	w->fe.created = now;
+	w->fe.seen = now;
 	if (bpf_map_update_elem(&cilc_snat, &w->fk, &w->fe, BPF_NOEXIST) != 0) {
 		/* Full, or another CPU mapped the flow first: use its mapping. */
 		bpf_map_delete_elem(&cilc_snat_rev, &w->rk);
@@ -863,19 +863,61 @@ static __always_inline __u32 snat_allocate(const struct cilc_tuple *t, struct ci
 	return port;
 }
 
-/* Egress on a translating interface, a packet its deciding rule allows
- * with `snat`: find or make its flow's mapping and record the rewrite in
- * the context. Returns the decision, with reason CILC_NAT_EXHAUSTED or
- * CILC_NAT_UNSUPPORTED when it cannot be translated (dropped: never sent
- * with its original source). */
-static __always_inline __u32 snat(struct cilc_ctx *c, const struct cilc_tuple *t,
-				  const struct cilc_nat_iface *nif, __u32 d,
-				  const struct cilc_config *cfg, __u64 now)
+/* The rule's `snat`, when the decision is a policy allow by a rule that
+ * has one. */
+static __always_inline struct cilc_rule_snat *rule_snat(__u32 d, int policy)
 {
+	if (!policy || (d & 0x0f) != CILC_MATCHED_ALLOW || !(d >> 4))
+		return 0;
 	__u32 rule = (d >> 4) - 1;
 	struct cilc_rule_snat *rs = bpf_map_lookup_elem(&cilc_rule_snat, &rule);
+	return rs && rs->kind != CILC_SNAT_NONE ? rs : 0;
+}
+
+static __always_inline __u32 nat_drop(__u32 d, __u32 reason)
+{
+	return (d & ~0x0fu) | reason;
+}
+
+/* Egress on a translating interface, a packet that passes. Every packet
+ * of a flow that has a mapping is translated with it, whatever decided it
+ * (a reply conntrack passed, a rule without `snat` after a replacement);
+ * a new flow whose deciding rule has `snat` gets a mapping. Records the
+ * rewrite in the context. Returns the decision, with reason
+ * CILC_NAT_EXHAUSTED or CILC_NAT_UNSUPPORTED when a packet that must be
+ * translated cannot be (dropped: never sent with its original source). */
+static __always_inline __u32 snat(struct cilc_ctx *c, const struct cilc_tuple *t,
+				  const struct cilc_nat_iface *nif, __u32 d, int policy,
+				  const struct cilc_config *cfg)
+{
+	struct cilc_rule_snat *rs = rule_snat(d, policy);
 	struct cilc_nat_work *w = nat_work();
-	if (!rs || rs->kind == CILC_SNAT_NONE || !w)
+	/* Not registered (being detached), or no conntrack: fail closed. */
+	if (!nif || !cfg || !(cfg->flags & CILC_CFG_CT) || !w)
+		return rs ? nat_drop(d, CILC_NAT_UNSUPPORTED) : d;
+	__u64 now = bpf_ktime_get_ns();
+	/* An ICMP error about a translated flow would carry the pod's
+	 * address in the packet it quotes: not translated, dropped. */
+	if (c->quoted) {
+		struct cilc_tuple q = { .proto = c->q_proto, .v6 = c->v6 };
+		nat_key(&w->fk, c->q_dst, c->q_src, c->q_dport, c->q_sport, &q);
+		if (bpf_map_lookup_elem(&cilc_snat, &w->fk))
+			return nat_drop(d, CILC_NAT_UNSUPPORTED);
+	}
+	nat_key(&w->fk, t->src, t->dst, t->sport, t->dport, t);
+	struct cilc_nat_entry *f = bpf_map_lookup_elem(&cilc_snat, &w->fk);
+	if (f) {
+		f->seen = now;
+		c->nat = 1;
+		c->nat_old[0] = c->src[0];
+		c->nat_old[1] = c->src[1];
+		c->nat_new[0] = f->addr[0];
+		c->nat_new[1] = f->addr[1];
+		c->nat_old_port = t->sport;
+		c->nat_new_port = f->port;
+		return d;
+	}
+	if (!rs)
 		return d;
 	/* The address it leaves with, in w->fe until a mapping says. */
 	__builtin_memset(&w->fe, 0, sizeof(w->fe));
@@ -887,28 +929,21 @@ static __always_inline __u32 snat(struct cilc_ctx *c, const struct cilc_tuple *t
 		w->fe.addr[1] = rs->addr[1];
 	} else if (c->v6) {
 		if (!nif->has6)
-			return (d & ~0x0fu) | CILC_NAT_UNSUPPORTED;
+			return nat_drop(d, CILC_NAT_UNSUPPORTED);
 		w->fe.addr[0] = nif->addr6[0];
 		w->fe.addr[1] = nif->addr6[1];
 	} else {
 		if (!nif->has4)
-			return (d & ~0x0fu) | CILC_NAT_UNSUPPORTED;
+			return nat_drop(d, CILC_NAT_UNSUPPORTED);
 		w->fe.addr[1] = nif->addr4;
 	}
-	if (!t->opens || !(c->proto == 6 || c->proto == 17 || is_icmp(c->proto)))
-		return (d & ~0x0fu) | CILC_NAT_UNSUPPORTED;
-	nat_key(&w->fk, t->src, t->dst, t->sport, t->dport, t);
-	struct cilc_nat_entry *f = bpf_map_lookup_elem(&cilc_snat, &w->fk);
-	__u32 port;
-	if (f) {
-		port = f->port;
-		w->fe.addr[0] = f->addr[0];
-		w->fe.addr[1] = f->addr[1];
-	} else {
-		port = snat_allocate(t, w, cfg, now);
-		if (!port)
-			return (d & ~0x0fu) | CILC_NAT_EXHAUSTED;
-	}
+	/* TCP, UDP, and echo requests of the packet's own ICMP. */
+	int icmp = (c->proto == 1 && !c->v6) || (c->proto == 58 && c->v6);
+	if (!t->opens || !(c->proto == 6 || c->proto == 17 || icmp))
+		return nat_drop(d, CILC_NAT_UNSUPPORTED);
+	__u32 port = snat_allocate(t, w, cfg, now);
+	if (!port)
+		return nat_drop(d, CILC_NAT_EXHAUSTED);
 	c->nat = 1;
 	c->nat_old[0] = c->src[0];
 	c->nat_old[1] = c->src[1];
@@ -960,6 +995,13 @@ __attribute__((noinline)) __u32 cilc_judge(struct cilc_ctx *c, __u32 direction, 
 		d = track ? ct_before(c, &t, direction, cfg, now) : CILC_REASONS;
 		if (d != CILC_REASONS)
 			break;
+		/* A reply to a mapping whose flow conntrack no longer has: not
+		 * handed to the pod's policy as a new packet (which could open
+		 * a flow the pod's replies would then leave untranslated by). */
+		if (c->nat == 2) {
+			d = CILC_NAT_UNSUPPORTED;
+			break;
+		}
 		identity(c->src, c->v6, c->src_bits, 0);
 		identity(c->dst, c->v6, c->dst_bits, c->dst_ports);
 		d = cilc_decide(c, direction);
@@ -973,9 +1015,8 @@ __attribute__((noinline)) __u32 cilc_judge(struct cilc_ctx *c, __u32 direction, 
 		 * could produce "precise" (which would stop it from pruning the
 		 * parts of a diagram walked after one another). */
 		d = *(volatile __u32 *)last;
-		if (policy && nif && direction == CILC_EGRESS &&
-		    (d & 0x0f) == CILC_MATCHED_ALLOW && (d >> 4)) {
-			d = snat(c, &t, nif, d, cfg, now);
+		if (c->nat_hook && direction == CILC_EGRESS && passes(d)) {
+			d = snat(c, &t, nif, d, policy, cfg);
 			*last = d;
 		}
 	}
@@ -983,7 +1024,11 @@ __attribute__((noinline)) __u32 cilc_judge(struct cilc_ctx *c, __u32 direction, 
 		ct_after(c, &t, direction, d, cfg, now);
 	if (d >> 4)
 		count(&cilc_rule_counts, (d >> 4) - 1, c->len);
-	if (cfg && (cfg->flags & CILC_CFG_AUDIT) && !passes(d))
+	/* Audit passes what policy would drop, never what NAT could not
+	 * translate (it would leave with the pod's address). */
+	__u32 why = d & 0x0f;
+	if (cfg && (cfg->flags & CILC_CFG_AUDIT) && !passes(d) && why != CILC_NAT_EXHAUSTED &&
+	    why != CILC_NAT_UNSUPPORTED)
 		d = (d & ~0x0fu) | CILC_AUDIT;
 	count(&cilc_reason_counts, direction * CILC_REASON_SLOTS + (d & 0x0f), c->len);
 	return d;

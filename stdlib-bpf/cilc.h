@@ -247,10 +247,12 @@ struct cilc_nat_key {
 };
 
 /* Forward (original flow → the address and port it leaves with) and
- * reverse (the reply as it arrives → the original address and port). */
+ * reverse (the reply as it arrives → the original address and port).
+ * `seen`: a forward entry's last use (every packet it translates), a
+ * reverse entry's creation. */
 struct cilc_nat_entry {
 	__u64 addr[2];
-	__u64 created;
+	__u64 seen;
 	__u16 port;
 	__u8 pad[6];
 };

@@ -224,16 +224,25 @@ fn ping_world(c: &Cluster, from: &str, id: u16) -> bool {
 }
 
 /// The world's servers: TCP 9443 (both families) answering with the peer
-/// it sees, UDP 9053 the same.
+/// it sees, UDP 9053 the same (or sending where it is told).
 fn world_servers(c: &Cluster) {
     c.in_ns(&c.world, || {
         world_server(SocketAddr::new(IpAddr::V4(WORLD4), 9443));
         world_server(SocketAddr::new(IpAddr::V6(WORLD6), 9443));
         let u = UdpSocket::bind((WORLD4, 9053)).unwrap();
         std::thread::spawn(move || {
+            // `to ADDR:PORT` makes it send there (a packet nobody asked
+            // for); anything else is answered with the sender's address.
             let mut buf = [0u8; 128];
-            while let Ok((_, peer)) = u.recv_from(&mut buf) {
-                let _ = u.send_to(peer.to_string().as_bytes(), peer);
+            while let Ok((n, peer)) = u.recv_from(&mut buf) {
+                let to = std::str::from_utf8(&buf[..n])
+                    .ok()
+                    .and_then(|m| m.strip_prefix("to "))
+                    .and_then(|a| a.parse::<SocketAddr>().ok());
+                let _ = match to {
+                    Some(to) => u.send_to(b"x", to),
+                    None => u.send_to(peer.to_string().as_bytes(), peer),
+                };
             }
         });
     });
@@ -444,19 +453,105 @@ fn snat_exhaustion_is_counted_and_leaves_existing_flows_alone() {
     assert!(e.contains("source-NATs"), "{e}");
     assert!(c.inst.attach_snat("uplink", Some(&router), &[]).is_err());
 
-    // Detaching a hook of the interface stops its translation.
-    c.inst
+    // Detaching a hook of the interface detaches both and stops its
+    // translation (a lone egress hook would translate one way only).
+    let gone = c
+        .inst
         .detach(Some(&Target {
             iface: "uplink".into(),
             hook: Hook::TcIngressSnat,
             netns: Some(router.clone()),
         }))
         .unwrap();
-    assert!(c.inst.record().unwrap().nat.is_empty());
+    assert_eq!(gone.len(), 2, "{gone:?}");
+    assert_eq!(gone[0].hook, Hook::TcEgressSnat, "egress goes first");
+    let record = c.inst.record().unwrap();
+    assert!(record.nat.is_empty());
+    assert!(record.attachments.iter().all(|a| a.target.iface == "eth0"));
     let mut buf = [0u8; 1];
     sa.write_all(b"who\n").unwrap();
     sa.set_read_timeout(Some(SHORT)).unwrap();
     assert!(sa.read(&mut buf).is_err(), "no translation back any more");
+}
+
+#[test]
+fn snat_fails_closed_under_audit_for_forgotten_flows_and_pod_icmp_errors() {
+    let c = Cluster::new();
+    // Audit mode, and one port to allocate from.
+    let settings = Settings {
+        audit: true,
+        ..nat_settings((40000, 40000))
+    };
+    c.install(POLICY, settings, &endpoints(&c));
+    world_servers(&c);
+    c.inst
+        .attach_snat("uplink", Some(&Netns::Name(c.router.clone())), &[])
+        .unwrap();
+    let capture = c.in_ns(&c.world, || Capture::on("eth0"));
+    let world = SocketAddr::new(IpAddr::V4(WORLD4), 9443);
+    let _sa = c.connect("a", 40000, world, LONG).unwrap();
+
+    // Audit passes what policy would drop, never what NAT cannot
+    // translate: the second flow finds no port and is dropped.
+    assert!(c.connect("c", 40000, world, SHORT).is_err());
+    let stats = c.inst.stats().unwrap();
+    assert!(count(&stats, "egress", "nat-exhausted") >= 1);
+
+    // A UDP flow of a's, mapped; then conntrack forgets it. A packet the
+    // world sends to the mapping is not handed to a as a new flow.
+    let a = c.pod("a");
+    let sock = c.in_ns(&a.ns, || UdpSocket::bind((a.v4, 40001)).unwrap());
+    sock.set_read_timeout(Some(SHORT)).unwrap();
+    sock.send_to(b"who", (WORLD4, 9053)).unwrap();
+    let mut buf = [0u8; 64];
+    let n = sock.recv(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"198.51.100.1:40000");
+    let ct = c.inst.conntrack().unwrap();
+    for f in ct.flows().unwrap().iter().filter(|f| f.proto == 17) {
+        ct.remove(f).unwrap();
+    }
+    // The world's echo server sends from 9053 to the mapping, unasked.
+    let unsolicited = || {
+        c.in_ns(&c.world, || {
+            let s = UdpSocket::bind((WORLD4, 0)).unwrap();
+            s.send_to(b"to 198.51.100.1:40000", (WORLD4, 9053)).unwrap();
+        })
+    };
+    let before = count(&c.inst.stats().unwrap(), "ingress", "nat-unsupported");
+    unsolicited();
+    assert!(
+        sock.recv(&mut buf).is_err(),
+        "a got a packet of a forgotten flow"
+    );
+    let after = count(&c.inst.stats().unwrap(), "ingress", "nat-unsupported");
+    assert!(after > before, "{before} → {after}");
+
+    // a's flow again (conntrack has it), then a closes its socket: the
+    // world's next packet reaches a, whose kernel answers with an ICMP
+    // port unreachable quoting the translated flow. It must not leave
+    // with a's address (inside or outside).
+    sock.send_to(b"who", (WORLD4, 9053)).unwrap();
+    assert!(sock.recv(&mut buf).is_ok());
+    drop(sock);
+    let before = count(&c.inst.stats().unwrap(), "egress", "nat-unsupported");
+    unsolicited();
+    std::thread::sleep(Duration::from_millis(300));
+    let after = count(&c.inst.stats().unwrap(), "egress", "nat-unsupported");
+    assert!(
+        after > before,
+        "the pod's ICMP error was not dropped: {before} → {after}"
+    );
+
+    for f in capture.take() {
+        if let Some(s) = inspect(&f) {
+            let pods =
+                ["10.80.1.2", "10.80.2.2", "10.80.3.2"].map(|p| p.parse::<IpAddr>().unwrap());
+            assert!(
+                !pods.contains(&s.src) && !pods.contains(&s.dst),
+                "a pod address reached the world: {s:?}"
+            );
+        }
+    }
 }
 
 #[test]

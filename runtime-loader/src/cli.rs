@@ -641,7 +641,7 @@ fn execute(cmd: NodeCommand) -> Result<(), Error> {
             }
             println!(
                 "{:<5} {:<40} {:<40} {:<40} {:>8}",
-                "PROTO", "SOURCE", "DESTINATION", "TRANSLATED SOURCE", "AGE"
+                "PROTO", "SOURCE", "DESTINATION", "TRANSLATED SOURCE", "IDLE"
             );
             for m in mappings {
                 println!(
@@ -650,7 +650,7 @@ fn execute(cmd: NodeCommand) -> Result<(), Error> {
                     format!("{}:{}", m.flow.src, m.flow.sport),
                     format!("{}:{}", m.flow.dst, m.flow.dport),
                     format!("{}:{}", m.addr, m.port),
-                    m.age.as_secs()
+                    m.idle.as_secs()
                 );
             }
         }

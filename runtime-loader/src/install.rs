@@ -646,29 +646,34 @@ impl Installation {
 
     fn detach_locked(&self, which: Option<&Target>) -> Result<Vec<Target>, Error> {
         let mut record = self.record()?;
-        let (gone, kept): (Vec<Attachment>, Vec<Attachment>) = record
-            .attachments
-            .into_iter()
-            .partition(|a| which.is_none_or(|t| a.target == *t));
-        if let (Some(t), true) = (which, gone.is_empty()) {
+        let named = |a: &Attachment| which.is_none_or(|t| a.target == *t);
+        if let (Some(t), false) = (which, record.attachments.iter().any(named)) {
             return Err(Error::Kernel(format!(
                 "{t} is not attached by installation `{}`; `status` lists what is",
                 self.name
             )));
         }
-        // An interface that loses a hook stops translating (a lone hook
-        // would translate one way only).
+        // A translating interface loses both its hooks at once (a lone
+        // hook would translate one way only).
         let (unnat, nat): (Vec<NatIface>, Vec<NatIface>) = record.nat.into_iter().partition(|n| {
-            gone.iter()
-                .any(|a| n.is(&a.target.iface, a.target.netns.as_ref()))
+            record.attachments.iter().any(|a| {
+                named(a)
+                    && a.target.hook.is_snat()
+                    && n.is(&a.target.iface, a.target.netns.as_ref())
+            })
         });
-        if !unnat.is_empty() {
-            let ifaces = self.pinned_map("cilc_nat_ifaces")?;
-            for n in &unnat {
-                let _ = ifaces.delete(&n.key());
-            }
-        }
-        record.nat = nat;
+        let (mut gone, kept): (Vec<Attachment>, Vec<Attachment>) =
+            record.attachments.into_iter().partition(|a| {
+                named(a)
+                    || (a.target.hook.is_snat()
+                        && unnat
+                            .iter()
+                            .any(|n| n.is(&a.target.iface, a.target.netns.as_ref())))
+            });
+        // Egress first, and the interface unregistered last: the
+        // translating egress program never runs without its registration
+        // (it would drop `snat` traffic, never send it untranslated).
+        gone.sort_by_key(|a| a.target.hook != Hook::TcEgressSnat);
         for a in &gone {
             let path = self.link_path(&a.target);
             if let Ok(link) = Link::open(&path) {
@@ -677,6 +682,13 @@ impl Installation {
             }
             let _ = std::fs::remove_file(&path);
         }
+        if !unnat.is_empty() {
+            let ifaces = self.pinned_map("cilc_nat_ifaces")?;
+            for n in &unnat {
+                let _ = ifaces.delete(&n.key());
+            }
+        }
+        record.nat = nat;
         record.attachments = kept;
         self.write_record(&record)?;
         Ok(gone.into_iter().map(|a| a.target).collect())

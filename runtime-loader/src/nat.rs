@@ -215,7 +215,8 @@ pub struct Mapping {
     /// The source it leaves with.
     pub addr: IpAddr,
     pub port: u16,
-    pub age: Duration,
+    /// Since a packet last used it.
+    pub idle: Duration,
 }
 
 /// What one NAT GC pass removed.
@@ -247,14 +248,14 @@ impl Tables {
                 .forward
                 .lookup(&key, MapFlags::ANY)
                 .map_err(|e| Error::Kernel(format!("cannot read the NAT table: {e}")))?;
-            if let Some((addr, port, created)) =
+            if let Some((addr, port, seen)) =
                 value.and_then(|v| parse_entry(&v, flow.src.is_ipv6()))
             {
                 out.push(Mapping {
                     flow,
                     addr,
                     port,
-                    age: Duration::from_nanos(now.saturating_sub(created)),
+                    idle: Duration::from_nanos(now.saturating_sub(seen)),
                 });
             }
         }
@@ -275,9 +276,21 @@ impl Tables {
         let grace = GRACE.as_nanos() as u64;
         let now = conntrack::now_ns();
         for m in self.mappings()? {
-            let young = (m.age.as_nanos() as u64) < grace;
             // SNAT is on egress: conntrack holds the flow under direction 1.
-            if young || ct.live(&m.flow, 1)? {
+            if m.idle < GRACE || ct.live(&m.flow, 1)? {
+                report.kept += 1;
+                continue;
+            }
+            // Read it again just before deleting: a packet may have used
+            // it meanwhile (and made a new conntrack entry).
+            let again = self
+                .forward
+                .lookup(&key_bytes(&m.flow), MapFlags::ANY)
+                .ok()
+                .flatten()
+                .and_then(|v| parse_entry(&v, m.flow.src.is_ipv6()));
+            let idle = again.map(|(_, _, seen)| now.saturating_sub(seen));
+            if idle.is_none_or(|i| i < grace) || ct.live(&m.flow, 1)? {
                 report.kept += 1;
                 continue;
             }
