@@ -474,6 +474,156 @@ static __always_inline void identity(const __u64 *addr, int v6, __u64 *bits, __u
 	}
 }
 
+/* ---- the table strategy (cilc.h) ---- */
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct cilc_tnode);
+	__uint(max_entries, 1);
+} cilc_table SEC(".maps");
+
+/* Where a walk is, kept between steps of bpf_loop. */
+struct cilc_walk_state {
+	__u32 entry;
+	__u32 end;
+	__u32 node;
+	__u32 flags;
+	__u32 best;
+	__u32 best_prio;
+	__u32 accepted;
+	__u32 result;
+};
+
+static long (*bpf_loop)(__u32 nr_loops, void *callback_fn, void *callback_ctx,
+			__u64 flags) = (void *)BPF_FUNC_loop;
+
+/* A diagram's first match is known: combine it as the generated code
+ * does (llvm.rs `hook`). Returns 1 when the hook's decision is made. */
+static __always_inline int walk_diagram_done(struct cilc_walk_state *w)
+{
+	__u32 best = w->best;
+	w->best = 0;
+	w->best_prio = 0xffffffff;
+	if (w->flags & CILC_T_POLICY) {
+		w->result = best ? best : (w->accepted ? w->accepted : CILC_NO_POLICY);
+		return 1;
+	}
+	if ((best & 0x0f) == CILC_CHAIN_DROP) {
+		w->result = best;
+		return 1;
+	}
+	if (best && !w->accepted)
+		w->accepted = best;
+	return 0;
+}
+
+/* One step: start the next root, or follow one node. Returns 1 to stop. */
+static long walk_step(__u32 i, void *arg)
+{
+	struct cilc_walk_state *w = arg;
+	__u32 zero = 0;
+	struct cilc_ctx *c = bpf_map_lookup_elem(&cilc_scratch, &zero);
+	if (!c)
+		return 1;
+	if (w->node == 0) {
+		if (w->entry >= w->end) {
+			w->result = w->accepted ? w->accepted : CILC_NO_POLICY;
+			return 1;
+		}
+		__u32 e = w->entry;
+		struct cilc_tnode *en = bpf_map_lookup_elem(&cilc_table, &e);
+		if (!en || en->kind != CILC_T_ENTRY)
+			return 1;
+		w->node = en->a;
+		w->flags = en->b;
+		return 0;
+	}
+	__u32 k = w->node;
+	struct cilc_tnode *n = bpf_map_lookup_elem(&cilc_table, &k);
+	if (!n)
+		return 1;
+	int yes;
+	switch (n->kind) {
+	case CILC_T_SPLIT: {
+		__u64 hi = 0, lo;
+		switch (n->field) {
+		case 0:
+			hi = c->src[0];
+			lo = c->src[1];
+			break;
+		case 1:
+			hi = c->dst[0];
+			lo = c->dst[1];
+			break;
+		case 2:
+			lo = c->proto;
+			break;
+		case 3:
+			lo = c->sport;
+			break;
+		case 4:
+			lo = c->dport;
+			break;
+		case 5:
+			lo = c->icmp_type;
+			break;
+		default:
+			lo = c->icmp_code;
+			break;
+		}
+		yes = hi < n->cut[0] || (hi == n->cut[0] && lo < n->cut[1]);
+		break;
+	}
+	case CILC_T_BIT: {
+		__u32 bit = n->arg & (CILC_PRED_WORDS * 64 - 1);
+		__u64 word = n->field ? c->dst_bits[bit / 64] : c->src_bits[bit / 64];
+		yes = (word >> (bit % 64)) & 1;
+		break;
+	}
+	case CILC_T_PORT:
+		yes = c->dst_ports[n->arg & (CILC_NAMED_PORTS - 1)] == c->dport;
+		break;
+	case CILC_T_FLAGS:
+		yes = (c->tcp_flags & n->arg) == n->c;
+		break;
+	case CILC_T_LEAF:
+		if (n->a && n->b < w->best_prio) {
+			w->best = n->a;
+			w->best_prio = n->b;
+		}
+		w->node = 0;
+		w->entry += 1;
+		if (w->flags & CILC_T_LAST)
+			return walk_diagram_done(w);
+		return 0;
+	default:
+		return 1;
+	}
+	w->node = yes ? n->a : n->b;
+	return 0;
+}
+
+/* Most steps a walk may take (every root's depth, summed); a table whose
+ * walk could be longer is refused by the compiler. */
+#define CILC_WALK_MAX (1u << 20)
+
+__u32 cilc_walk(struct cilc_ctx *ctx, __u32 direction)
+{
+	__u32 head = 1 + (direction & 1) * 2 + (ctx->v6 ? 1 : 0);
+	struct cilc_tnode *h = bpf_map_lookup_elem(&cilc_table, &head);
+	if (!h || h->kind != CILC_T_HEAD)
+		return CILC_NO_POLICY;
+	struct cilc_walk_state w = {
+		.entry = h->a,
+		.end = h->a + h->b,
+		.best_prio = 0xffffffff,
+		.result = CILC_NO_POLICY,
+	};
+	bpf_loop(CILC_WALK_MAX, walk_step, &w, 0);
+	return w.result;
+}
+
 /* The classifier, once per object: a global function, so LLVM generates it
  * once for the three entries and the verifier checks it once per program,
  * on its own, from its BTF signature (its arguments are then unknown: the

@@ -280,8 +280,51 @@ enum cilc_ct_event {
 	CILC_CT_EVENTS = 6,
 };
 
+/* ---- the table strategy ----
+ * The decision diagrams as data (compiler/src/codegen/table.rs writes
+ * them, the loader fills the map `cilc_table` from the object's section
+ * `.cilc.table`), walked by cilc_walk: the code is the same for every
+ * policy. Node 0 is unused (a walk at node 0 is between roots); nodes
+ * 1..4 are the hooks' heads (1 + direction * 2 + v6). */
+enum cilc_tnode_kind {
+	/* a: first entry, b: number of entries. */
+	CILC_T_HEAD = 1,
+	/* One root of a diagram. a: the root node; b: CILC_T_POLICY (the
+	 * policy layer, else a chain) | CILC_T_LAST (its diagram's last). */
+	CILC_T_ENTRY = 2,
+	/* field < cut (cut[0] high half, cut[1] low half): a, else b. */
+	CILC_T_SPLIT = 3,
+	/* Predicate bit `arg` of end `field` (0 src, 1 dst) set: a, else b. */
+	CILC_T_BIT = 4,
+	/* The destination names its port dport in slot `arg`: a, else b. */
+	CILC_T_PORT = 5,
+	/* tcp_flags & arg == c: a, else b. */
+	CILC_T_FLAGS = 6,
+	/* The first term of this part: decision a (0: none), priority b. */
+	CILC_T_LEAF = 7,
+};
+
+#define CILC_T_POLICY 1u
+#define CILC_T_LAST 2u
+
+struct cilc_tnode {
+	__u8 kind;
+	__u8 field;
+	__u16 arg;
+	__u32 a;
+	__u32 b;
+	__u32 c;
+	__u64 cut[2];
+};
+
+_Static_assert(sizeof(struct cilc_tnode) == 32, "layout");
+
 /* Defined by the code cilc generates for a policy, and inlined into
  * cilc_decide (cilc.c). */
 extern __u32 cilc_classify(struct cilc_ctx *ctx, __u32 direction);
+
+/* The table strategy's classifier (cilc.c); the code generated for a
+ * table-strategy object calls it. */
+extern __u32 cilc_walk(struct cilc_ctx *ctx, __u32 direction);
 
 #endif

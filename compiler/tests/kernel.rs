@@ -70,7 +70,7 @@ fn semantic_cases_on_the_kernel() {
     for e in std::fs::read_dir(root().join("tests/semantics")).unwrap() {
         let path = e.unwrap().path();
         let file = cases::parse_case_file(&std::fs::read_to_string(&path).unwrap()).unwrap();
-        for strategy in [Strategy::Tree, Strategy::Linear] {
+        for strategy in [Strategy::Tree, Strategy::Linear, Strategy::Table] {
             let (ir, mut r) = load(&file.policy, strategy);
             let mut failures = Vec::new();
             for c in file.cases.iter().filter(|c| kernel_can_judge(&c.packet)) {
@@ -118,7 +118,7 @@ proptest! {
         pkts in proptest::collection::vec((any::<bool>(), 0usize..6, any::<u32>(), any::<u32>(), 0usize..4, any::<u16>(), any::<u16>(), 0usize..6), 200),
     ) {
         let src = cilc::gen::policy(seed, rules);
-        for strategy in [Strategy::Tree, Strategy::Linear] {
+        for strategy in [Strategy::Tree, Strategy::Linear, Strategy::Table] {
             let (ir, mut r) = load(&src, strategy);
             for p in &pkts {
                 let p = on_wire(&parse_packet(&random_line(*p)).unwrap());
@@ -163,7 +163,7 @@ fn classbench(filters: &str, trace: &str, truth: Option<&str>, strategy: Strateg
 
 /// A lyxocs set with its derived truth, both strategies.
 fn lyxocs(set: &str) {
-    for strategy in [Strategy::Tree, Strategy::Linear] {
+    for strategy in [Strategy::Tree, Strategy::Linear, Strategy::Table] {
         classbench(
             &format!("lyxocs_ruleSet/{set}"),
             &format!("lyxocs_ruleSet/{set}_trace"),
@@ -175,7 +175,7 @@ fn lyxocs(set: &str) {
 
 /// A wustl set, whose trace carries the exact first match, both strategies.
 fn wustl(set: &str) {
-    for strategy in [Strategy::Tree, Strategy::Linear] {
+    for strategy in [Strategy::Tree, Strategy::Linear, Strategy::Table] {
         classbench(
             &format!("wustl_hs1/{set}"),
             &format!("wustl_hs1/{set}_trace"),

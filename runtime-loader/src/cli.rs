@@ -314,7 +314,8 @@ pub enum NodeCommand {
         #[command(flatten)]
         place: Place,
     },
-    /// Remove expired conntrack entries (non-TCP first when the table fills).
+    /// Remove expired conntrack entries (non-TCP first when the table fills)
+    /// and the source NAT mappings of flows gone.
     Gc {
         /// Keep running, one pass every this many seconds.
         #[arg(long)]

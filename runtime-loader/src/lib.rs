@@ -228,6 +228,7 @@ impl Loaded {
                 ("cilc_ct6", Some(s)) => Some(s.ct6_max),
                 ("cilc_idents", Some(s)) => Some(s.idents_max),
                 ("cilc_rule_snat", _) => Some(rules),
+                ("cilc_table", _) => artifact.manifest.table_nodes,
                 ("cilc_snat" | "cilc_snat_rev", Some(s)) => Some(s.nat_max),
                 _ => None,
             };
@@ -254,7 +255,40 @@ impl Loaded {
             manifest: artifact.manifest.clone(),
         };
         loaded.fill_rule_snat()?;
+        if !opts.artifact_maps {
+            loaded.fill_table(&artifact.bytes)?;
+        }
         Ok(loaded)
+    }
+
+    /// The table strategy's nodes, from the object's section into the map
+    /// the programs walk.
+    fn fill_table(&self, object: &[u8]) -> Result<(), Error> {
+        let Some(n) = self.manifest.table_nodes else {
+            return Ok(());
+        };
+        let file = object::File::parse(object).map_err(|e| Error::NotCilc(e.to_string()))?;
+        let data = file
+            .section_by_name(manifest::TABLE_SECTION)
+            .and_then(|s| s.data().ok())
+            .ok_or_else(|| Error::NotCilc(format!("no {} section", manifest::TABLE_SECTION)))?;
+        if data.len() < n as usize * 32 {
+            return Err(Error::NotCilc(format!(
+                "{} holds {} bytes, not the {n} nodes the manifest says",
+                manifest::TABLE_SECTION,
+                data.len()
+            )));
+        }
+        let map = self.map("cilc_table")?;
+        let keys: Vec<u8> = (0..n).flat_map(|i| i.to_ne_bytes()).collect();
+        map.update_batch(
+            &keys,
+            &data[..n as usize * 32],
+            n,
+            MapFlags::ANY,
+            MapFlags::ANY,
+        )
+        .map_err(|e| Error::Kernel(format!("cannot fill the table: {e}")))
     }
 
     /// Each rule's `snat`, from the manifest, where the programs read it.

@@ -37,7 +37,14 @@ pub struct Manifest {
     pub predicates: Vec<Predicate>,
     /// Named port slot → the port's name.
     pub named_ports: Vec<String>,
+    /// The table strategy: nodes in the section `.cilc.table`, which a
+    /// loader copies into the map `cilc_table`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table_nodes: Option<u32>,
 }
+
+/// The ELF section of the table strategy's nodes (32 bytes each).
+pub const TABLE_SECTION: &str = ".cilc.table";
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Rule {
@@ -160,6 +167,11 @@ pub fn maps() -> Vec<MapInfo> {
             "cilc_snat_rev",
             Keep::State,
             "source NAT, reverse: translated reply → original address and port",
+        ),
+        map(
+            "cilc_table",
+            Keep::Artifact,
+            "the table strategy's decision diagrams (nodes walked per packet); filled by the loader from the object",
         ),
         map(
             "cilc_rule_snat",

@@ -862,7 +862,14 @@ fn options() {
 }
 
 /// Generate, link, optimise and emit the object.
-pub fn emit(hooks: &[HookPlan<'_>], manifest: &[u8], stdlib: &[u8]) -> Result<Vec<u8>, Err> {
+/// `table`: the table strategy's encoded diagrams (table.rs); the
+/// classifier is then a call of stdlib's walker, not code per diagram.
+pub fn emit(
+    hooks: &[HookPlan<'_>],
+    manifest: &[u8],
+    stdlib: &[u8],
+    table: Option<&[u8]>,
+) -> Result<Vec<u8>, Err> {
     // SAFETY: the handler only prints and exits.
     unsafe { inkwell::support::error_handling::install_fatal_error_handler(fatal) };
     Target::initialize_bpf(&InitializationConfig::default());
@@ -900,32 +907,28 @@ pub fn emit(hooks: &[HookPlan<'_>], manifest: &[u8], stdlib: &[u8]) -> Result<Ve
         i32t: ctx.i32_type(),
     };
     g.b.position_at_end(entry);
-    let v6 = g.load(g.i32t, layout::V6)?;
-    let v6 =
-        g.b.build_int_compare(IntPredicate::NE, v6, g.i32t.const_zero(), "")
-            .map_err(e)?;
-    let v6 = g.b.build_int_z_extend(v6, g.i32t, "").map_err(e)?;
-    let twice =
-        g.b.build_left_shift(dir, g.i32t.const_int(1, false), "")
-            .map_err(e)?;
-    let key = g.b.build_or(twice, v6, "").map_err(e)?;
-    let none = g.block("no_hook");
-    let mut cases = Vec::new();
-    for h in hooks {
-        let bb = g.block(&format!("hook_{}_{}", h.direction, u8::from(h.v6)));
-        cases.push((
-            g.i32t
-                .const_int(u64::from(h.direction * 2 + u32::from(h.v6)), false),
-            bb,
-        ));
-    }
-    g.b.build_switch(key, none, &cases).map_err(e)?;
-    g.b.position_at_end(none);
-    g.b.build_return(Some(&g.i32t.const_int(u64::from(NO_POLICY), false)))
-        .map_err(e)?;
-    for (h, (_, bb)) in hooks.iter().zip(&cases) {
-        g.b.position_at_end(*bb);
-        g.hook(h)?;
+    // The walker: inlined where the table strategy calls it, dropped
+    // everywhere else.
+    let walk = module
+        .get_function("cilc_walk")
+        .ok_or("the stdlib bitcode does not define cilc_walk")?;
+    walk.set_linkage(Linkage::Internal);
+    walk.add_attribute(AttributeLoc::Function, ctx.create_enum_attribute(always, 0));
+    if let Some(bytes) = table {
+        let d =
+            g.b.build_call(walk, &[p.into(), dir.into()], "")
+                .map_err(e)?
+                .try_as_basic_value()
+                .basic()
+                .ok_or("cilc_walk returns nothing")?;
+        g.b.build_return(Some(&d)).map_err(e)?;
+        let data = ctx.const_string(bytes, false);
+        let global = module.add_global(data.get_type(), None, "cilc_table_data");
+        global.set_initializer(&data);
+        global.set_constant(true);
+        global.set_section(Some(super::table::SECTION));
+    } else {
+        g.switch_hooks(hooks, dir)?;
     }
     // The manifest, in its own section (libbpf skips unknown sections).
     let bytes = ctx.const_string(manifest, false);
@@ -936,6 +939,46 @@ pub fn emit(hooks: &[HookPlan<'_>], manifest: &[u8], stdlib: &[u8]) -> Result<Ve
     module
         .verify()
         .map_err(|m| format!("generated IR is invalid: {m}"))?;
+    finish(&module)
+}
+
+impl<'ctx> Gen<'ctx> {
+    /// The classifier as code: one block per hook, by direction and family.
+    fn switch_hooks(&self, hooks: &[HookPlan<'_>], dir: IntValue<'ctx>) -> Result<(), Err> {
+        let g = self;
+        let v6 = g.load(g.i32t, layout::V6)?;
+        let v6 =
+            g.b.build_int_compare(IntPredicate::NE, v6, g.i32t.const_zero(), "")
+                .map_err(e)?;
+        let v6 = g.b.build_int_z_extend(v6, g.i32t, "").map_err(e)?;
+        let twice =
+            g.b.build_left_shift(dir, g.i32t.const_int(1, false), "")
+                .map_err(e)?;
+        let key = g.b.build_or(twice, v6, "").map_err(e)?;
+        let none = g.block("no_hook");
+        let mut cases = Vec::new();
+        for h in hooks {
+            let bb = g.block(&format!("hook_{}_{}", h.direction, u8::from(h.v6)));
+            cases.push((
+                g.i32t
+                    .const_int(u64::from(h.direction * 2 + u32::from(h.v6)), false),
+                bb,
+            ));
+        }
+        g.b.build_switch(key, none, &cases).map_err(e)?;
+        g.b.position_at_end(none);
+        g.b.build_return(Some(&g.i32t.const_int(u64::from(NO_POLICY), false)))
+            .map_err(e)?;
+        for (h, (_, bb)) in hooks.iter().zip(&cases) {
+            g.b.position_at_end(*bb);
+            g.hook(h)?;
+        }
+        Ok(())
+    }
+}
+
+/// Optimise and emit the object.
+fn finish(module: &Module<'_>) -> Result<Vec<u8>, Err> {
     let triple = TargetTriple::create("bpfel");
     let target = Target::from_triple(&triple).map_err(e)?;
     let tm = target
@@ -960,7 +1003,7 @@ pub fn emit(hooks: &[HookPlan<'_>], manifest: &[u8], stdlib: &[u8]) -> Result<Ve
     }
     let t1 = std::time::Instant::now();
     let out = tm
-        .write_to_memory_buffer(&module, FileType::Object)
+        .write_to_memory_buffer(module, FileType::Object)
         .map_err(e)?;
     if std::env::var_os("CILC_TIME").is_some() {
         eprintln!("llvm: passes {:?}, codegen {:?}", t1 - t0, t1.elapsed());

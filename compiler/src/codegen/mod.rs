@@ -8,6 +8,7 @@
 //! bitcode of `stdlib-bpf/cilc.c` and emits the object. See docs/backend.md.
 
 mod llvm;
+pub mod table;
 
 use cilc_grammar::ast::Span;
 use runtime_loader::manifest::{self, Manifest};
@@ -27,6 +28,10 @@ pub enum Strategy {
     Tree,
     /// Every rule tried in order: the naive baseline and a second oracle.
     Linear,
+    /// The decision diagrams as data in a map, walked by one loop that is
+    /// the same for every policy (table.rs): for policies too large for
+    /// code.
+    Table,
     /// Parse and look up identities, decide nothing (every IP packet gets
     /// "no policy"): the floor that benchmarks compare with.
     ParseOnly,
@@ -37,6 +42,7 @@ impl Strategy {
         match self {
             Strategy::Tree => "tree",
             Strategy::Linear => "linear",
+            Strategy::Table => "table",
             Strategy::ParseOnly => "parse-only",
         }
     }
@@ -163,6 +169,9 @@ fn linear(mut f: Forest) -> Forest {
     f
 }
 
+/// `CILC_WALK_MAX` in stdlib-bpf/cilc.c.
+const WALK_MAX: u64 = 1 << 20;
+
 fn error(message: String) -> Vec<Diagnostic> {
     vec![Diagnostic::error(Code::Internal, Span::default(), message)]
 }
@@ -171,7 +180,7 @@ fn error(message: String) -> Vec<Diagnostic> {
 pub fn compile(ir: &Validated, src: &str, opts: &Options) -> Result<Output, Vec<Diagnostic>> {
     let forest = build::build(ir, &build::Options::default());
     let forest = match opts.strategy {
-        Strategy::Tree => forest,
+        Strategy::Tree | Strategy::Table => forest,
         Strategy::Linear => linear(forest),
         Strategy::ParseOnly => {
             let mut f = forest;
@@ -248,9 +257,20 @@ pub fn compile(ir: &Validated, src: &str, opts: &Options) -> Result<Output, Vec<
             manifest::NAMED_PORTS
         )));
     }
-    let manifest = make_manifest(ir, src, opts, &tables);
+    let table = (opts.strategy == Strategy::Table).then(|| table::encode(&hooks));
+    if let Some(t) = &table {
+        if t.max_steps > WALK_MAX {
+            return Err(error(format!(
+                "a walk of the table could take {} steps; the walker stops at {WALK_MAX}",
+                t.max_steps
+            )));
+        }
+    }
+    let mut manifest = make_manifest(ir, src, opts, &tables);
+    manifest.table_nodes = table.as_ref().map(|t| t.nodes.len() as u32);
     let json = serde_json::to_vec(&manifest).map_err(|e| error(e.to_string()))?;
-    let mut object = llvm::emit(&hooks, &json, STDLIB).map_err(error)?;
+    let bytes = table.as_ref().map(|t| t.bytes());
+    let mut object = llvm::emit(&hooks, &json, STDLIB, bytes.as_deref()).map_err(error)?;
     manifest::seal(&mut object).map_err(error)?;
     Ok(Output { object, manifest })
 }
@@ -321,5 +341,6 @@ fn make_manifest(ir: &Validated, src: &str, opts: &Options, t: &Tables) -> Manif
         maps: manifest::maps(),
         predicates,
         named_ports: t.ports.clone(),
+        table_nodes: None,
     }
 }

@@ -1,0 +1,322 @@
+//! The table strategy: the decision diagrams as data.
+//!
+//! Stage: **`[HookPlan]` → `Table`** (nodes of `struct cilc_tnode`, see
+//! stdlib-bpf/cilc.h), which the object carries in its section
+//! `.cilc.table` and a loader copies into the map `cilc_table`; the
+//! programs walk it (`cilc_walk`, one `bpf_loop` step per node). The code
+//! is then the same for every policy: compile time is the diagrams' build,
+//! the verifier checks one small loop body, and a policy change is a change
+//! of data. Linear leaves become chains of node tests (one per interval
+//! bound and atom), so the walker knows only splits, atom tests and leaves.
+
+use std::collections::HashMap;
+
+use super::{AtomCode, DiagramPlan, HookPlan};
+use crate::tree::{Field, Node, NodeId, Side, TermId};
+
+const HEAD: u8 = 1;
+const ENTRY: u8 = 2;
+const SPLIT: u8 = 3;
+const BIT: u8 = 4;
+const PORT: u8 = 5;
+const FLAGS: u8 = 6;
+const LEAF: u8 = 7;
+
+const POLICY: u32 = 1;
+const LAST: u32 = 2;
+
+/// The ELF section that carries the table.
+pub const SECTION: &str = runtime_loader::manifest::TABLE_SECTION;
+
+/// One `struct cilc_tnode`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct TNode {
+    pub kind: u8,
+    pub field: u8,
+    pub arg: u16,
+    pub a: u32,
+    pub b: u32,
+    pub c: u32,
+    pub cut: u128,
+}
+
+impl TNode {
+    fn bytes(&self, out: &mut Vec<u8>) {
+        out.push(self.kind);
+        out.push(self.field);
+        out.extend_from_slice(&self.arg.to_le_bytes());
+        out.extend_from_slice(&self.a.to_le_bytes());
+        out.extend_from_slice(&self.b.to_le_bytes());
+        out.extend_from_slice(&self.c.to_le_bytes());
+        out.extend_from_slice(&((self.cut >> 64) as u64).to_le_bytes());
+        out.extend_from_slice(&(self.cut as u64).to_le_bytes());
+    }
+}
+
+/// The encoded diagrams of every hook.
+#[derive(Debug, Default)]
+pub struct Table {
+    pub nodes: Vec<TNode>,
+    /// The most steps one walk takes (every root's depth, summed, per hook;
+    /// the largest hook).
+    pub max_steps: u64,
+}
+
+impl Table {
+    /// The bytes of the section (little-endian, like the BPF target).
+    pub fn bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.nodes.len() * 32);
+        for n in &self.nodes {
+            n.bytes(&mut out);
+        }
+        out
+    }
+}
+
+struct Enc<'a> {
+    t: Table,
+    /// Identical nodes once (diagrams share subtrees, and so do chains).
+    seen: HashMap<TNode, u32>,
+    hook: &'a HookPlan<'a>,
+}
+
+impl Enc<'_> {
+    fn push(&mut self, n: TNode) -> u32 {
+        if let Some(&i) = self.seen.get(&n) {
+            return i;
+        }
+        let i = self.t.nodes.len() as u32;
+        self.t.nodes.push(n);
+        self.seen.insert(n, i);
+        i
+    }
+
+    fn leaf(&mut self, code: u32, prio: u32) -> u32 {
+        self.push(TNode {
+            kind: LEAF,
+            a: code,
+            b: prio,
+            ..TNode::default()
+        })
+    }
+
+    /// `atom` holds: `yes`, else `no`.
+    fn atom(&mut self, atom: u32, yes: u32, no: u32) -> u32 {
+        match &self.hook.atoms[atom as usize] {
+            AtomCode::Bit(side, bit) => self.push(TNode {
+                kind: BIT,
+                field: u8::from(*side == Side::Dst),
+                arg: *bit as u16,
+                a: yes,
+                b: no,
+                ..TNode::default()
+            }),
+            // None of the bits: each one set goes to `no`.
+            AtomCode::NoBit(side, bits) => bits.iter().rev().fold(yes, |next, bit| {
+                self.push(TNode {
+                    kind: BIT,
+                    field: u8::from(*side == Side::Dst),
+                    arg: *bit as u16,
+                    a: no,
+                    b: next,
+                    ..TNode::default()
+                })
+            }),
+            AtomCode::Port(slot) => self.push(TNode {
+                kind: PORT,
+                arg: *slot as u16,
+                a: yes,
+                b: no,
+                ..TNode::default()
+            }),
+            AtomCode::Flags(v, m) => self.push(TNode {
+                kind: FLAGS,
+                arg: *m,
+                c: u32::from(*v),
+                a: yes,
+                b: no,
+                ..TNode::default()
+            }),
+            AtomCode::True => yes,
+        }
+    }
+
+    fn split(&mut self, field: Field, cut: u128, lo: u32, hi: u32) -> u32 {
+        self.push(TNode {
+            kind: SPLIT,
+            field: field.index() as u8,
+            cut,
+            a: lo,
+            b: hi,
+            ..TNode::default()
+        })
+    }
+
+    /// A term's conditions, in front of `ok`; `fail` when one does not hold.
+    fn term(&mut self, d: &DiagramPlan<'_>, t: TermId, ok: u32, fail: u32) -> u32 {
+        let term = &d.diagram.terms[t as usize];
+        let mut next = ok;
+        for a in term.atoms.iter().rev() {
+            next = self.atom(*a, next, fail);
+        }
+        for (i, set) in term.fields.iter().enumerate().rev() {
+            let Some(set) = set else { continue };
+            let field = crate::tree::FIELDS[i];
+            // Intervals from the last: v < a fails (sorted: no later one
+            // holds it either), v <= b passes, else the next interval.
+            let mut rest = fail;
+            for &(a, b) in set.iter().rev() {
+                let inside = match b.checked_add(1) {
+                    Some(b1) => self.split(field, b1, next, rest),
+                    None => next,
+                };
+                rest = if a == 0 {
+                    inside
+                } else {
+                    self.split(field, a, fail, inside)
+                };
+            }
+            next = rest;
+        }
+        next
+    }
+
+    /// One diagram part from `root`: its nodes, bottom-up (a node's
+    /// children are encoded first). Returns the encoded root.
+    fn part(&mut self, d: &DiagramPlan<'_>, root: NodeId, memo: &mut HashMap<NodeId, u32>) -> u32 {
+        // Iterative post-order: diagrams are deep enough to matter.
+        let mut stack = vec![(root, false)];
+        while let Some((n, expanded)) = stack.pop() {
+            if memo.contains_key(&n) {
+                continue;
+            }
+            let node = &d.diagram.nodes[n as usize];
+            let kids: Vec<NodeId> = match node {
+                Node::Split { lo, hi, .. } => vec![*lo, *hi],
+                Node::Test { yes, no, .. } => vec![*yes, *no],
+                _ => vec![],
+            };
+            if !expanded && kids.iter().any(|k| !memo.contains_key(k)) {
+                stack.push((n, true));
+                stack.extend(kids.into_iter().map(|k| (k, false)));
+                continue;
+            }
+            let id = match node {
+                Node::Split { field, cut, lo, hi } => {
+                    let (lo, hi) = (memo[lo], memo[hi]);
+                    self.split(*field, *cut, lo, hi)
+                }
+                Node::Test { atom, yes, no } => {
+                    let (yes, no) = (memo[yes], memo[no]);
+                    self.atom(*atom, yes, no)
+                }
+                Node::Leaf(None) => self.leaf(0, u32::MAX),
+                Node::Leaf(Some(t)) => self.leaf(d.codes[*t as usize], *t),
+                Node::Linear(ts) => {
+                    let mut next = self.leaf(0, u32::MAX);
+                    for t in ts.iter().rev() {
+                        let hit = self.leaf(d.codes[*t as usize], *t);
+                        next = self.term(d, *t, hit, next);
+                    }
+                    next
+                }
+            };
+            memo.insert(n, id);
+        }
+        memo[&root]
+    }
+}
+
+/// The longest walk through a part: the depth of its encoded DAG.
+fn depth(nodes: &[TNode], root: u32, memo: &mut HashMap<u32, u64>) -> u64 {
+    let mut stack = vec![(root, false)];
+    while let Some((n, expanded)) = stack.pop() {
+        if memo.contains_key(&n) {
+            continue;
+        }
+        let t = nodes[n as usize];
+        let kids = if t.kind == LEAF {
+            vec![]
+        } else {
+            vec![t.a, t.b]
+        };
+        if !expanded && kids.iter().any(|k| !memo.contains_key(k)) {
+            stack.push((n, true));
+            stack.extend(kids.into_iter().map(|k| (k, false)));
+            continue;
+        }
+        let d = 1 + kids.iter().map(|k| memo[k]).max().unwrap_or(0);
+        memo.insert(n, d);
+    }
+    memo[&root]
+}
+
+/// Encode every hook's diagrams.
+pub fn encode(hooks: &[HookPlan<'_>]) -> Table {
+    // Node 0 unused, 1..=4 the heads; entries and nodes after.
+    let mut nodes = vec![TNode::default(); 5];
+    let mut max_steps = 0;
+    let mut entries_of = Vec::new();
+    let mut t = Table::default();
+    std::mem::swap(&mut t.nodes, &mut nodes);
+    let mut seen = HashMap::new();
+    for h in hooks {
+        let mut enc = Enc {
+            t: std::mem::take(&mut t),
+            seen: std::mem::take(&mut seen),
+            hook: h,
+        };
+        let mut entries = Vec::new();
+        let diagrams = h
+            .chains
+            .iter()
+            .map(|d| (d, 0))
+            .chain(h.policy.iter().map(|d| (d, POLICY)));
+        for (d, kind) in diagrams {
+            let mut memo = HashMap::new();
+            let roots: Vec<u32> = d
+                .diagram
+                .roots
+                .iter()
+                .map(|r| enc.part(d, *r, &mut memo))
+                .collect();
+            for (i, r) in roots.iter().enumerate() {
+                let last = if i + 1 == roots.len() { LAST } else { 0 };
+                entries.push((*r, kind | last));
+            }
+            if roots.is_empty() {
+                // A diagram with no part decides nothing, but a policy
+                // layer still ends the walk.
+                let none = enc.leaf(0, u32::MAX);
+                entries.push((none, kind | LAST));
+            }
+        }
+        t = enc.t;
+        seen = enc.seen;
+        entries_of.push((h.direction, h.v6, entries));
+    }
+    // Entries last, after every node they point to; heads point at them.
+    let mut dmemo = HashMap::new();
+    for (direction, v6, entries) in entries_of {
+        let first = t.nodes.len() as u32;
+        let mut steps = 0;
+        for (root, flags) in &entries {
+            steps += 1 + depth(&t.nodes, *root, &mut dmemo);
+            t.nodes.push(TNode {
+                kind: ENTRY,
+                a: *root,
+                b: *flags,
+                ..TNode::default()
+            });
+        }
+        max_steps = max_steps.max(steps + 1);
+        t.nodes[1 + direction as usize * 2 + usize::from(v6)] = TNode {
+            kind: HEAD,
+            a: first,
+            b: entries.len() as u32,
+            ..TNode::default()
+        };
+    }
+    t.max_steps = max_steps;
+    t
+}
