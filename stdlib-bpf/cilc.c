@@ -483,8 +483,17 @@ struct {
 	__uint(max_entries, 1);
 } cilc_table SEC(".maps");
 
+/* Splits followed in one bpf_loop step at most. */
+#define CILC_WALK_SPLITS 8
+
 /* Where a walk is, kept between steps of bpf_loop. */
 struct cilc_walk_state {
+	/* The numeric fields splits read (tree::Field order): the addresses
+	 * (high, low), then protocol, ports, ICMP type and code. Kept small:
+	 * this state is on the stack, which the entry, cilc_judge and the
+	 * classifier share (512 bytes). */
+	__u64 addr[2][2];
+	__u32 small[5];
 	__u32 entry;
 	__u32 end;
 	__u32 node;
@@ -523,9 +532,6 @@ static long walk_step(__u32 i, void *arg)
 {
 	struct cilc_walk_state *w = arg;
 	__u32 zero = 0;
-	struct cilc_ctx *c = bpf_map_lookup_elem(&cilc_scratch, &zero);
-	if (!c)
-		return 1;
 	if (w->node == 0) {
 		if (w->entry >= w->end) {
 			w->result = w->accepted ? w->accepted : CILC_NO_POLICY;
@@ -539,42 +545,39 @@ static long walk_step(__u32 i, void *arg)
 		w->flags = en->b;
 		return 0;
 	}
+	/* Splits, several per step: a step's own cost (the call, the state
+	 * read and written through `arg`) is paid once for them. */
 	__u32 k = w->node;
-	struct cilc_tnode *n = bpf_map_lookup_elem(&cilc_table, &k);
-	if (!n)
-		return 1;
-	int yes;
-	switch (n->kind) {
-	case CILC_T_SPLIT: {
+	struct cilc_tnode *n = 0;
+#pragma unroll
+	for (int j = 0; j < CILC_WALK_SPLITS; j++) {
+		n = bpf_map_lookup_elem(&cilc_table, &k);
+		if (!n)
+			return 1;
+		if (n->kind != CILC_T_SPLIT)
+			break;
+		__u32 f = n->field;
 		__u64 hi = 0, lo;
-		switch (n->field) {
-		case 0:
-			hi = c->src[0];
-			lo = c->src[1];
-			break;
-		case 1:
-			hi = c->dst[0];
-			lo = c->dst[1];
-			break;
-		case 2:
-			lo = c->proto;
-			break;
-		case 3:
-			lo = c->sport;
-			break;
-		case 4:
-			lo = c->dport;
-			break;
-		case 5:
-			lo = c->icmp_type;
-			break;
-		default:
-			lo = c->icmp_code;
-			break;
+		if (f < 2) {
+			hi = w->addr[f][0];
+			lo = w->addr[f][1];
+		} else if (f < 7) {
+			lo = w->small[f - 2];
+		} else {
+			return 1;
 		}
-		yes = hi < n->cut[0] || (hi == n->cut[0] && lo < n->cut[1]);
-		break;
+		k = hi < n->cut[0] || (hi == n->cut[0] && lo < n->cut[1]) ? n->a : n->b;
+		n = 0;
 	}
+	w->node = k;
+	if (!n)
+		return 0;
+	int yes;
+	/* Atom tests read the packet's identities (rarer than splits). */
+	struct cilc_ctx *c = bpf_map_lookup_elem(&cilc_scratch, &zero);
+	if (!c)
+		return 1;
+	switch (n->kind) {
 	case CILC_T_BIT: {
 		__u32 bit = n->arg & (CILC_PRED_WORDS * 64 - 1);
 		__u64 word = n->field ? c->dst_bits[bit / 64] : c->src_bits[bit / 64];
@@ -615,6 +618,8 @@ __u32 cilc_walk(struct cilc_ctx *ctx, __u32 direction)
 	if (!h || h->kind != CILC_T_HEAD)
 		return CILC_NO_POLICY;
 	struct cilc_walk_state w = {
+		.addr = { { ctx->src[0], ctx->src[1] }, { ctx->dst[0], ctx->dst[1] } },
+		.small = { ctx->proto, ctx->sport, ctx->dport, ctx->icmp_type, ctx->icmp_code },
 		.entry = h->a,
 		.end = h->a + h->b,
 		.best_prio = 0xffffffff,

@@ -961,6 +961,12 @@ pub fn inspect(object: &std::path::Path) -> Outcome {
     let _ = writeln!(o, "compiler: {} (layout {})", m.compiler, m.layout);
     let _ = writeln!(o, "source:   sha256 {}", m.source_sha256);
     let _ = writeln!(o, "strategy: {}", m.strategy);
+    if let Some(why) = &m.choice {
+        let _ = writeln!(o, "          {why}");
+    }
+    if let Some(n) = m.table_nodes {
+        let _ = writeln!(o, "table:    {n} nodes of 32 bytes (map cilc_table)");
+    }
     let _ = writeln!(o, "programs:");
     for p in &m.programs {
         let _ = writeln!(

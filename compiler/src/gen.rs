@@ -97,9 +97,11 @@ pub fn policy(seed: u64, rules: usize) -> String {
         }
         let _ = writeln!(
             out,
-            "ports p{i} = {}, {}, named web-{i}",
+            "ports p{i} = {}, {}, named web-{}",
             port(&mut r),
-            port(&mut r)
+            port(&mut r),
+            // A program holds 16 named ports: 6 of these and 10 metrics-N.
+            i % 6
         );
         let ns = if i % 3 == 0 {
             format!("in namespaces env=prod, team=t{i}")

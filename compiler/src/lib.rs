@@ -59,11 +59,25 @@ pub fn check_source(src: &str) -> (ast::File, resolve::Program, Vec<Diagnostic>)
 /// The whole front end and the IR: source text → validated IR, or the
 /// diagnostics (errors and warnings) when there is an error.
 pub fn compile_ir(src: &str) -> Result<(ir::Validated, Vec<Diagnostic>), Vec<Diagnostic>> {
+    let time = std::env::var_os("CILC_TIME").is_some();
+    let t0 = std::time::Instant::now();
     let (_, program, diags) = check_source(src);
     if diags.iter().any(Diagnostic::is_error) {
         return Err(diags);
     }
-    let validated = ir::validate(ir::lower(&program)).map_err(|e| {
+    let t1 = std::time::Instant::now();
+    let lowered = ir::lower(&program);
+    let t2 = std::time::Instant::now();
+    let validated = ir::validate(lowered);
+    if time {
+        eprintln!(
+            "front end: check {:?}, lower {:?}, validate {:?}",
+            t1 - t0,
+            t2 - t1,
+            t2.elapsed()
+        );
+    }
+    let validated = validated.map_err(|e| {
         vec![Diagnostic::error(
             diag::Code::Internal,
             Default::default(),

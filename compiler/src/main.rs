@@ -226,8 +226,10 @@ enum Command {
         /// Where to write the object.
         #[arg(long, short, default_value = "policy.bpf.o")]
         output: PathBuf,
-        /// `tree` (the decision diagrams) or `linear` (every rule in turn).
-        #[arg(long, value_enum, default_value_t = cilc::codegen::Strategy::Tree)]
+        /// `auto` (tree or table by the cost model), `tree` (the decision
+        /// diagrams as code), `table` (as data walked by a loop), `linear`
+        /// (every rule in turn), `parse-only`.
+        #[arg(long, value_enum, default_value_t = cilc::codegen::Strategy::Auto)]
         strategy: cilc::codegen::Strategy,
     },
     /// Load a compiled object and judge packets with it in the kernel.
@@ -287,6 +289,7 @@ enum Command {
             cilc::codegen::Strategy::ParseOnly,
             cilc::codegen::Strategy::Linear,
             cilc::codegen::Strategy::Tree,
+            cilc::codegen::Strategy::Table,
         ])]
         strategy: Vec<cilc::codegen::Strategy>,
         /// Judge ingress with the TC program instead of XDP.

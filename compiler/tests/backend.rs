@@ -106,3 +106,45 @@ fn inspect_lists_manifest_sections_functions_and_rules() {
     let text = hash.replace_all(&text, "sha256 HASH");
     snapshot("inspect_selectors", &text);
 }
+
+/// `auto` (the default) keeps small policies as code and says why; the
+/// table strategy's object carries its nodes and a classifier that is the
+/// walker alone, the same for every policy.
+#[test]
+fn auto_picks_tree_for_small_policies_and_inspect_says_why() {
+    let src = "select web = app=web\npolicy p on web {\n  ingress {\n    allow from 10.0.0.0/8 tcp 443\n  }\n}\n";
+    let d = dir("auto");
+    let input = d.join("p.cpl");
+    std::fs::write(&input, src).unwrap();
+    let object = d.join("auto.o");
+    cilc(&[
+        "compile",
+        input.to_str().unwrap(),
+        "-o",
+        object.to_str().unwrap(),
+    ]);
+    let text = cilc(&["inspect", object.to_str().unwrap()]);
+    assert!(text.contains("strategy: tree"), "{text}");
+    assert!(
+        text.contains("auto: ") && text.contains("within the 500000 budget"),
+        "{text}"
+    );
+
+    let table = compile(src, "table", "auto");
+    let text = cilc(&["inspect", table.to_str().unwrap()]);
+    assert!(
+        text.contains("strategy: table") && text.contains("nodes of 32 bytes"),
+        "{text}"
+    );
+    assert!(!text.contains("auto: "), "forced, not chosen: {text}");
+    let other = compile(
+        "select db = app=db\npolicy q on db {\n  egress {\n    deny to 192.0.2.0/24 udp 53\n  }\n}\n",
+        "table",
+        "auto2",
+    );
+    assert_eq!(
+        disassembly(&table),
+        disassembly(&other),
+        "the walker is the same code"
+    );
+}

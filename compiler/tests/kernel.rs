@@ -550,3 +550,56 @@ fn conntrack_lets_no_icmp_pass_as_a_reply_but_echo_replies() {
         "ct-reply"
     );
 }
+
+/// Issue 8's scale check, self-contained: a generated policy of 100,000
+/// rules (both models, IPv4 and IPv6, selectors, CIDRs, named ports,
+/// chains) is too large for code, so `auto` picks the table strategy; it
+/// compiles, loads, and 2,000 random packets get the evaluator's verdict,
+/// rule and reason from the kernel.
+#[test]
+fn a_100k_rule_policy_in_the_table_strategy_matches_the_evaluator() {
+    let src = cilc::gen::policy(11, 100_000);
+    let (ir, _) = cilc::compile_ir(&src).unwrap();
+    let out = compile(
+        &ir,
+        &src,
+        &Options {
+            strategy: Strategy::Auto,
+        },
+    )
+    .unwrap_or_else(|d| panic!("{d:?}"));
+    assert_eq!(out.manifest.strategy, "table", "{:?}", out.manifest.choice);
+    assert!(out
+        .manifest
+        .choice
+        .as_deref()
+        .is_some_and(|c| c.contains("beyond")));
+    let art = Artifact::from_bytes(out.object).unwrap();
+    let mut r = Runner::new(Loaded::load(&art).unwrap_or_else(|e| panic!("{e}")));
+    let mut rng = cilc::gen::Rng::new(5);
+    let mut judged = 0;
+    let mut decided = 0;
+    for _ in 0..2000 {
+        let mut n = || rng.next_u64();
+        let pick = (
+            n() % 2 == 0,
+            (n() % 6) as usize,
+            n() as u32,
+            n() as u32,
+            (n() % 4) as usize,
+            n() as u16,
+            n() as u16,
+            (n() % 6) as usize,
+        );
+        let p = on_wire(&parse_packet(&random_line(pick)).unwrap());
+        let Ok(j) = r.judge(&p, false, 1) else {
+            continue;
+        };
+        let got = words(&r, &j);
+        assert_eq!(got, expected(&ir, &p), "{p}");
+        judged += 1;
+        decided += usize::from(got.1.is_some());
+    }
+    assert!(judged > 1900, "only {judged} packets judged");
+    assert!(decided > 100, "only {decided} packets decided by a rule");
+}

@@ -41,6 +41,9 @@ pub struct Manifest {
     /// loader copies into the map `cilc_table`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub table_nodes: Option<u32>,
+    /// Why `auto` picked the strategy (absent when it was forced).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub choice: Option<String>,
 }
 
 /// The ELF section of the table strategy's nodes (32 bytes each).

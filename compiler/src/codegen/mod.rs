@@ -14,7 +14,7 @@ use cilc_grammar::ast::Span;
 use runtime_loader::manifest::{self, Manifest};
 use sha2::{Digest, Sha256};
 
-use crate::diag::{render::position, Code, Diagnostic};
+use crate::diag::{render::Positions, Code, Diagnostic};
 use crate::ir::{Selector, Subject, Validated};
 use crate::resolve::{Action, Direction};
 use crate::tree::{build, Atom, Diagram, EndIs, Forest, Node, Outcome, Side};
@@ -24,7 +24,10 @@ const STDLIB: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/cilc.bc"));
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Strategy {
-    /// The decision diagrams.
+    /// Tree where the diagrams fit the verifier's budget as code, else
+    /// table: decided by `choose` (docs/backend.md, "Choosing").
+    Auto,
+    /// The decision diagrams as code.
     Tree,
     /// Every rule tried in order: the naive baseline and a second oracle.
     Linear,
@@ -40,6 +43,7 @@ pub enum Strategy {
 impl Strategy {
     pub fn as_str(self) -> &'static str {
         match self {
+            Strategy::Auto => "auto",
             Strategy::Tree => "tree",
             Strategy::Linear => "linear",
             Strategy::Table => "table",
@@ -169,6 +173,46 @@ fn linear(mut f: Forest) -> Forest {
     f
 }
 
+/// Verifier instructions per diagram node, as code (measured: fw1_10k's
+/// 15,038 nodes → 382,280 instructions; fw1_1k, acl1_1k, ipc1_1k 24–27).
+pub const INSNS_PER_NODE: u64 = 26;
+
+/// Classifier instructions up to which `auto` emits code. The entry costs
+/// the verifier ~145,000 of its 1,000,000; the rest is headroom (the
+/// estimate is a mean, and parts differ).
+pub const TREE_BUDGET: u64 = 500_000;
+
+/// The cost model of `auto`: code (tree) while the diagrams' estimated
+/// size fits the verifier's budget, where each packet costs a few
+/// comparisons in registers; data (table) beyond, where the program is
+/// the same for every policy and each node costs a step of a loop.
+/// Returns the strategy and why, for the manifest and `cilc inspect`.
+pub fn choose(forest: &Forest) -> (Strategy, String) {
+    let nodes: usize = forest
+        .hooks
+        .iter()
+        .map(|h| h.policy.nodes.len() + h.chains.iter().map(|(_, d)| d.nodes.len()).sum::<usize>())
+        .sum();
+    let estimate = nodes as u64 * INSNS_PER_NODE;
+    if estimate <= TREE_BUDGET {
+        (
+            Strategy::Tree,
+            format!(
+                "auto: {nodes} diagram nodes ≈ {estimate} instructions as code, within the \
+                 {TREE_BUDGET} budget: tree"
+            ),
+        )
+    } else {
+        (
+            Strategy::Table,
+            format!(
+                "auto: {nodes} diagram nodes ≈ {estimate} instructions as code, beyond the \
+                 {TREE_BUDGET} budget: table"
+            ),
+        )
+    }
+}
+
 /// `CILC_WALK_MAX` in stdlib-bpf/cilc.c.
 const WALK_MAX: u64 = 1 << 20;
 
@@ -178,8 +222,20 @@ fn error(message: String) -> Vec<Diagnostic> {
 
 /// Compile a validated program to a BPF object.
 pub fn compile(ir: &Validated, src: &str, opts: &Options) -> Result<Output, Vec<Diagnostic>> {
+    let t0 = std::time::Instant::now();
     let forest = build::build(ir, &build::Options::default());
-    let forest = match opts.strategy {
+    if std::env::var_os("CILC_TIME").is_some() {
+        eprintln!("diagrams: {:?}", t0.elapsed());
+    }
+    let (strategy, choice) = match opts.strategy {
+        Strategy::Auto => {
+            let (s, why) = choose(&forest);
+            (s, Some(why))
+        }
+        s => (s, None),
+    };
+    let forest = match strategy {
+        Strategy::Auto => unreachable!("chosen above"),
         Strategy::Tree | Strategy::Table => forest,
         Strategy::Linear => linear(forest),
         Strategy::ParseOnly => {
@@ -257,7 +313,11 @@ pub fn compile(ir: &Validated, src: &str, opts: &Options) -> Result<Output, Vec<
             manifest::NAMED_PORTS
         )));
     }
-    let table = (opts.strategy == Strategy::Table).then(|| table::encode(&hooks));
+    let t0 = std::time::Instant::now();
+    let table = (strategy == Strategy::Table).then(|| table::encode(&hooks));
+    if std::env::var_os("CILC_TIME").is_some() {
+        eprintln!("table: {:?}", t0.elapsed());
+    }
     if let Some(t) = &table {
         if t.max_steps > WALK_MAX {
             return Err(error(format!(
@@ -266,8 +326,9 @@ pub fn compile(ir: &Validated, src: &str, opts: &Options) -> Result<Output, Vec<
             )));
         }
     }
-    let mut manifest = make_manifest(ir, src, opts, &tables);
+    let mut manifest = make_manifest(ir, src, strategy, &tables);
     manifest.table_nodes = table.as_ref().map(|t| t.nodes.len() as u32);
+    manifest.choice = choice;
     let json = serde_json::to_vec(&manifest).map_err(|e| error(e.to_string()))?;
     let bytes = table.as_ref().map(|t| t.bytes());
     let mut object = llvm::emit(&hooks, &json, STDLIB, bytes.as_deref()).map_err(error)?;
@@ -275,12 +336,13 @@ pub fn compile(ir: &Validated, src: &str, opts: &Options) -> Result<Output, Vec<
     Ok(Output { object, manifest })
 }
 
-fn make_manifest(ir: &Validated, src: &str, opts: &Options, t: &Tables) -> Manifest {
+fn make_manifest(ir: &Validated, src: &str, strategy: Strategy, t: &Tables) -> Manifest {
+    let positions = Positions::new(src);
     let rules = ir
         .rules
         .iter()
         .map(|r| {
-            let at = position(src, r.span.start as usize);
+            let at = positions.at(r.span.start as usize);
             manifest::Rule {
                 id: r.id,
                 name: r.name.clone(),
@@ -328,7 +390,7 @@ fn make_manifest(ir: &Validated, src: &str, opts: &Options, t: &Tables) -> Manif
             .iter()
             .map(|b| format!("{b:02x}"))
             .collect(),
-        strategy: opts.strategy.as_str().into(),
+        strategy: strategy.as_str().into(),
         object_sha256: manifest::UNSEALED.into(),
         rules,
         programs: vec![
@@ -342,5 +404,6 @@ fn make_manifest(ir: &Validated, src: &str, opts: &Options, t: &Tables) -> Manif
         predicates,
         named_ports: t.ports.clone(),
         table_nodes: None,
+        choice: None,
     }
 }

@@ -48,8 +48,26 @@ fn locate(file: &SimpleFile<&str, &str>, span: Span) -> Located {
 
 /// Byte-offset → (line, column), for callers outside the renderers.
 pub fn position(source: &str, offset: usize) -> Position {
-    let file = SimpleFile::new("", source);
-    locate(&file, Span::new(offset, offset)).start
+    Positions::new(source).at(offset)
+}
+
+/// Positions of many offsets in one source: its line starts are found
+/// once (`position` finds them on every call: quadratic over the rules of
+/// a large policy).
+pub struct Positions<'a> {
+    file: SimpleFile<&'a str, &'a str>,
+}
+
+impl<'a> Positions<'a> {
+    pub fn new(source: &'a str) -> Positions<'a> {
+        Positions {
+            file: SimpleFile::new("", source),
+        }
+    }
+
+    pub fn at(&self, offset: usize) -> Position {
+        locate(&self.file, Span::new(offset, offset)).start
+    }
 }
 
 fn to_codespan(d: &Diagnostic) -> cs::Diagnostic<()> {
