@@ -76,7 +76,7 @@ pub fn run(
     let expected: Vec<eval::Decision> = packets.iter().map(|p| eval::evaluate(ir, p)).collect();
     for &strategy in &opts.strategies {
         let t = Instant::now();
-        let out = codegen::compile(ir, src, &codegen::Options { strategy }).map_err(|d| {
+        let out = codegen::compile(ir, src, &codegen::Options::new(strategy)).map_err(|d| {
             d.first()
                 .map_or("cannot compile".into(), |d| d.message.clone())
         })?;
@@ -304,14 +304,7 @@ pub fn conntrack(
     if flows.is_empty() {
         return Err("no allowed TCP/UDP packet to open a flow with".into());
     }
-    let out = codegen::compile(
-        ir,
-        src,
-        &codegen::Options {
-            strategy: Strategy::Tree,
-        },
-    )
-    .map_err(|d| {
+    let out = codegen::compile(ir, src, &codegen::Options::new(Strategy::Tree)).map_err(|d| {
         d.first()
             .map_or("cannot compile".into(), |d| d.message.clone())
     })?;

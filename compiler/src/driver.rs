@@ -636,7 +636,10 @@ pub fn compile(
         Ok(ir) => ir,
         Err(o) => return o,
     };
-    let opts = crate::codegen::Options { strategy };
+    let opts = crate::codegen::Options {
+        strategy,
+        progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+    };
     match crate::codegen::compile(&ir, &input.text, &opts) {
         Ok(out) => match std::fs::write(output, &out.object) {
             Ok(()) => Outcome {

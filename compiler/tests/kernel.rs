@@ -23,7 +23,7 @@ fn root() -> PathBuf {
 
 fn load(src: &str, strategy: Strategy) -> (cilc::ir::Validated, Runner) {
     let (ir, _) = cilc::compile_ir(src).unwrap();
-    let out = compile(&ir, src, &Options { strategy }).unwrap_or_else(|d| panic!("{d:?}"));
+    let out = compile(&ir, src, &Options::new(strategy)).unwrap_or_else(|d| panic!("{d:?}"));
     let art = Artifact::from_bytes(out.object).unwrap();
     let loaded = Loaded::load(&art).unwrap_or_else(|e| panic!("{e}"));
     (ir, Runner::new(loaded))
@@ -221,22 +221,8 @@ fn classbench_ipc1_10k_on_the_kernel() {
 fn objects_are_reproducible_and_carry_their_manifest() {
     let src = std::fs::read_to_string(root().join("examples/three-tier.cpl")).unwrap();
     let (ir, _) = cilc::compile_ir(&src).unwrap();
-    let a = compile(
-        &ir,
-        &src,
-        &Options {
-            strategy: Strategy::Tree,
-        },
-    )
-    .unwrap();
-    let b = compile(
-        &ir,
-        &src,
-        &Options {
-            strategy: Strategy::Tree,
-        },
-    )
-    .unwrap();
+    let a = compile(&ir, &src, &Options::new(Strategy::Tree)).unwrap();
+    let b = compile(&ir, &src, &Options::new(Strategy::Tree)).unwrap();
     // The programs and the manifest are byte-identical within one process
     // too. (The order of types in .BTF can differ between two compiles in
     // one process: LLVM 19 orders BTF by heap addresses. Two runs of the
@@ -440,14 +426,7 @@ fn run_judges_a_capture_frame_by_frame() {
         .unwrap();
     }
     drop(w);
-    let out = compile(
-        &ir,
-        &src,
-        &Options {
-            strategy: Strategy::Tree,
-        },
-    )
-    .unwrap();
+    let out = compile(&ir, &src, &Options::new(Strategy::Tree)).unwrap();
     let object = dir.join("t.o");
     std::fs::write(&object, &out.object).unwrap();
     let mut args = vec![
@@ -560,14 +539,7 @@ fn conntrack_lets_no_icmp_pass_as_a_reply_but_echo_replies() {
 fn a_100k_rule_policy_in_the_table_strategy_matches_the_evaluator() {
     let src = cilc::gen::policy(11, 100_000);
     let (ir, _) = cilc::compile_ir(&src).unwrap();
-    let out = compile(
-        &ir,
-        &src,
-        &Options {
-            strategy: Strategy::Auto,
-        },
-    )
-    .unwrap_or_else(|d| panic!("{d:?}"));
+    let out = compile(&ir, &src, &Options::new(Strategy::Auto)).unwrap_or_else(|d| panic!("{d:?}"));
     assert_eq!(out.manifest.strategy, "table", "{:?}", out.manifest.choice);
     assert!(out
         .manifest

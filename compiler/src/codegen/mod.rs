@@ -54,6 +54,18 @@ impl Strategy {
 
 pub struct Options {
     pub strategy: Strategy,
+    /// Say on stderr which phase a long compile is in (`cilc compile` on
+    /// a terminal, for policies of more than 5,000 rules).
+    pub progress: bool,
+}
+
+impl Options {
+    pub fn new(strategy: Strategy) -> Options {
+        Options {
+            strategy,
+            progress: false,
+        }
+    }
 }
 
 pub struct Output {
@@ -222,6 +234,15 @@ fn error(message: String) -> Vec<Diagnostic> {
 
 /// Compile a validated program to a BPF object.
 pub fn compile(ir: &Validated, src: &str, opts: &Options) -> Result<Output, Vec<Diagnostic>> {
+    let progress = |what: &str| {
+        if opts.progress && ir.rules.len() > 5_000 {
+            eprint!("\r\x1b[Kcilc: {what}…");
+        }
+    };
+    progress(&format!(
+        "building the decision diagrams of {} rules",
+        ir.rules.len()
+    ));
     let t0 = std::time::Instant::now();
     let forest = build::build(ir, &build::Options::default());
     if std::env::var_os("CILC_TIME").is_some() {
@@ -313,6 +334,10 @@ pub fn compile(ir: &Validated, src: &str, opts: &Options) -> Result<Output, Vec<
             manifest::NAMED_PORTS
         )));
     }
+    progress(match strategy {
+        Strategy::Table => "encoding the diagrams as a table",
+        _ => "generating code",
+    });
     let t0 = std::time::Instant::now();
     let table = (strategy == Strategy::Table).then(|| table::encode(&hooks));
     if std::env::var_os("CILC_TIME").is_some() {
@@ -331,7 +356,12 @@ pub fn compile(ir: &Validated, src: &str, opts: &Options) -> Result<Output, Vec<
     manifest.choice = choice;
     let json = serde_json::to_vec(&manifest).map_err(|e| error(e.to_string()))?;
     let bytes = table.as_ref().map(|t| t.bytes());
-    let mut object = llvm::emit(&hooks, &json, STDLIB, bytes.as_deref()).map_err(error)?;
+    progress("LLVM: optimising and emitting the object");
+    let object = llvm::emit(&hooks, &json, STDLIB, bytes.as_deref());
+    if opts.progress && ir.rules.len() > 5_000 {
+        eprint!("\r\x1b[K");
+    }
+    let mut object = object.map_err(error)?;
     manifest::seal(&mut object).map_err(error)?;
     Ok(Output { object, manifest })
 }

@@ -185,9 +185,7 @@ pub fn artifact(src: &str) -> Artifact {
     let out = cilc::codegen::compile(
         &ir,
         src,
-        &cilc::codegen::Options {
-            strategy: cilc::codegen::Strategy::Tree,
-        },
+        &cilc::codegen::Options::new(cilc::codegen::Strategy::Tree),
     )
     .unwrap_or_else(|d| panic!("{d:?}"));
     Artifact::from_bytes(out.object).unwrap_or_else(|e| panic!("{e}"))
