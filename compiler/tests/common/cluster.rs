@@ -27,7 +27,7 @@ use runtime_loader::endpoint::EndpointSpec;
 use runtime_loader::install::{Installation, BPFFS};
 use runtime_loader::link::{in_netns, Hook, Netns, Target};
 
-use super::netns::artifact;
+use super::netns::{artifact, mac};
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
@@ -66,18 +66,6 @@ fn run(cmd: &str, args: &[&str]) {
 
 fn ip(args: &[&str]) {
     run("ip", args);
-}
-
-fn mac(ns: &str, dev: &str) -> String {
-    let out = Command::new("ip")
-        .args(["-n", ns, "-br", "link", "show", dev])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .nth(2)
-        .unwrap()
-        .to_string()
 }
 
 /// Both ends of a veth pair made inside two namespaces: addresses, up,
@@ -460,7 +448,7 @@ pub fn inspect(frame: &[u8]) -> Option<Seen> {
             let ip = ip.get(..total)?;
             let s = Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]);
             let d = Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]);
-            if sum(ip.get(..ihl)?) != 0xffff {
+            if super::ones_sum(ip.get(..ihl)?) != 0xffff {
                 return Some(Seen {
                     src: s.into(),
                     dst: d.into(),
@@ -506,7 +494,7 @@ pub fn inspect(frame: &[u8]) -> Option<Seen> {
         proto,
         sport,
         dport,
-        checksums_ok: no_sum || sum(&covered) == 0xffff,
+        checksums_ok: no_sum || super::ones_sum(&covered) == 0xffff,
     })
 }
 
@@ -519,19 +507,6 @@ pub struct Seen {
     pub sport: u16,
     pub dport: u16,
     pub checksums_ok: bool,
-}
-
-/// The ones' complement sum of 16-bit words (a right checksum makes the
-/// sum over the covered bytes 0xffff).
-fn sum(b: &[u8]) -> u16 {
-    let mut s: u32 = b
-        .chunks(2)
-        .map(|c| u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]) as u32)
-        .sum();
-    while s >> 16 != 0 {
-        s = (s & 0xffff) + (s >> 16);
-    }
-    s as u16
 }
 
 /// The source address and port a world-side TCP server saw, as it wrote

@@ -55,3 +55,93 @@ pub fn shared() -> Option<std::path::PathBuf> {
 
 pub mod cluster;
 pub mod netns;
+
+/// The ones' complement sum of 16-bit words, folded (a right checksum
+/// makes the sum over the bytes it covers 0xffff).
+pub fn ones_sum(b: &[u8]) -> u16 {
+    let mut s: u32 = b
+        .chunks(2)
+        .map(|c| u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]) as u32)
+        .sum();
+    while s >> 16 != 0 {
+        s = (s & 0xffff) + (s >> 16);
+    }
+    s as u16
+}
+
+/// An ICMP echo request with identifier `id` from network namespace `ns`
+/// to `to`; true when its reply came back within a second.
+pub fn ping(ns: &str, to: std::net::Ipv4Addr, id: u16) -> bool {
+    let ns = runtime_loader::link::Netns::Name(ns.to_string());
+    runtime_loader::link::in_netns(Some(&ns), || Ok(ping_here(to, id))).unwrap()
+}
+
+fn ping_here(to: std::net::Ipv4Addr, id: u16) -> bool {
+    // SAFETY: plain socket calls on a socket we own.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_ICMP);
+        assert!(fd >= 0, "raw socket");
+        let tv = libc::timeval {
+            tv_sec: 1,
+            tv_usec: 0,
+        };
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            &tv as *const _ as *const _,
+            std::mem::size_of_val(&tv) as u32,
+        );
+        let mut pkt = [
+            8u8,
+            0,
+            0,
+            0,
+            (id >> 8) as u8,
+            id as u8,
+            0,
+            1,
+            1,
+            2,
+            3,
+            4,
+            5,
+            6,
+            7,
+            8,
+        ];
+        let ck = !ones_sum(&pkt);
+        pkt[2..4].copy_from_slice(&ck.to_be_bytes());
+        let addr = libc::sockaddr_in {
+            sin_family: libc::AF_INET as u16,
+            sin_port: 0,
+            sin_addr: libc::in_addr {
+                s_addr: u32::from(to).to_be(),
+            },
+            sin_zero: [0; 8],
+        };
+        libc::sendto(
+            fd,
+            pkt.as_ptr() as *const _,
+            pkt.len(),
+            0,
+            &addr as *const _ as *const _,
+            std::mem::size_of_val(&addr) as u32,
+        );
+        let mut buf = [0u8; 256];
+        let mut got = false;
+        for _ in 0..4 {
+            let n = libc::recv(fd, buf.as_mut_ptr() as *mut _, buf.len(), 0);
+            if n < 28 {
+                break;
+            }
+            let ihl = ((buf[0] & 0x0f) * 4) as usize;
+            if buf[ihl] == 0 && u16::from_be_bytes([buf[ihl + 4], buf[ihl + 5]]) == id {
+                got = true;
+                break;
+            }
+        }
+        libc::close(fd);
+        got
+    }
+}

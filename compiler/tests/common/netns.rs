@@ -31,6 +31,19 @@ fn ip(args: &[&str]) {
     );
 }
 
+/// The MAC address of `dev` in namespace `ns`.
+pub fn mac(ns: &str, dev: &str) -> String {
+    let out = Command::new("ip")
+        .args(["-n", ns, "-br", "link", "show", dev])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .nth(2)
+        .unwrap()
+        .to_string()
+}
+
 pub struct Lab {
     pub a: String,
     pub b: String,
@@ -82,17 +95,6 @@ impl Lab {
             ip(&["-n", ns, "link", "set", "lo", "up"]);
         }
         // Neighbours known up front: no ARP during the counted traffic.
-        let mac = |ns: &str, dev: &str| {
-            let out = Command::new("ip")
-                .args(["-n", ns, "-br", "link", "show", dev])
-                .output()
-                .unwrap();
-            String::from_utf8_lossy(&out.stdout)
-                .split_whitespace()
-                .nth(2)
-                .unwrap()
-                .to_string()
-        };
         let (ma, mb) = (mac(&a, &va), mac(&b, &vb));
         ip(&[
             "-n",
