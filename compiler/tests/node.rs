@@ -267,6 +267,33 @@ fn icmp_echo_follows_policy() {
 }
 
 #[test]
+fn replace_between_tree_and_table_artifacts_changes_the_next_connection() {
+    use cilc::codegen::Strategy;
+    let lab = Lab::new();
+    lab.install(POLICY, settings(), &[Hook::TcIngress]);
+    let listener = tcp_listen(&lab, 8080);
+    assert!(tcp_connect(&lab, (B, 8080).into()).is_ok(), "tree allows");
+    // A table artifact (its nodes copied into the installation's own
+    // `cilc_table`) that no longer allows 8080, then one that does.
+    let deny = common::netns::artifact_with(
+        &POLICY.replace("allow from frontend tcp 8080 as web", ""),
+        Strategy::Table,
+    );
+    assert_eq!(deny.manifest.strategy, "table");
+    lab.inst.replace(&deny).unwrap();
+    assert!(tcp_connect(&lab, (B, 8080).into()).is_err(), "table denies");
+    lab.inst
+        .replace(&common::netns::artifact_with(POLICY, Strategy::Table))
+        .unwrap();
+    assert!(tcp_connect(&lab, (B, 8080).into()).is_ok(), "table allows");
+    let s = lab.inst.stats().unwrap();
+    let web = s.rules.iter().find(|r| r.name == "srv/web").unwrap();
+    assert!(web.packets >= 1, "{}", s.table());
+    assert_eq!(lab.inst.status().unwrap().record.strategy, "table");
+    drop(listener);
+}
+
+#[test]
 fn replace_that_denies_an_established_flow_cuts_it_and_deletes_its_entry() {
     let lab = Lab::new();
     lab.install(POLICY, settings(), &[Hook::Xdp, Hook::TcEgress]);

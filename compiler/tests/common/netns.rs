@@ -183,12 +183,13 @@ impl Drop for Lab {
 
 /// A policy compiled (tree strategy) and checked like a shipped artifact.
 pub fn artifact(src: &str) -> Artifact {
+    artifact_with(src, cilc::codegen::Strategy::Tree)
+}
+
+/// The same with another strategy.
+pub fn artifact_with(src: &str, strategy: cilc::codegen::Strategy) -> Artifact {
     let (ir, _) = cilc::compile_ir(src).unwrap_or_else(|d| panic!("{d:?}"));
-    let out = cilc::codegen::compile(
-        &ir,
-        src,
-        &cilc::codegen::Options::new(cilc::codegen::Strategy::Tree),
-    )
-    .unwrap_or_else(|d| panic!("{d:?}"));
+    let out = cilc::codegen::compile(&ir, src, &cilc::codegen::Options::new(strategy))
+        .unwrap_or_else(|d| panic!("{d:?}"));
     Artifact::from_bytes(out.object).unwrap_or_else(|e| panic!("{e}"))
 }
