@@ -10,6 +10,43 @@
 //! bound and atom), so the walker knows only splits, atom tests and leaves.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+
+/// A multiply-xor hasher for the node dedup table (millions of 32-byte
+/// keys at 100k rules; std's SipHash took most of the encoding time).
+#[derive(Default)]
+struct Fx(u64);
+
+impl Hasher for Fx {
+    fn write(&mut self, bytes: &[u8]) {
+        for c in bytes.chunks(8) {
+            let mut w = [0u8; 8];
+            w[..c.len()].copy_from_slice(c);
+            self.write_u64(u64::from_le_bytes(w));
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+    fn write_u32(&mut self, v: u32) {
+        self.write_u64(u64::from(v));
+    }
+    fn write_u16(&mut self, v: u16) {
+        self.write_u64(u64::from(v));
+    }
+    fn write_u8(&mut self, v: u8) {
+        self.write_u64(u64::from(v));
+    }
+    fn write_u128(&mut self, v: u128) {
+        self.write_u64(v as u64);
+        self.write_u64((v >> 64) as u64);
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type FxMap<K, V> = HashMap<K, V, BuildHasherDefault<Fx>>;
 
 use super::{AtomCode, DiagramPlan, HookPlan};
 use crate::tree::{Field, Node, NodeId, Side, TermId};
@@ -76,7 +113,7 @@ impl Table {
 struct Enc<'a> {
     t: Table,
     /// Identical nodes once (diagrams share subtrees, and so do chains).
-    seen: HashMap<TNode, u32>,
+    seen: FxMap<TNode, u32>,
     hook: &'a HookPlan<'a>,
 }
 
@@ -183,7 +220,7 @@ impl Enc<'_> {
 
     /// One diagram part from `root`: its nodes, bottom-up (a node's
     /// children are encoded first). Returns the encoded root.
-    fn part(&mut self, d: &DiagramPlan<'_>, root: NodeId, memo: &mut HashMap<NodeId, u32>) -> u32 {
+    fn part(&mut self, d: &DiagramPlan<'_>, root: NodeId, memo: &mut FxMap<NodeId, u32>) -> u32 {
         // Iterative post-order: diagrams are deep enough to matter.
         let mut stack = vec![(root, false)];
         while let Some((n, expanded)) = stack.pop() {
@@ -228,7 +265,7 @@ impl Enc<'_> {
 }
 
 /// The longest walk through a part: the depth of its encoded DAG.
-fn depth(nodes: &[TNode], root: u32, memo: &mut HashMap<u32, u64>) -> u64 {
+fn depth(nodes: &[TNode], root: u32, memo: &mut FxMap<u32, u64>) -> u64 {
     let mut stack = vec![(root, false)];
     while let Some((n, expanded)) = stack.pop() {
         if memo.contains_key(&n) {
@@ -259,7 +296,7 @@ pub fn encode(hooks: &[HookPlan<'_>]) -> Table {
     let mut entries_of = Vec::new();
     let mut t = Table::default();
     std::mem::swap(&mut t.nodes, &mut nodes);
-    let mut seen = HashMap::new();
+    let mut seen = FxMap::default();
     for h in hooks {
         let mut enc = Enc {
             t: std::mem::take(&mut t),
@@ -273,7 +310,7 @@ pub fn encode(hooks: &[HookPlan<'_>]) -> Table {
             .map(|d| (d, 0))
             .chain(h.policy.iter().map(|d| (d, POLICY)));
         for (d, kind) in diagrams {
-            let mut memo = HashMap::new();
+            let mut memo = FxMap::default();
             let roots: Vec<u32> = d
                 .diagram
                 .roots
@@ -296,7 +333,7 @@ pub fn encode(hooks: &[HookPlan<'_>]) -> Table {
         entries_of.push((h.direction, h.v6, entries));
     }
     // Entries last, after every node they point to; heads point at them.
-    let mut dmemo = HashMap::new();
+    let mut dmemo = FxMap::default();
     for (direction, v6, entries) in entries_of {
         let first = t.nodes.len() as u32;
         let mut steps = 0;
