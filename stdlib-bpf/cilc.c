@@ -613,17 +613,19 @@ static long walk_step(__u32 i, void *arg)
 
 __u32 cilc_walk(struct cilc_ctx *ctx, __u32 direction)
 {
+	/* Every head is written (table.rs): a table that was not filled, or a
+	 * walk that cannot finish (a damaged node), drops the packet. */
 	__u32 head = 1 + (direction & 1) * 2 + (ctx->v6 ? 1 : 0);
 	struct cilc_tnode *h = bpf_map_lookup_elem(&cilc_table, &head);
 	if (!h || h->kind != CILC_T_HEAD)
-		return CILC_NO_POLICY;
+		return CILC_DEFAULT_DENY;
 	struct cilc_walk_state w = {
 		.addr = { { ctx->src[0], ctx->src[1] }, { ctx->dst[0], ctx->dst[1] } },
 		.small = { ctx->proto, ctx->sport, ctx->dport, ctx->icmp_type, ctx->icmp_code },
 		.entry = h->a,
 		.end = h->a + h->b,
 		.best_prio = 0xffffffff,
-		.result = CILC_NO_POLICY,
+		.result = CILC_DEFAULT_DENY,
 	};
 	bpf_loop(CILC_WALK_MAX, walk_step, &w, 0);
 	return w.result;
@@ -938,6 +940,20 @@ static __always_inline struct cilc_nat_work *nat_work(void)
 	return bpf_map_lookup_elem(&cilc_nat_work, &zero);
 }
 
+/* What the entry must rewrite (cilc_nat_skb): `kind` 1 the source, 2 the
+ * destination, from `old` to `new` address and port. */
+static __always_inline void nat_record(struct cilc_ctx *c, __u32 kind, const __u64 *old,
+				       const __u64 *new, __u32 old_port, __u32 new_port)
+{
+	c->nat = kind;
+	c->nat_old[0] = old[0];
+	c->nat_old[1] = old[1];
+	c->nat_new[0] = new[0];
+	c->nat_new[1] = new[1];
+	c->nat_old_port = old_port;
+	c->nat_new_port = new_port;
+}
+
 /* Ingress on a translating interface: a reply to a translated flow gets
  * its original destination back, in the context (so conntrack and policy
  * see the flow as it was) and, once it passes, in the packet. */
@@ -950,13 +966,7 @@ static __always_inline void snat_reverse(struct cilc_ctx *c, struct cilc_tuple *
 	struct cilc_nat_entry *r = bpf_map_lookup_elem(&cilc_snat_rev, &w->rk);
 	if (!r)
 		return;
-	c->nat = 2;
-	c->nat_old[0] = c->dst[0];
-	c->nat_old[1] = c->dst[1];
-	c->nat_new[0] = r->addr[0];
-	c->nat_new[1] = r->addr[1];
-	c->nat_old_port = t->dport;
-	c->nat_new_port = r->port;
+	nat_record(c, 2, c->dst, r->addr, t->dport, r->port);
 	c->dst[0] = t->dst[0] = r->addr[0];
 	c->dst[1] = t->dst[1] = r->addr[1];
 	t->dport = r->port;
@@ -1063,13 +1073,7 @@ static __always_inline __u32 snat(struct cilc_ctx *c, const struct cilc_tuple *t
 	struct cilc_nat_entry *f = bpf_map_lookup_elem(&cilc_snat, &w->fk);
 	if (f) {
 		f->seen = now;
-		c->nat = 1;
-		c->nat_old[0] = c->src[0];
-		c->nat_old[1] = c->src[1];
-		c->nat_new[0] = f->addr[0];
-		c->nat_new[1] = f->addr[1];
-		c->nat_old_port = t->sport;
-		c->nat_new_port = f->port;
+		nat_record(c, 1, c->src, f->addr, t->sport, f->port);
 		return d;
 	}
 	if (!rs)
@@ -1099,13 +1103,7 @@ static __always_inline __u32 snat(struct cilc_ctx *c, const struct cilc_tuple *t
 	__u32 port = snat_allocate(t, w, cfg, now);
 	if (!port)
 		return nat_drop(d, CILC_NAT_EXHAUSTED);
-	c->nat = 1;
-	c->nat_old[0] = c->src[0];
-	c->nat_old[1] = c->src[1];
-	c->nat_new[0] = w->fe.addr[0];
-	c->nat_new[1] = w->fe.addr[1];
-	c->nat_old_port = t->sport;
-	c->nat_new_port = port;
+	nat_record(c, 1, c->src, w->fe.addr, t->sport, port);
 	return d;
 }
 

@@ -56,28 +56,26 @@ pub fn check_source(src: &str) -> (ast::File, resolve::Program, Vec<Diagnostic>)
     (file, program, diags)
 }
 
+/// Run one phase of a compile; with `CILC_TIME` set, say how long it took
+/// on stderr (for finding where a large policy's time goes).
+pub(crate) fn timed<T>(phase: &str, f: impl FnOnce() -> T) -> T {
+    let t0 = std::time::Instant::now();
+    let out = f();
+    if std::env::var_os("CILC_TIME").is_some() {
+        eprintln!("time: {phase} {:?}", t0.elapsed());
+    }
+    out
+}
+
 /// The whole front end and the IR: source text → validated IR, or the
 /// diagnostics (errors and warnings) when there is an error.
 pub fn compile_ir(src: &str) -> Result<(ir::Validated, Vec<Diagnostic>), Vec<Diagnostic>> {
-    let time = std::env::var_os("CILC_TIME").is_some();
-    let t0 = std::time::Instant::now();
-    let (_, program, diags) = check_source(src);
+    let (_, program, diags) = timed("check", || check_source(src));
     if diags.iter().any(Diagnostic::is_error) {
         return Err(diags);
     }
-    let t1 = std::time::Instant::now();
-    let lowered = ir::lower(&program);
-    let t2 = std::time::Instant::now();
-    let validated = ir::validate(lowered);
-    if time {
-        eprintln!(
-            "front end: check {:?}, lower {:?}, validate {:?}",
-            t1 - t0,
-            t2 - t1,
-            t2.elapsed()
-        );
-    }
-    let validated = validated.map_err(|e| {
+    let lowered = timed("lower", || ir::lower(&program));
+    let validated = timed("validate", || ir::validate(lowered)).map_err(|e| {
         vec![Diagnostic::error(
             diag::Code::Internal,
             Default::default(),

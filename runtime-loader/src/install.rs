@@ -360,12 +360,7 @@ impl Installation {
     ) -> Result<Loaded, Error> {
         // The translating programs only where some interface uses them
         // (each program is a verification of the whole classifier).
-        let programs = if self
-            .pins
-            .join("progs")
-            .join(Hook::TcEgressSnat.program())
-            .exists()
-        {
+        let programs = if self.snat_pinned() {
             Programs::All
         } else {
             Programs::Plain
@@ -411,15 +406,22 @@ impl Installation {
         Ok(())
     }
 
+    /// Whether the translating programs are pinned (loaded by a first
+    /// `--snat`, reloaded by every `replace` after).
+    fn snat_pinned(&self) -> bool {
+        let progs = self.pins.join("progs");
+        [Hook::TcEgressSnat, Hook::TcIngressSnat]
+            .iter()
+            .all(|h| progs.join(h.program()).exists())
+    }
+
     /// Load and pin the translating programs of the installed artifact
     /// (with its maps), unless they are pinned already.
     fn load_snat_programs(&self, record: &Record) -> Result<(), Error> {
-        let progs = self.pins.join("progs");
-        if progs.join(Hook::TcEgressSnat.program()).exists()
-            && progs.join(Hook::TcIngressSnat.program()).exists()
-        {
+        if self.snat_pinned() {
             return Ok(());
         }
+        let progs = self.pins.join("progs");
         let loaded = Loaded::load_with(
             &self.artifact()?,
             &LoadOptions {

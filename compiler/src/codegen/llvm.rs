@@ -926,7 +926,7 @@ pub fn emit(
         let global = module.add_global(data.get_type(), None, "cilc_table_data");
         global.set_initializer(&data);
         global.set_constant(true);
-        global.set_section(Some(super::table::SECTION));
+        global.set_section(Some(runtime_loader::manifest::TABLE_SECTION));
     } else {
         g.switch_hooks(hooks, dir)?;
     }
@@ -993,20 +993,17 @@ fn finish(module: &Module<'_>) -> Result<Vec<u8>, Err> {
         .ok_or("LLVM has no BPF target machine")?;
     module.set_triple(&triple);
     module.set_data_layout(&tm.get_target_data().get_data_layout());
-    let t0 = std::time::Instant::now();
-    module
-        .run_passes(PASSES, &tm, PassBuilderOptions::create())
-        .map_err(e)?;
+    crate::timed("llvm passes", || {
+        module.run_passes(PASSES, &tm, PassBuilderOptions::create())
+    })
+    .map_err(e)?;
     // For debugging the back end: the optimised IR.
     if let Some(path) = std::env::var_os("CILC_DUMP_LLVM") {
         module.print_to_file(path).map_err(e)?;
     }
-    let t1 = std::time::Instant::now();
-    let out = tm
-        .write_to_memory_buffer(module, FileType::Object)
-        .map_err(e)?;
-    if std::env::var_os("CILC_TIME").is_some() {
-        eprintln!("llvm: passes {:?}, codegen {:?}", t1 - t0, t1.elapsed());
-    }
+    let out = crate::timed("llvm codegen", || {
+        tm.write_to_memory_buffer(module, FileType::Object)
+    })
+    .map_err(e)?;
     Ok(out.as_slice().to_vec())
 }

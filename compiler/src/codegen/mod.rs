@@ -185,8 +185,9 @@ fn linear(mut f: Forest) -> Forest {
     f
 }
 
-/// Verifier instructions per diagram node, as code (measured: fw1_10k's
-/// 15,038 nodes → 382,280 instructions; fw1_1k, acl1_1k, ipc1_1k 24–27).
+/// Verifier instructions per diagram node, as code: a little above what
+/// was measured (classifier instructions per node: fw1_10k 25.3, ipc1_1k
+/// 20.2, fw1_1k 18.2, acl1_1k 17.0; docs/backend.md, "Choosing").
 pub const INSNS_PER_NODE: u64 = 26;
 
 /// Classifier instructions up to which `auto` emits code. The entry costs
@@ -243,11 +244,7 @@ pub fn compile(ir: &Validated, src: &str, opts: &Options) -> Result<Output, Vec<
         "building the decision diagrams of {} rules",
         ir.rules.len()
     ));
-    let t0 = std::time::Instant::now();
-    let forest = build::build(ir, &build::Options::default());
-    if std::env::var_os("CILC_TIME").is_some() {
-        eprintln!("diagrams: {:?}", t0.elapsed());
-    }
+    let forest = crate::timed("diagrams", || build::build(ir, &build::Options::default()));
     let (strategy, choice) = match opts.strategy {
         Strategy::Auto => {
             let (s, why) = choose(&forest);
@@ -256,8 +253,8 @@ pub fn compile(ir: &Validated, src: &str, opts: &Options) -> Result<Output, Vec<
         s => (s, None),
     };
     let forest = match strategy {
-        Strategy::Auto => unreachable!("chosen above"),
-        Strategy::Tree | Strategy::Table => forest,
+        // (`choose` never answers auto.)
+        Strategy::Auto | Strategy::Tree | Strategy::Table => forest,
         Strategy::Linear => linear(forest),
         Strategy::ParseOnly => {
             let mut f = forest;
@@ -338,11 +335,8 @@ pub fn compile(ir: &Validated, src: &str, opts: &Options) -> Result<Output, Vec<
         Strategy::Table => "encoding the diagrams as a table",
         _ => "generating code",
     });
-    let t0 = std::time::Instant::now();
-    let table = (strategy == Strategy::Table).then(|| table::encode(&hooks));
-    if std::env::var_os("CILC_TIME").is_some() {
-        eprintln!("table: {:?}", t0.elapsed());
-    }
+    let table =
+        (strategy == Strategy::Table).then(|| crate::timed("table", || table::encode(&hooks)));
     if let Some(t) = &table {
         if t.max_steps > WALK_MAX {
             return Err(error(format!(

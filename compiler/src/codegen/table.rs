@@ -3,7 +3,7 @@
 //! Stage: **`[HookPlan]` → `Table`** (nodes of `struct cilc_tnode`, see
 //! stdlib-bpf/cilc.h), which the object carries in its section
 //! `.cilc.table` and a loader copies into the map `cilc_table`; the
-//! programs walk it (`cilc_walk`, one `bpf_loop` step per node). The code
+//! programs walk it (`cilc_walk`: a `bpf_loop` step follows up to 8 splits, or one test or leaf). The code
 //! is then the same for every policy: compile time is the diagrams' build,
 //! the verifier checks one small loop body, and a policy change is a change
 //! of data. Linear leaves become chains of node tests (one per interval
@@ -62,9 +62,6 @@ const LEAF: u8 = 7;
 const POLICY: u32 = 1;
 const LAST: u32 = 2;
 
-/// The ELF section that carries the table.
-pub const SECTION: &str = runtime_loader::manifest::TABLE_SECTION;
-
 /// One `struct cilc_tnode`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub struct TNode {
@@ -110,14 +107,13 @@ impl Table {
     }
 }
 
-struct Enc<'a> {
+struct Enc {
     t: Table,
     /// Identical nodes once (diagrams share subtrees, and so do chains).
     seen: FxMap<TNode, u32>,
-    hook: &'a HookPlan<'a>,
 }
 
-impl Enc<'_> {
+impl Enc {
     fn push(&mut self, n: TNode) -> u32 {
         if let Some(&i) = self.seen.get(&n) {
             return i;
@@ -138,8 +134,8 @@ impl Enc<'_> {
     }
 
     /// `atom` holds: `yes`, else `no`.
-    fn atom(&mut self, atom: u32, yes: u32, no: u32) -> u32 {
-        match &self.hook.atoms[atom as usize] {
+    fn atom(&mut self, atoms: &[AtomCode], atom: u32, yes: u32, no: u32) -> u32 {
+        match &atoms[atom as usize] {
             AtomCode::Bit(side, bit) => self.push(TNode {
                 kind: BIT,
                 field: u8::from(*side == Side::Dst),
@@ -190,11 +186,18 @@ impl Enc<'_> {
     }
 
     /// A term's conditions, in front of `ok`; `fail` when one does not hold.
-    fn term(&mut self, d: &DiagramPlan<'_>, t: TermId, ok: u32, fail: u32) -> u32 {
+    fn term(
+        &mut self,
+        atoms: &[AtomCode],
+        d: &DiagramPlan<'_>,
+        t: TermId,
+        ok: u32,
+        fail: u32,
+    ) -> u32 {
         let term = &d.diagram.terms[t as usize];
         let mut next = ok;
         for a in term.atoms.iter().rev() {
-            next = self.atom(*a, next, fail);
+            next = self.atom(atoms, *a, next, fail);
         }
         for (i, set) in term.fields.iter().enumerate().rev() {
             let Some(set) = set else { continue };
@@ -220,7 +223,13 @@ impl Enc<'_> {
 
     /// One diagram part from `root`: its nodes, bottom-up (a node's
     /// children are encoded first). Returns the encoded root.
-    fn part(&mut self, d: &DiagramPlan<'_>, root: NodeId, memo: &mut FxMap<NodeId, u32>) -> u32 {
+    fn part(
+        &mut self,
+        atoms: &[AtomCode],
+        d: &DiagramPlan<'_>,
+        root: NodeId,
+        memo: &mut FxMap<NodeId, u32>,
+    ) -> u32 {
         // Iterative post-order: diagrams are deep enough to matter.
         let mut stack = vec![(root, false)];
         while let Some((n, expanded)) = stack.pop() {
@@ -245,7 +254,7 @@ impl Enc<'_> {
                 }
                 Node::Test { atom, yes, no } => {
                     let (yes, no) = (memo[yes], memo[no]);
-                    self.atom(*atom, yes, no)
+                    self.atom(atoms, *atom, yes, no)
                 }
                 Node::Leaf(None) => self.leaf(0, u32::MAX),
                 Node::Leaf(Some(t)) => self.leaf(d.codes[*t as usize], *t),
@@ -253,7 +262,7 @@ impl Enc<'_> {
                     let mut next = self.leaf(0, u32::MAX);
                     for t in ts.iter().rev() {
                         let hit = self.leaf(d.codes[*t as usize], *t);
-                        next = self.term(d, *t, hit, next);
+                        next = self.term(atoms, d, *t, hit, next);
                     }
                     next
                 }
@@ -290,19 +299,16 @@ fn depth(nodes: &[TNode], root: u32, memo: &mut FxMap<u32, u64>) -> u64 {
 
 /// Encode every hook's diagrams.
 pub fn encode(hooks: &[HookPlan<'_>]) -> Table {
-    // Node 0 unused, 1..=4 the heads; entries and nodes after.
-    let mut nodes = vec![TNode::default(); 5];
-    let mut max_steps = 0;
+    let mut enc = Enc {
+        // Node 0 unused, 1..=4 the heads (all four written below).
+        t: Table {
+            nodes: vec![TNode::default(); 5],
+            max_steps: 0,
+        },
+        seen: FxMap::default(),
+    };
     let mut entries_of = Vec::new();
-    let mut t = Table::default();
-    std::mem::swap(&mut t.nodes, &mut nodes);
-    let mut seen = FxMap::default();
     for h in hooks {
-        let mut enc = Enc {
-            t: std::mem::take(&mut t),
-            seen: std::mem::take(&mut seen),
-            hook: h,
-        };
         let mut entries = Vec::new();
         let diagrams = h
             .chains
@@ -315,7 +321,7 @@ pub fn encode(hooks: &[HookPlan<'_>]) -> Table {
                 .diagram
                 .roots
                 .iter()
-                .map(|r| enc.part(d, *r, &mut memo))
+                .map(|r| enc.part(&h.atoms, d, *r, &mut memo))
                 .collect();
             for (i, r) in roots.iter().enumerate() {
                 let last = if i + 1 == roots.len() { LAST } else { 0 };
@@ -328,16 +334,21 @@ pub fn encode(hooks: &[HookPlan<'_>]) -> Table {
                 entries.push((none, kind | LAST));
             }
         }
-        t = enc.t;
-        seen = enc.seen;
-        entries_of.push((h.direction, h.v6, entries));
+        entries_of.push((1 + h.direction as usize * 2 + usize::from(h.v6), entries));
     }
-    // Entries last, after every node they point to; heads point at them.
+    // Entries last, after every node they point to; every head points at
+    // its hook's (none for a hook without diagrams: no policy). The walker
+    // drops what meets no head, so an unfilled table fails closed.
+    let mut t = enc.t;
     let mut dmemo = FxMap::default();
-    for (direction, v6, entries) in entries_of {
+    for slot in 1..=4 {
+        let entries = entries_of
+            .iter()
+            .find(|(s, _)| *s == slot)
+            .map_or(&[][..], |(_, e)| e);
         let first = t.nodes.len() as u32;
         let mut steps = 0;
-        for (root, flags) in &entries {
+        for (root, flags) in entries {
             steps += 1 + depth(&t.nodes, *root, &mut dmemo);
             t.nodes.push(TNode {
                 kind: ENTRY,
@@ -346,14 +357,13 @@ pub fn encode(hooks: &[HookPlan<'_>]) -> Table {
                 ..TNode::default()
             });
         }
-        max_steps = max_steps.max(steps + 1);
-        t.nodes[1 + direction as usize * 2 + usize::from(v6)] = TNode {
+        t.max_steps = t.max_steps.max(steps + 1);
+        t.nodes[slot] = TNode {
             kind: HEAD,
             a: first,
             b: entries.len() as u32,
             ..TNode::default()
         };
     }
-    t.max_steps = max_steps;
     t
 }

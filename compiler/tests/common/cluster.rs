@@ -311,18 +311,8 @@ fn connect_from(local: SocketAddr, to: SocketAddr, wait: Duration) -> std::io::R
             &one as *const _ as *const _,
             4,
         );
-        let tv = libc::timeval {
-            tv_sec: wait.as_secs() as _,
-            tv_usec: wait.subsec_micros() as _,
-        };
-        // A blocking connect gives up after SO_SNDTIMEO.
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_SNDTIMEO,
-            &tv as *const _ as *const _,
-            std::mem::size_of_val(&tv) as u32,
-        );
+        // A blocking connect gives up after the send timeout.
+        stream.set_write_timeout(Some(wait))?;
         let (l, ll) = sockaddr(local);
         if libc::bind(fd, &l as *const _ as *const _, ll) != 0 {
             return Err(std::io::Error::last_os_error());
