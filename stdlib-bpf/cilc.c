@@ -476,10 +476,15 @@ static __always_inline void identity(const __u64 *addr, int v6, __u64 *bits, __u
 
 /* ---- the table strategy (cilc.h) ---- */
 
+/* The nodes live in an inner array map (of struct cilc_tnode, sized by
+ * the loader) held in slot 0 of this one: a `replace` that changes only
+ * the policy's data fills a new inner map and swaps it in with one update,
+ * so a packet walks either the old table or the new one, never a mix, and
+ * the programs stay. An empty slot drops (default-deny). */
 struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
 	__type(key, __u32);
-	__type(value, struct cilc_tnode);
+	__type(value, __u32);
 	__uint(max_entries, 1);
 } cilc_table SEC(".maps");
 
@@ -493,6 +498,9 @@ struct cilc_walk_state {
 	 * this state is on the stack, which the entry, cilc_judge and the
 	 * classifier share (512 bytes). */
 	__u64 addr[2][2];
+	/* The inner table, looked up once per walk: a swap in the middle of
+	 * a walk does not mix two tables. */
+	void *table;
 	__u32 small[5];
 	__u32 entry;
 	__u32 end;
@@ -532,13 +540,14 @@ static long walk_step(__u32 i, void *arg)
 {
 	struct cilc_walk_state *w = arg;
 	__u32 zero = 0;
+	void *table = w->table;
 	if (w->node == 0) {
 		if (w->entry >= w->end) {
 			w->result = w->accepted ? w->accepted : CILC_NO_POLICY;
 			return 1;
 		}
 		__u32 e = w->entry;
-		struct cilc_tnode *en = bpf_map_lookup_elem(&cilc_table, &e);
+		struct cilc_tnode *en = bpf_map_lookup_elem(table, &e);
 		if (!en || en->kind != CILC_T_ENTRY)
 			return 1;
 		w->node = en->a;
@@ -551,7 +560,7 @@ static long walk_step(__u32 i, void *arg)
 	struct cilc_tnode *n = 0;
 #pragma unroll
 	for (int j = 0; j < CILC_WALK_SPLITS; j++) {
-		n = bpf_map_lookup_elem(&cilc_table, &k);
+		n = bpf_map_lookup_elem(table, &k);
 		if (!n)
 			return 1;
 		if (n->kind != CILC_T_SPLIT)
@@ -615,13 +624,17 @@ __u32 cilc_walk(struct cilc_ctx *ctx, __u32 direction)
 {
 	/* Every head is written (table.rs): a table that was not filled, or a
 	 * walk that cannot finish (a damaged node), drops the packet. */
-	__u32 head = 1 + (direction & 1) * 2 + (ctx->v6 ? 1 : 0);
-	struct cilc_tnode *h = bpf_map_lookup_elem(&cilc_table, &head);
+	__u32 head = 1 + (direction & 1) * 2 + (ctx->v6 ? 1 : 0), zero = 0;
+	void *table = bpf_map_lookup_elem(&cilc_table, &zero);
+	if (!table)
+		return CILC_DEFAULT_DENY;
+	struct cilc_tnode *h = bpf_map_lookup_elem(table, &head);
 	if (!h || h->kind != CILC_T_HEAD)
 		return CILC_DEFAULT_DENY;
 	struct cilc_walk_state w = {
 		.addr = { { ctx->src[0], ctx->src[1] }, { ctx->dst[0], ctx->dst[1] } },
 		.small = { ctx->proto, ctx->sport, ctx->dport, ctx->icmp_type, ctx->icmp_code },
+		.table = table,
 		.entry = h->a,
 		.end = h->a + h->b,
 		.best_prio = 0xffffffff,

@@ -963,6 +963,9 @@ pub fn inspect(object: &std::path::Path) -> Outcome {
     let _ = writeln!(o, "object:   {} ({} bytes)", object.display(), bytes.len());
     let _ = writeln!(o, "compiler: {} (layout {})", m.compiler, m.layout);
     let _ = writeln!(o, "source:   sha256 {}", m.source_sha256);
+    if let Some(code) = &m.code_sha256 {
+        let _ = writeln!(o, "code:     sha256 {code}");
+    }
     let _ = writeln!(o, "strategy: {}", m.strategy);
     if let Some(why) = &m.choice {
         let _ = writeln!(o, "          {why}");

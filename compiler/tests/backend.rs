@@ -147,4 +147,20 @@ fn auto_picks_tree_for_small_policies_and_inspect_says_why() {
         disassembly(&other),
         "the walker is the same code"
     );
+    // And the manifests say so: the same code hash, which a node compares
+    // to replace data only. Trees of two policies are two codes.
+    let code = |o: &Path| {
+        let text = cilc(&["inspect", o.to_str().unwrap()]);
+        let line = text.lines().find(|l| l.starts_with("code:")).unwrap_or("");
+        line.to_string()
+    };
+    assert!(code(&table).len() > 70, "{}", code(&table));
+    assert_eq!(code(&table), code(&other));
+    let tree_other = compile(
+        "select db = app=db\npolicy q on db {\n  egress {\n    deny to 192.0.2.0/24 udp 53\n  }\n}\n",
+        "tree",
+        "auto3",
+    );
+    assert_ne!(code(&object), code(&tree_other));
+    assert_ne!(code(&object), code(&table));
 }

@@ -10,6 +10,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::time::Duration;
 
 use runtime_loader::conntrack::{Settings, State, Timeouts};
+use runtime_loader::install::{How, Replaced};
 use runtime_loader::link::Hook;
 use runtime_loader::manifest::Reason;
 
@@ -280,17 +281,104 @@ fn replace_between_tree_and_table_artifacts_changes_the_next_connection() {
         Strategy::Table,
     );
     assert_eq!(deny.manifest.strategy, "table");
-    lab.inst.replace(&deny).unwrap();
+    let r = lab.inst.replace(&deny).unwrap();
+    assert!(
+        matches!(&r.how, How::Programs { because } if because.contains("code differs")),
+        "{r:?}"
+    );
     assert!(tcp_connect(&lab, (B, 8080).into()).is_err(), "table denies");
-    lab.inst
+    // Table to table: the same code, so only the data is swapped.
+    let r = lab
+        .inst
         .replace(&common::netns::artifact_with(POLICY, Strategy::Table))
         .unwrap();
+    assert!(matches!(r.how, How::Data { .. }), "{r:?}");
     assert!(tcp_connect(&lab, (B, 8080).into()).is_ok(), "table allows");
     let s = lab.inst.stats().unwrap();
     let web = s.rules.iter().find(|r| r.name == "srv/web").unwrap();
     assert!(web.packets >= 1, "{}", s.table());
     assert_eq!(lab.inst.status().unwrap().record.strategy, "table");
     drop(listener);
+}
+
+#[test]
+fn replace_keeps_the_programs_only_when_the_data_alone_can_carry_the_change() {
+    use cilc::codegen::Strategy;
+    let table = |src: &str| common::netns::artifact_with(src, Strategy::Table);
+    let lab = Lab::new();
+    lab.install_artifact(&table(POLICY), settings(), &[Hook::TcIngress]);
+    let listener = tcp_listen(&lab, 8080);
+    let ids = |lab: &Lab| -> Vec<u32> {
+        let st = lab.inst.status().unwrap();
+        assert!(
+            st.attachments.iter().all(|a| a.current),
+            "{:?}",
+            st.attachments
+        );
+        st.attachments.iter().map(|a| a.program_id).collect()
+    };
+    let first = ids(&lab);
+    assert!(tcp_connect(&lab, (B, 8080).into()).is_ok());
+    let web = |lab: &Lab| {
+        let s = lab.inst.stats().unwrap();
+        s.rules
+            .iter()
+            .find(|r| r.name == "srv/web")
+            .map(|r| r.packets)
+    };
+    assert!(web(&lab).unwrap() >= 1);
+
+    // A new selector: identities would change meaning → new programs.
+    let selector = POLICY.replace(
+        "select frontend = app=frontend",
+        "select frontend = app=frontend\nselect other = app=other",
+    ) + "policy o on other { ingress { allow from frontend tcp 1 } }";
+    let r = lab.inst.replace(&table(&selector)).unwrap();
+    assert!(
+        matches!(&r.how, How::Programs { because } if because.contains("selectors")),
+        "{r:?}"
+    );
+    let second = ids(&lab);
+    assert_ne!(first, second);
+    assert!(tcp_connect(&lab, (B, 8080).into()).is_ok());
+
+    // Many more rules than the installed maps have room for → new programs.
+    let mut big = selector.clone();
+    for i in 0..400 {
+        big += &format!(
+            "policy big{i} on server {{ ingress {{ allow from 10.{}.{}.0/24 tcp {} }} }}\n",
+            i / 256,
+            i % 256,
+            1000 + i
+        );
+    }
+    let r = lab.inst.replace(&table(&big)).unwrap();
+    assert!(
+        matches!(&r.how, How::Programs { because } if because.contains("room")),
+        "{r:?}"
+    );
+    let third = ids(&lab);
+    assert_ne!(second, third);
+
+    // One rule changed (8080 → 8081): data only; the programs stay, the
+    // verdict follows the new table, per-rule counters start again.
+    let changed = table(&big.replace("tcp 8080 as web", "tcp 8081 as web"));
+    let r = lab.inst.replace(&changed).unwrap();
+    assert!(matches!(r.how, How::Data { .. }), "{r:?}");
+    assert_eq!(ids(&lab), third);
+    assert_eq!(web(&lab), Some(0), "counters start again");
+    assert!(
+        tcp_connect(&lab, (B, 8080).into()).is_err(),
+        "8080 no longer allowed"
+    );
+    let listener2 = tcp_listen(&lab, 8081);
+    assert!(tcp_connect(&lab, (B, 8081).into()).is_ok(), "8081 allowed");
+    assert!(web(&lab).unwrap() >= 1);
+    let st = lab.inst.status().unwrap();
+    assert_eq!(st.record.generation, 4);
+    assert_eq!(st.record.rules, changed.manifest.rules.len());
+    assert_eq!(st.record.artifact_sha256, changed.sha256);
+    drop((listener, listener2));
 }
 
 #[test]
@@ -342,6 +430,21 @@ fn replace_that_denies_an_established_flow_cuts_it_and_deletes_its_entry() {
 
 #[test]
 fn replace_under_continuous_traffic_is_atomic() {
+    let r = replace_under_traffic(cilc::codegen::Strategy::Tree);
+    assert_eq!(r.swapped, 1);
+    assert!(matches!(r.how, How::Programs { .. }), "{:?}", r.how);
+}
+
+#[test]
+fn replace_of_table_data_under_continuous_traffic_is_atomic_and_keeps_the_programs() {
+    let r = replace_under_traffic(cilc::codegen::Strategy::Table);
+    assert_eq!(r.swapped, 0);
+    assert!(matches!(r.how, How::Data { .. }), "{:?}", r.how);
+}
+
+/// Replace a policy by another while a client streams to four ports, and
+/// check there is one cut-over point and every packet is accounted for.
+fn replace_under_traffic(strategy: cilc::codegen::Strategy) -> Replaced {
     // Ports: 7001 both policies allow, 7002 only the old, 7003 only the
     // new, 7004 neither.
     let old = "select server = app=server\nselect frontend = app=frontend\n\
@@ -349,8 +452,14 @@ fn replace_under_continuous_traffic_is_atomic() {
     let new = "select server = app=server\nselect frontend = app=frontend\n\
         policy p on server { ingress { allow from frontend udp 7001 allow from frontend udp 7003 } }";
     let lab = Lab::new();
-    lab.install(old, settings(), &[Hook::Xdp]);
-    let new_art = artifact(new);
+    lab.install_artifact(
+        &common::netns::artifact_with(old, strategy),
+        settings(),
+        &[Hook::Xdp],
+    );
+    let before = lab.inst.status().unwrap();
+    let new_art = common::netns::artifact_with(new, strategy);
+    let mut replaced = None;
     let socks: Vec<UdpSocket> = (7001..=7004)
         .map(|p| {
             let s = lab.in_b(|| UdpSocket::bind((B, p)).unwrap());
@@ -413,7 +522,7 @@ fn replace_under_continuous_traffic_is_atomic() {
             sent
         });
         std::thread::sleep(Duration::from_millis(150));
-        lab.inst.replace(&new_art).unwrap();
+        replaced = Some(lab.inst.replace(&new_art).unwrap());
         std::thread::sleep(Duration::from_millis(150));
         stop.store(true, std::sync::atomic::Ordering::SeqCst);
         let sent = sender.join().unwrap();
@@ -447,6 +556,27 @@ fn replace_under_continuous_traffic_is_atomic() {
         "{}",
         s.table()
     );
+    // What runs is the new artifact, a generation later; the programs
+    // were kept only when the data alone changed.
+    let after = lab.inst.status().unwrap();
+    assert_eq!(after.record.artifact_sha256, new_art.sha256);
+    assert_eq!(after.record.generation, before.record.generation + 1);
+    let replaced = replaced.unwrap();
+    let ids = |st: &runtime_loader::install::Status| {
+        st.attachments
+            .iter()
+            .map(|a| a.program_id)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        ids(&after) == ids(&before),
+        matches!(replaced.how, How::Data { .. }),
+        "program ids {:?} → {:?} ({:?})",
+        ids(&before),
+        ids(&after),
+        replaced.how
+    );
+    replaced
 }
 
 #[test]
@@ -521,9 +651,10 @@ fn a_replacement_the_kernel_refuses_leaves_the_old_programs() {
         serde_json::from_str(&std::fs::read_to_string(&record_path).unwrap()).unwrap();
     rec["settings"]["ct4_max"] = 2048.into();
     std::fs::write(&record_path, rec.to_string()).unwrap();
+    // Another tree (other code: new programs must be loaded).
     let e = lab
         .inst
-        .replace(&artifact(POLICY))
+        .replace(&artifact(&POLICY.replace("tcp 8080", "tcp 8081")))
         .expect_err("a load failure is reported");
     assert!(
         e.to_string().contains("refused") || e.to_string().contains("reuse"),

@@ -12,7 +12,7 @@ use clap::{Args, Subcommand, ValueEnum};
 
 use crate::conntrack::{Settings, Timeouts};
 use crate::endpoint::EndpointSpec;
-use crate::install::{IdentityEntry, Installation, BPFFS, RUN_DIR};
+use crate::install::{How, IdentityEntry, Installation, BPFFS, RUN_DIR};
 use crate::link::{Hook, Netns, Target};
 use crate::{Artifact, Error};
 
@@ -547,12 +547,16 @@ fn execute(cmd: NodeCommand) -> Result<(), Error> {
             // Checked (layout, sealed hash) before anything is touched.
             let art = Artifact::read(&artifact)?;
             let r = place.installation()?.replace(&art)?;
-            println!(
-                "replaced {} with {} on {} hook(s)",
-                &r.from[..12.min(r.from.len())],
-                &r.to[..12],
-                r.swapped
-            );
+            let (from, to) = (&r.from[..12.min(r.from.len())], &r.to[..12]);
+            match &r.how {
+                How::Data { nodes } => println!(
+                    "replaced {from} with {to}: same code, table of {nodes} nodes swapped under the running programs"
+                ),
+                How::Programs { because } => println!(
+                    "replaced {from} with {to}: new programs on {} hook(s) ({because})",
+                    r.swapped
+                ),
+            }
         }
         NodeCommand::Status { format, place } => {
             let s = place.installation()?.status()?;

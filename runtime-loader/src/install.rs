@@ -23,17 +23,17 @@ use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use ipnet::IpNet;
-use libbpf_rs::{MapCore, MapHandle};
+use libbpf_rs::{MapCore, MapFlags, MapHandle};
 use serde::{Deserialize, Serialize};
 
 use crate::conntrack::{Settings, Tables};
 use crate::endpoint::EndpointSpec;
 use crate::identity::{self, Identity};
 use crate::link::{open_pinned, pin_fd, Hook, Link, Netns, Target};
-use crate::manifest::Keep;
+use crate::manifest::{self, Keep, Manifest};
 use crate::nat::{self, NatIface};
 use crate::stats::{self, Stats};
-use crate::{Artifact, Error, LoadOptions, Loaded, Programs};
+use crate::{table, Artifact, Error, LoadOptions, Loaded, Programs};
 
 /// What one `gc` pass removed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -166,9 +166,24 @@ pub struct Status {
 pub struct Replaced {
     pub from: String,
     pub to: String,
+    /// Hooks whose program was swapped (0 when only data changed).
     pub swapped: usize,
+    /// How it was replaced: the programs kept and only the table swapped,
+    /// or new programs (and why the data alone could not do).
+    pub how: How,
     /// Attachments whose interface is gone (left as they are).
     pub defunct: Vec<Target>,
+}
+
+/// How `replace` changed what runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "kind")]
+pub enum How {
+    /// Same code: the programs stay; the table (and per-rule counters) were
+    /// swapped under them.
+    Data { nodes: u32 },
+    /// New programs on every hook; why the data alone would not do.
+    Programs { because: String },
 }
 
 pub fn unix_now() -> u64 {
@@ -708,6 +723,10 @@ impl Installation {
                 expected: record.layout,
             });
         }
+        let because = match self.data_only(artifact)? {
+            Ok(nodes) => return self.replace_data(artifact, record, nodes),
+            Err(because) => because,
+        };
         let new = self.load_artifact(artifact, &record.settings, &record.identity_entries()?)?;
         // Pin the new objects beside the old ones first: harmless if the
         // swap fails.
@@ -802,16 +821,7 @@ impl Installation {
                 late.push(format!("cannot rename onto {}: {e}", p.display()));
             }
         }
-        self.write_artifact(artifact)?;
-        let from = std::mem::replace(&mut record.artifact_sha256, artifact.sha256.clone());
-        let m = &artifact.manifest;
-        record.source_sha256 = m.source_sha256.clone();
-        record.compiler = m.compiler.clone();
-        record.strategy = m.strategy.clone();
-        record.rules = m.rules.len();
-        record.replaced_at = Some(unix_now());
-        record.generation += 1;
-        self.write_record(&record)?;
+        let from = self.record_replacement(artifact, &mut record)?;
         if !late.is_empty() {
             return Err(Error::Kernel(format!(
                 "the new programs run, but: {}",
@@ -822,7 +832,111 @@ impl Installation {
             from,
             to: artifact.sha256.clone(),
             swapped: swapped.len(),
+            how: How::Programs { because },
             defunct,
+        })
+    }
+
+    /// The new artifact and its record, after a replacement. Returns the
+    /// hash of the artifact it replaced.
+    fn record_replacement(
+        &self,
+        artifact: &Artifact,
+        record: &mut Record,
+    ) -> Result<String, Error> {
+        self.write_artifact(artifact)?;
+        let from = std::mem::replace(&mut record.artifact_sha256, artifact.sha256.clone());
+        let m = &artifact.manifest;
+        record.source_sha256 = m.source_sha256.clone();
+        record.compiler = m.compiler.clone();
+        record.strategy = m.strategy.clone();
+        record.rules = m.rules.len();
+        record.replaced_at = Some(unix_now());
+        record.generation += 1;
+        self.write_record(record)?;
+        Ok(from)
+    }
+
+    /// Whether `artifact` differs from the installed one only in data the
+    /// running programs read from maps: Ok(its table's nodes), or why not.
+    fn data_only(&self, artifact: &Artifact) -> Result<Result<u32, String>, Error> {
+        let old = self.artifact()?.manifest;
+        let new = &artifact.manifest;
+        let same_code =
+            matches!((&old.code_sha256, &new.code_sha256), (Some(a), Some(b)) if a == b);
+        if !same_code {
+            return Ok(Err(format!(
+                "its code differs ({} strategy{})",
+                new.strategy,
+                if new.strategy == "table" {
+                    ""
+                } else {
+                    ": the policy is the code"
+                }
+            )));
+        }
+        // Identities are installed as predicate bits and port slots: the
+        // bits must mean the same to the new table.
+        if old.predicates != new.predicates || old.named_ports != new.named_ports {
+            return Ok(Err(
+                "its selectors or named ports differ (identities change)".into(),
+            ));
+        }
+        let snat = |m: &Manifest| -> Vec<(u32, Option<manifest::Snat>)> {
+            m.rules
+                .iter()
+                .filter(|r| r.snat.is_some())
+                .map(|r| (r.id, r.snat))
+                .collect()
+        };
+        if snat(&old) != snat(new) {
+            return Ok(Err("its rules' `snat` differ".into()));
+        }
+        let rules = self.pinned_map("cilc_rule_counts")?.max_entries() as usize;
+        if new.rules.len() > rules {
+            return Ok(Err(format!(
+                "its {} rules exceed the installed room for {rules}",
+                new.rules.len()
+            )));
+        }
+        let nodes = new.table_nodes.unwrap_or(0);
+        let room = table::installed_capacity(&self.pinned_map("cilc_table")?)?.unwrap_or(0);
+        if nodes > room {
+            return Ok(Err(format!(
+                "its table of {nodes} nodes exceeds the installed room for {room}"
+            )));
+        }
+        Ok(Ok(nodes))
+    }
+
+    /// Replace by data: fill a new inner table map and swap it into the
+    /// pinned `cilc_table` (one update: each packet walks the old table or
+    /// the new one); the programs and their links stay. Per-rule counters
+    /// start again, as with new programs.
+    fn replace_data(
+        &self,
+        artifact: &Artifact,
+        mut record: Record,
+        nodes: u32,
+    ) -> Result<Replaced, Error> {
+        let outer = self.pinned_map("cilc_table")?;
+        let room = table::installed_capacity(&outer)?.unwrap_or(0);
+        let inner = table::create(room, table::nodes(&artifact.bytes, &artifact.manifest)?)?;
+        table::install(&outer, &inner)?;
+        let counts = self.pinned_map("cilc_rule_counts")?;
+        let zero = vec![vec![0u8; 16]; libbpf_rs::num_possible_cpus().unwrap_or(1)];
+        for id in 0..counts.max_entries() {
+            counts
+                .update_percpu(&id.to_ne_bytes(), &zero, MapFlags::ANY)
+                .map_err(|e| Error::Kernel(format!("the new table runs, but its counters: {e}")))?;
+        }
+        let from = self.record_replacement(artifact, &mut record)?;
+        Ok(Replaced {
+            from,
+            to: artifact.sha256.clone(),
+            swapped: 0,
+            how: How::Data { nodes },
+            defunct: Vec::new(),
         })
     }
 

@@ -19,6 +19,7 @@ pub mod link;
 pub mod manifest;
 pub mod nat;
 pub mod stats;
+pub mod table;
 
 use std::net::IpAddr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
@@ -135,6 +136,13 @@ pub struct Run {
     pub duration: Duration,
 }
 
+/// Entries of the per-rule maps (counters, `snat`) for `rules`: room to
+/// grow, so that a `replace` adding a few rules can change data only.
+pub fn rule_capacity(rules: usize) -> u32 {
+    let n = rules.max(1) as u32;
+    n.saturating_add(n / 8).saturating_add(64)
+}
+
 /// How to load an artifact.
 #[derive(Debug, Clone, Default)]
 pub struct LoadOptions {
@@ -209,7 +217,13 @@ impl Loaded {
                 message: e.to_string(),
                 log: log(),
             })?;
-        let rules = artifact.manifest.rules.len().max(1) as u32;
+        let rules = rule_capacity(artifact.manifest.rules.len());
+        // The table's inner map (its template for the map-of-maps too).
+        let nodes = table::nodes(&artifact.bytes, &artifact.manifest)?;
+        let inner = table::create(
+            table::capacity(artifact.manifest.table_nodes.unwrap_or(0)),
+            nodes,
+        )?;
         let kept: Vec<(String, Keep)> = artifact
             .manifest
             .maps
@@ -228,12 +242,15 @@ impl Loaded {
                 ("cilc_ct6", Some(s)) => Some(s.ct6_max),
                 ("cilc_idents", Some(s)) => Some(s.idents_max),
                 ("cilc_rule_snat", _) => Some(rules),
-                ("cilc_table", _) => artifact.manifest.table_nodes,
                 ("cilc_snat" | "cilc_snat_rev", Some(s)) => Some(s.nat_max),
                 _ => None,
             };
             if let Some(n) = size {
                 m.set_max_entries(n)
+                    .map_err(|e| Error::Kernel(e.to_string()))?;
+            }
+            if name == "cilc_table" {
+                m.set_inner_map_fd(inner.as_fd())
                     .map_err(|e| Error::Kernel(e.to_string()))?;
             }
             let pinned = match kept.iter().find(|(n, _)| *n == name) {
@@ -255,40 +272,11 @@ impl Loaded {
             manifest: artifact.manifest.clone(),
         };
         loaded.fill_rule_snat()?;
+        // Reused artifact maps hold the installed table already.
         if !opts.artifact_maps {
-            loaded.fill_table(&artifact.bytes)?;
+            table::install(&loaded.map("cilc_table")?, &inner)?;
         }
         Ok(loaded)
-    }
-
-    /// The table strategy's nodes, from the object's section into the map
-    /// the programs walk.
-    fn fill_table(&self, object: &[u8]) -> Result<(), Error> {
-        let Some(n) = self.manifest.table_nodes else {
-            return Ok(());
-        };
-        let file = object::File::parse(object).map_err(|e| Error::NotCilc(e.to_string()))?;
-        let data = file
-            .section_by_name(manifest::TABLE_SECTION)
-            .and_then(|s| s.data().ok())
-            .ok_or_else(|| Error::NotCilc(format!("no {} section", manifest::TABLE_SECTION)))?;
-        if data.len() < n as usize * 32 {
-            return Err(Error::NotCilc(format!(
-                "{} holds {} bytes, not the {n} nodes the manifest says",
-                manifest::TABLE_SECTION,
-                data.len()
-            )));
-        }
-        let map = self.map("cilc_table")?;
-        let keys: Vec<u8> = (0..n).flat_map(|i| i.to_ne_bytes()).collect();
-        map.update_batch(
-            &keys,
-            &data[..n as usize * 32],
-            n,
-            MapFlags::ANY,
-            MapFlags::ANY,
-        )
-        .map_err(|e| Error::Kernel(format!("cannot fill the table: {e}")))
     }
 
     /// Each rule's `snat`, from the manifest, where the programs read it.

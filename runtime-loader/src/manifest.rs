@@ -8,7 +8,7 @@ pub const SECTION: &str = ".cilc.manifest";
 
 /// Version of the layout of the maps and of `struct cilc_ctx`; a loader
 /// refuses objects of another version.
-pub const LAYOUT: u32 = 3;
+pub const LAYOUT: u32 = 4;
 
 /// Predicate bits reserved before the selectors: world, host.
 pub const PRED_WORLD: u32 = 0;
@@ -30,6 +30,12 @@ pub struct Manifest {
     /// SHA-256 of the whole object with this field's 64 digits written as
     /// zeros (`seal`): a loader refuses an object that does not match.
     pub object_sha256: String,
+    /// SHA-256 of the object's code: every section but the manifest and
+    /// the table's nodes (`seal` writes it). Two artifacts with the same
+    /// code differ only in data the loader puts in maps, so `replace` can
+    /// swap the data and keep the programs running.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code_sha256: Option<String>,
     pub rules: Vec<Rule>,
     pub programs: Vec<Program>,
     pub maps: Vec<MapInfo>,
@@ -174,7 +180,7 @@ pub fn maps() -> Vec<MapInfo> {
         map(
             "cilc_table",
             Keep::Artifact,
-            "the table strategy's decision diagrams (nodes walked per packet); filled by the loader from the object",
+            "map-of-maps: slot 0 holds the table strategy's decision diagrams (an array of nodes walked per packet), created and filled by the loader from the object, swapped whole by a data-only replace",
         ),
         map(
             "cilc_rule_snat",
@@ -348,14 +354,17 @@ const SEAL_KEY: &[u8] = b"\"object_sha256\":\"";
 
 /// Where the 64 hex digits of `object_sha256` sit in the object's bytes.
 fn seal_range(bytes: &[u8]) -> Option<std::ops::Range<usize>> {
+    field_range(bytes, SEAL_KEY)
+}
+
+/// Where the 64 hex digits after `key` sit in the manifest's bytes.
+fn field_range(bytes: &[u8], key: &[u8]) -> Option<std::ops::Range<usize>> {
     use object::{Object as _, ObjectSection as _};
     let file = object::File::parse(bytes).ok()?;
     let (start, size) = file.section_by_name(SECTION)?.file_range()?;
     let section = bytes.get(start as usize..(start + size) as usize)?;
-    let at = section
-        .windows(SEAL_KEY.len())
-        .position(|w| w == SEAL_KEY)?;
-    let from = start as usize + at + SEAL_KEY.len();
+    let at = section.windows(key.len()).position(|w| w == key)?;
+    let from = start as usize + at + key.len();
     (from + 64 <= bytes.len()).then_some(from..from + 64)
 }
 
@@ -368,8 +377,66 @@ fn digest(bytes: &[u8], range: std::ops::Range<usize>) -> String {
     h.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Write the object's hash into its manifest (the compiler's last step).
+const CODE_KEY: &[u8] = b"\"code_sha256\":\"";
+
+/// SHA-256 of what the programs run: every section's name and bytes with
+/// its relocations (by symbol name) and its symbols, except the manifest,
+/// the table's nodes (data for a map) and the type information (.BTF,
+/// .BTF.ext: LLVM may order types differently from one compile to the
+/// next; the programs keep the types they were verified with).
+pub fn code_digest(bytes: &[u8]) -> Result<String, String> {
+    use object::{Object as _, ObjectSection as _, ObjectSymbol as _};
+    use sha2::{Digest, Sha256};
+    let file = object::File::parse(bytes).map_err(|e| e.to_string())?;
+    let skip = [SECTION, TABLE_SECTION, ".BTF", ".BTF.ext"];
+    let mut h = Sha256::new();
+    let mut put = |b: &[u8]| {
+        h.update((b.len() as u64).to_le_bytes());
+        h.update(b);
+    };
+    let symbol_name = |i| {
+        file.symbol_by_index(i)
+            .ok()
+            .and_then(|s| s.name().ok())
+            .unwrap_or("")
+    };
+    for s in file.sections() {
+        let name = s.name().map_err(|e| e.to_string())?;
+        // Relocation sections and the symbol table are hashed resolved,
+        // through the sections they apply to (indices may be renumbered).
+        if skip.contains(&name)
+            || name.starts_with(".rel")
+            || [".symtab", ".strtab", ".llvm_addrsig"].contains(&name)
+        {
+            continue;
+        }
+        put(name.as_bytes());
+        put(s.data().map_err(|e| e.to_string())?);
+        for (at, r) in s.relocations() {
+            put(&at.to_le_bytes());
+            match r.target() {
+                object::RelocationTarget::Symbol(i) => put(symbol_name(i).as_bytes()),
+                other => put(format!("{other:?}").as_bytes()),
+            }
+        }
+        for sym in file
+            .symbols()
+            .filter(|y| y.section_index() == Some(s.index()))
+        {
+            put(sym.name().unwrap_or("").as_bytes());
+            put(&sym.address().to_le_bytes());
+            put(&sym.size().to_le_bytes());
+        }
+    }
+    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Write the object's code hash and then its hash into its manifest (the
+/// compiler's last step). The manifest holds both fields as zeros.
 pub fn seal(bytes: &mut [u8]) -> Result<(), String> {
+    let code = code_digest(bytes)?;
+    let range = field_range(bytes, CODE_KEY).ok_or("no code_sha256 field in the manifest")?;
+    bytes[range].copy_from_slice(code.as_bytes());
     let range = seal_range(bytes).ok_or("no object_sha256 field in the manifest")?;
     let hash = digest(bytes, range.clone());
     bytes[range].copy_from_slice(hash.as_bytes());

@@ -357,6 +357,7 @@ pub fn compile(ir: &Validated, src: &str, opts: &Options) -> Result<Output, Vec<
     }
     let mut object = object.map_err(error)?;
     manifest::seal(&mut object).map_err(error)?;
+    manifest.code_sha256 = Some(manifest::code_digest(&object).map_err(error)?);
     Ok(Output { object, manifest })
 }
 
@@ -416,6 +417,7 @@ fn make_manifest(ir: &Validated, src: &str, strategy: Strategy, t: &Tables) -> M
             .collect(),
         strategy: strategy.as_str().into(),
         object_sha256: manifest::UNSEALED.into(),
+        code_sha256: Some(manifest::UNSEALED.into()),
         rules,
         programs: vec![
             program("cilc_xdp", "xdp", "ingress"),

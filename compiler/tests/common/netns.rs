@@ -155,13 +155,17 @@ impl Lab {
     /// Compile `src`, install it with `a` as `app=frontend` and `b` as
     /// `app=server`, attach it at `hooks` of `b`'s interface.
     pub fn install(&self, src: &str, settings: Settings, hooks: &[Hook]) {
-        let art = artifact(src);
+        self.install_artifact(&artifact(src), settings, hooks)
+    }
+
+    /// The same with a compiled artifact.
+    pub fn install_artifact(&self, art: &Artifact, settings: Settings, hooks: &[Hook]) {
         let ids = vec![
             IdentityEntry::parse(&format!("{A}=app=frontend")).unwrap(),
             IdentityEntry::parse(&format!("{B}=app=server")).unwrap(),
         ];
         self.inst
-            .load(&art, settings, ids)
+            .load(art, settings, ids)
             .unwrap_or_else(|e| panic!("{e}"));
         for h in hooks {
             self.inst
