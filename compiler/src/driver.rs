@@ -625,16 +625,35 @@ pub fn diff(old: &Input, new: &Input, json: bool, color: bool) -> Outcome {
     }
 }
 
-/// `cilc compile`: the policy as a BPF object at `output`.
+/// `cilc compile`: the policy as a BPF object at `output`; with `base`
+/// (the artifact it will replace), whether the change is data only.
 pub fn compile(
     input: &Input,
     output: &std::path::Path,
     strategy: crate::codegen::Strategy,
+    base: Option<&std::path::Path>,
     color: bool,
 ) -> Outcome {
     let ir = match validated(input, color) {
         Ok(ir) => ir,
         Err(o) => return o,
+    };
+    // The base is read first: a bad one fails before any work.
+    let base = match base.map(|b| {
+        std::fs::read(b)
+            .map_err(|e| format!("cannot read `{}`: {e}", b.display()))
+            .and_then(|bytes| runtime_loader::read_manifest(&bytes).map_err(|e| e.to_string()))
+            .map(|m| (b, m))
+    }) {
+        Some(Err(e)) => {
+            return Outcome {
+                stderr: format!("error: the base: {e}\n"),
+                code: 2,
+                ..Outcome::default()
+            }
+        }
+        Some(Ok(b)) => Some(b),
+        None => None,
     };
     let opts = crate::codegen::Options {
         strategy,
@@ -644,12 +663,14 @@ pub fn compile(
         Ok(out) => match std::fs::write(output, &out.object) {
             Ok(()) => Outcome {
                 stderr: format!(
-                    "compiled {} ({} rules, {} strategy) to {} ({} bytes)\n",
+                    "compiled {} ({} rules, {} strategy) to {} ({} bytes)\n{}",
                     input.name,
                     out.manifest.rules.len(),
                     out.manifest.strategy,
                     output.display(),
-                    out.object.len()
+                    out.object.len(),
+                    base.map(|(path, m)| against_base(&out.manifest, path, &m))
+                        .unwrap_or_default()
                 ),
                 ..Outcome::default()
             },
@@ -660,6 +681,27 @@ pub fn compile(
             },
         },
         Err(diags) => refused(input, &diags, color),
+    }
+}
+
+/// What replacing the artifact at `path` by this one will do on a node.
+fn against_base(
+    new: &runtime_loader::manifest::Manifest,
+    path: &std::path::Path,
+    old: &runtime_loader::manifest::Manifest,
+) -> String {
+    match new.data_only_from(old) {
+        Ok(()) => format!(
+            "data only against {}: the same code; a node's `replace` swaps the table{} under the running programs (if it fits the installed room)\n",
+            path.display(),
+            new.table_nodes
+                .map(|n| format!(" ({n} nodes)"))
+                .unwrap_or_default()
+        ),
+        Err(why) => format!(
+            "new programs against {}: {why}; a node's `replace` loads and verifies them\n",
+            path.display()
+        ),
     }
 }
 

@@ -231,6 +231,10 @@ enum Command {
         /// (every rule in turn), `parse-only`.
         #[arg(long, value_enum, default_value_t = cilc::codegen::Strategy::Auto)]
         strategy: cilc::codegen::Strategy,
+        /// The artifact this one will replace on nodes: say whether the
+        /// change is data only (a node's `replace` keeps the programs).
+        #[arg(long)]
+        base: Option<PathBuf>,
     },
     /// Load a compiled object and judge packets with it in the kernel.
     Run {
@@ -509,11 +513,12 @@ fn main() -> ExitCode {
             file,
             output,
             strategy,
+            base,
         } => {
             let inputs = driver::read_inputs(&[file], &mut out);
             let r = inputs
                 .first()
-                .map(|i| driver::compile(i, &output, strategy, color))
+                .map(|i| driver::compile(i, &output, strategy, base.as_deref(), color))
                 .unwrap_or_default();
             merge(out, r)
         }

@@ -330,3 +330,95 @@ fn compile_is_byte_identical_across_runs() {
         }
     }
 }
+
+#[test]
+fn compile_against_a_base_says_whether_the_change_is_data_only() {
+    let d = temp_dir("base");
+    let p = |n: &str| d.join(n).to_str().unwrap().to_string();
+    let v1 = "select web = app=web\npolicy p on web {\n  ingress {\n    allow from 10.0.0.0/8 tcp 443\n  }\n}\n";
+    let v2 = v1.replace("tcp 443", "tcp 8443");
+    let v3 = format!("{v2}select db = app=db\npolicy q on db {{\n  ingress {{\n    allow from web tcp 5432\n  }}\n}}\n");
+    for (name, src) in [("v1.cpl", v1), ("v2.cpl", &v2), ("v3.cpl", &v3)] {
+        std::fs::write(d.join(name), src).unwrap();
+    }
+    let (code, _, err) = cilc(
+        &[
+            "compile",
+            &p("v1.cpl"),
+            "-o",
+            &p("v1.o"),
+            "--strategy",
+            "table",
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    // One rule changed, table to table: the same code.
+    let (code, _, err) = cilc(
+        &[
+            "compile",
+            &p("v2.cpl"),
+            "-o",
+            &p("v2.o"),
+            "--strategy",
+            "table",
+            "--base",
+            &p("v1.o"),
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("data only against") && err.contains("nodes"),
+        "{err}"
+    );
+    // A new selector: identities change meaning.
+    let (code, _, err) = cilc(
+        &[
+            "compile",
+            &p("v3.cpl"),
+            "-o",
+            &p("v3.o"),
+            "--strategy",
+            "table",
+            "--base",
+            &p("v2.o"),
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("new programs against") && err.contains("selectors"),
+        "{err}"
+    );
+    // A tree is its policy's code.
+    let (code, _, err) = cilc(
+        &[
+            "compile",
+            &p("v2.cpl"),
+            "-o",
+            &p("t.o"),
+            "--strategy",
+            "tree",
+            "--base",
+            &p("v1.o"),
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("the code differs"), "{err}");
+    // A base that is not there fails before compiling.
+    let (code, _, err) = cilc(
+        &[
+            "compile",
+            &p("v2.cpl"),
+            "-o",
+            &p("x.o"),
+            "--base",
+            &p("missing.o"),
+        ],
+        None,
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("the base") && !d.join("x.o").exists(), "{err}");
+}

@@ -30,7 +30,7 @@ use crate::conntrack::{Settings, Tables};
 use crate::endpoint::EndpointSpec;
 use crate::identity::{self, Identity};
 use crate::link::{open_pinned, pin_fd, Hook, Link, Netns, Target};
-use crate::manifest::{self, Keep, Manifest};
+use crate::manifest::Keep;
 use crate::nat::{self, NatIface};
 use crate::stats::{self, Stats};
 use crate::{table, Artifact, Error, LoadOptions, Loaded, Programs};
@@ -860,37 +860,9 @@ impl Installation {
     /// Whether `artifact` differs from the installed one only in data the
     /// running programs read from maps: Ok(its table's nodes), or why not.
     fn data_only(&self, artifact: &Artifact) -> Result<Result<u32, String>, Error> {
-        let old = self.artifact()?.manifest;
         let new = &artifact.manifest;
-        let same_code =
-            matches!((&old.code_sha256, &new.code_sha256), (Some(a), Some(b)) if a == b);
-        if !same_code {
-            return Ok(Err(format!(
-                "its code differs ({} strategy{})",
-                new.strategy,
-                if new.strategy == "table" {
-                    ""
-                } else {
-                    ": the policy is the code"
-                }
-            )));
-        }
-        // Identities are installed as predicate bits and port slots: the
-        // bits must mean the same to the new table.
-        if old.predicates != new.predicates || old.named_ports != new.named_ports {
-            return Ok(Err(
-                "its selectors or named ports differ (identities change)".into(),
-            ));
-        }
-        let snat = |m: &Manifest| -> Vec<(u32, Option<manifest::Snat>)> {
-            m.rules
-                .iter()
-                .filter(|r| r.snat.is_some())
-                .map(|r| (r.id, r.snat))
-                .collect()
-        };
-        if snat(&old) != snat(new) {
-            return Ok(Err("its rules' `snat` differ".into()));
+        if let Err(why) = new.data_only_from(&self.artifact()?.manifest) {
+            return Ok(Err(why));
         }
         let rules = self.pinned_map("cilc_rule_counts")?.max_entries() as usize;
         if new.rules.len() > rules {

@@ -52,6 +52,46 @@ pub struct Manifest {
     pub choice: Option<String>,
 }
 
+impl Manifest {
+    /// Whether an artifact of this manifest can replace one of `old` by
+    /// data alone (the programs kept): the same code, and the same meaning
+    /// for what the loader installed besides the table (identities as
+    /// predicate bits and named-port slots, each rule's `snat`). Err says
+    /// why not. Whether the new data fits the installed maps is the
+    /// node's to check.
+    pub fn data_only_from(&self, old: &Manifest) -> Result<(), String> {
+        match (&old.code_sha256, &self.code_sha256) {
+            (Some(a), Some(b)) if a == b => {}
+            _ => {
+                return Err(format!(
+                    "the code differs ({} → {} strategy{})",
+                    old.strategy,
+                    self.strategy,
+                    if self.strategy == "table" {
+                        ""
+                    } else {
+                        ": the policy is the code"
+                    }
+                ))
+            }
+        }
+        if old.predicates != self.predicates || old.named_ports != self.named_ports {
+            return Err("the selectors or named ports differ (identities change)".into());
+        }
+        let snat = |m: &Manifest| -> Vec<(u32, Option<Snat>)> {
+            m.rules
+                .iter()
+                .filter(|r| r.snat.is_some())
+                .map(|r| (r.id, r.snat))
+                .collect()
+        };
+        if snat(old) != snat(self) {
+            return Err("the rules' `snat` differ".into());
+        }
+        Ok(())
+    }
+}
+
 /// The ELF section of the table strategy's nodes (32 bytes each).
 pub const TABLE_SECTION: &str = ".cilc.table";
 
