@@ -62,7 +62,16 @@ pub(crate) fn timed<T>(phase: &str, f: impl FnOnce() -> T) -> T {
     let t0 = std::time::Instant::now();
     let out = f();
     if std::env::var_os("CILC_TIME").is_some() {
-        eprintln!("time: {phase} {:?}", t0.elapsed());
+        // With the process's peak memory so far (Linux).
+        let peak = std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("VmHWM:"))
+                    .map(|l| l["VmHWM:".len()..].trim().to_string())
+            })
+            .unwrap_or_default();
+        eprintln!("time: {phase} {:?} (peak {peak})", t0.elapsed());
     }
     out
 }

@@ -349,7 +349,16 @@ pub fn compile(ir: &Validated, src: &str, opts: &Options) -> Result<Output, Vec<
     manifest.table_nodes = table.as_ref().map(|t| t.nodes.len() as u32);
     manifest.choice = choice;
     let json = serde_json::to_vec(&manifest).map_err(|e| error(e.to_string()))?;
-    let bytes = table.as_ref().map(|t| t.bytes());
+    // A table object's code needs no diagram: free them (and the nodes,
+    // once in bytes) before LLVM copies the table (peak memory at 100k).
+    let (hooks, bytes) = match table {
+        Some(t) => {
+            drop(hooks);
+            drop(forest);
+            (Vec::new(), Some(t.bytes()))
+        }
+        None => (hooks, None),
+    };
     progress("LLVM: optimising and emitting the object");
     let object = llvm::emit(&hooks, &json, STDLIB, bytes.as_deref());
     if opts.progress && ir.rules.len() > 5_000 {

@@ -109,18 +109,30 @@ impl Table {
 
 struct Enc {
     t: Table,
-    /// Identical nodes once (diagrams share subtrees, and so do chains).
-    seen: FxMap<TNode, u32>,
+    /// Identical nodes once (diagrams share subtrees, and so do chains):
+    /// indices into `t.nodes`, hashed by the node they name (4 bytes an
+    /// entry, where a map keyed by the node took ten times that).
+    seen: hashbrown::HashTable<u32>,
+}
+
+fn hash(n: &TNode) -> u64 {
+    use std::hash::Hash;
+    let mut h = Fx::default();
+    n.hash(&mut h);
+    h.finish()
 }
 
 impl Enc {
     fn push(&mut self, n: TNode) -> u32 {
-        if let Some(&i) = self.seen.get(&n) {
+        let h = hash(&n);
+        let nodes = &self.t.nodes;
+        if let Some(&i) = self.seen.find(h, |&i| nodes[i as usize] == n) {
             return i;
         }
-        let i = self.t.nodes.len() as u32;
+        let i = nodes.len() as u32;
         self.t.nodes.push(n);
-        self.seen.insert(n, i);
+        let nodes = &self.t.nodes;
+        self.seen.insert_unique(h, i, |&j| hash(&nodes[j as usize]));
         i
     }
 
@@ -273,11 +285,12 @@ impl Enc {
     }
 }
 
-/// The longest walk through a part: the depth of its encoded DAG.
-fn depth(nodes: &[TNode], root: u32, memo: &mut FxMap<u32, u64>) -> u64 {
+/// The longest walk through a part: the depth of its encoded DAG. `memo`
+/// holds each node's depth once known (0: not yet; every depth is ≥ 1).
+fn depth(nodes: &[TNode], root: u32, memo: &mut [u64]) -> u64 {
     let mut stack = vec![(root, false)];
     while let Some((n, expanded)) = stack.pop() {
-        if memo.contains_key(&n) {
+        if memo[n as usize] != 0 {
             continue;
         }
         let t = nodes[n as usize];
@@ -286,15 +299,15 @@ fn depth(nodes: &[TNode], root: u32, memo: &mut FxMap<u32, u64>) -> u64 {
         } else {
             vec![t.a, t.b]
         };
-        if !expanded && kids.iter().any(|k| !memo.contains_key(k)) {
+        if !expanded && kids.iter().any(|k| memo[*k as usize] == 0) {
             stack.push((n, true));
             stack.extend(kids.into_iter().map(|k| (k, false)));
             continue;
         }
-        let d = 1 + kids.iter().map(|k| memo[k]).max().unwrap_or(0);
-        memo.insert(n, d);
+        let d = 1 + kids.iter().map(|k| memo[*k as usize]).max().unwrap_or(0);
+        memo[n as usize] = d;
     }
-    memo[&root]
+    memo[root as usize]
 }
 
 /// Encode every hook's diagrams.
@@ -305,7 +318,7 @@ pub fn encode(hooks: &[HookPlan<'_>]) -> Table {
             nodes: vec![TNode::default(); 5],
             max_steps: 0,
         },
-        seen: FxMap::default(),
+        seen: hashbrown::HashTable::new(),
     };
     let mut entries_of = Vec::new();
     for h in hooks {
@@ -340,7 +353,8 @@ pub fn encode(hooks: &[HookPlan<'_>]) -> Table {
     // its hook's (none for a hook without diagrams: no policy). The walker
     // drops what meets no head, so an unfilled table fails closed.
     let mut t = enc.t;
-    let mut dmemo = FxMap::default();
+    drop(enc.seen);
+    let mut dmemo = vec![0u64; t.nodes.len()];
     for slot in 1..=4 {
         let entries = entries_of
             .iter()

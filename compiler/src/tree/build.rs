@@ -206,56 +206,80 @@ fn terms_of(r: &Rule, v6: bool, outcome: Outcome, atoms: &mut Atoms) -> Vec<Term
 
 /// Build every hook's diagrams.
 pub fn build(ir: &Validated, opts: &Options) -> Forest {
-    let mut hooks = Vec::new();
-    for direction in [Direction::Ingress, Direction::Egress] {
-        for v6 in [false, true] {
-            let mut atoms = Atoms::default();
-            let mut chains = Vec::new();
-            for (ci, c) in ir
-                .chains
-                .iter()
-                .enumerate()
-                .filter(|(_, c)| c.direction == direction)
-            {
-                let terms: Vec<Term> = c
-                    .rules
-                    .iter()
-                    .flat_map(|id| {
-                        terms_of(&ir.rules[*id as usize], v6, Outcome::Rule(*id), &mut atoms)
-                    })
-                    .collect();
-                if !terms.is_empty() {
-                    chains.push((ci as u32, diagram(terms, &atoms.list, v6, opts)));
-                }
-            }
-            let policy_rules = |action: Action| {
-                ir.rules.iter().filter(move |r| {
-                    r.layer == Layer::Policy && r.direction == direction && r.action == action
-                })
-            };
-            let mut terms: Vec<Term> = Vec::new();
-            for r in policy_rules(Action::Deny).chain(policy_rules(Action::Allow)) {
-                terms.extend(terms_of(r, v6, Outcome::Rule(r.id), &mut atoms));
-            }
-            for s in ir.sections.iter().filter(|s| s.direction == direction) {
-                let a = atoms.id(Atom::Subject(s.subject.clone()));
-                terms.push(Term {
-                    fields: Default::default(),
-                    atoms: vec![a],
-                    outcome: Outcome::DefaultDeny,
-                });
-            }
-            let policy = diagram(terms, &atoms.list, v6, opts);
-            hooks.push(Hook {
-                direction,
-                v6,
-                chains,
-                policy,
-                atoms: atoms.list,
-            });
+    // The four hooks share nothing: built on threads of their own (the
+    // largest policies spend most of their compile time here).
+    let hooks = [
+        (Direction::Ingress, false),
+        (Direction::Ingress, true),
+        (Direction::Egress, false),
+        (Direction::Egress, true),
+    ];
+    // Two threads (this machine's cores; more would only hold more
+    // builders in memory at once): IPv4 on one, IPv6 on the other (the
+    // directions differ most in size).
+    let one = |&(direction, v6): &(Direction, bool)| {
+        let name = format!("diagrams of {direction:?} IPv{}", if v6 { 6 } else { 4 });
+        crate::timed(&name, || hook(ir, direction, v6, opts))
+    };
+    let (mut a, mut b) = std::thread::scope(|s| {
+        let other = s.spawn(|| [hooks[1], hooks[3]].iter().map(one).collect::<Vec<_>>());
+        let mine: Vec<Hook> = [hooks[0], hooks[2]].iter().map(one).collect();
+        let other = other
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p));
+        (mine, other)
+    });
+    // Back in the hooks' order.
+    let (ev4, iv4, ev6, iv6) = (a.remove(1), a.remove(0), b.remove(1), b.remove(0));
+    Forest {
+        hooks: vec![iv4, iv6, ev4, ev6],
+    }
+}
+
+/// One hook's diagrams: its chains' in file order, then its policy layer.
+fn hook(ir: &Validated, direction: Direction, v6: bool, opts: &Options) -> Hook {
+    let mut atoms = Atoms::default();
+    let mut chains = Vec::new();
+    for (ci, c) in ir
+        .chains
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.direction == direction)
+    {
+        let terms: Vec<Term> = c
+            .rules
+            .iter()
+            .flat_map(|id| terms_of(&ir.rules[*id as usize], v6, Outcome::Rule(*id), &mut atoms))
+            .collect();
+        if !terms.is_empty() {
+            chains.push((ci as u32, diagram(terms, &atoms.list, v6, opts)));
         }
     }
-    Forest { hooks }
+    let policy_rules = |action: Action| {
+        ir.rules.iter().filter(move |r| {
+            r.layer == Layer::Policy && r.direction == direction && r.action == action
+        })
+    };
+    let mut terms: Vec<Term> = Vec::new();
+    for r in policy_rules(Action::Deny).chain(policy_rules(Action::Allow)) {
+        terms.extend(terms_of(r, v6, Outcome::Rule(r.id), &mut atoms));
+    }
+    for s in ir.sections.iter().filter(|s| s.direction == direction) {
+        let a = atoms.id(Atom::Subject(s.subject.clone()));
+        terms.push(Term {
+            fields: Default::default(),
+            atoms: vec![a],
+            outcome: Outcome::DefaultDeny,
+        });
+    }
+    let policy = diagram(terms, &atoms.list, v6, opts);
+    Hook {
+        direction,
+        v6,
+        chains,
+        policy,
+        atoms: atoms.list,
+    }
 }
 
 type State = ([(u128, u128); 7], Vec<TermId>);
