@@ -378,6 +378,25 @@ fn replace_keeps_the_programs_only_when_the_data_alone_can_carry_the_change() {
     assert_eq!(st.record.generation, 4);
     assert_eq!(st.record.rules, changed.manifest.rules.len());
     assert_eq!(st.record.artifact_sha256, changed.sha256);
+
+    // An artifact whose code changed but still claims the installed code
+    // hash (its license section edited, the object resealed): the claim is
+    // checked, so its programs are loaded, not just its data.
+    let mut forged = table(&big).bytes;
+    let at = forged
+        .windows(4)
+        .position(|w| w == b"GPL\0")
+        .expect("a license string");
+    forged[at..at + 4].copy_from_slice(b"MIT\0");
+    runtime_loader::manifest::seal_object(&mut forged).unwrap();
+    let forged = runtime_loader::Artifact::from_bytes(forged).unwrap();
+    assert_eq!(forged.manifest.code_sha256, changed.manifest.code_sha256);
+    let r = lab.inst.replace(&forged).unwrap();
+    assert!(
+        matches!(&r.how, How::Programs { because } if because.contains("does not hash")),
+        "{r:?}"
+    );
+    assert_ne!(ids(&lab), third);
     drop((listener, listener2));
 }
 

@@ -864,6 +864,14 @@ impl Installation {
         if let Err(why) = new.data_only_from(&self.artifact()?.manifest) {
             return Ok(Err(why));
         }
+        // The claim is checked, not trusted: the running programs must be
+        // what this artifact's code is.
+        let code = crate::manifest::code_digest(&artifact.bytes).map_err(Error::NotCilc)?;
+        if new.code_sha256.as_deref() != Some(code.as_str()) {
+            return Ok(Err(
+                "its code does not hash to the code_sha256 it claims".into()
+            ));
+        }
         let rules = self.pinned_map("cilc_rule_counts")?.max_entries() as usize;
         if new.rules.len() > rules {
             return Ok(Err(format!(
