@@ -302,6 +302,12 @@ enum cilc_tnode_kind {
 	CILC_T_FLAGS = 6,
 	/* The first term of this part: decision a (0: none), priority b. */
 	CILC_T_LEAF = 7,
+	/* Multi-way split of `field` from base `cut`: below it, a; else
+	 * slot (field - cut) >> shift, node c + slot, when below the
+	 * count; else b. arg: shift (bits 0-6) | (count - 1) << 7. The
+	 * count's slots are consecutive nodes, each a copy of the node it
+	 * leads to. */
+	CILC_T_JUMP = 8,
 };
 
 #define CILC_T_POLICY 1u

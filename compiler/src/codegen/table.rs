@@ -58,6 +58,13 @@ const BIT: u8 = 4;
 const PORT: u8 = 5;
 const FLAGS: u8 = 6;
 const LEAF: u8 = 7;
+const JUMP: u8 = 8;
+
+/// Slots of one jump node at most (`arg` holds the count in its 9 high
+/// bits).
+const JUMP_SLOTS: u128 = 256;
+/// Same-field splits gathered under one node, at most, to build a jump.
+const GATHER: usize = 255;
 
 const POLICY: u32 = 1;
 const LAST: u32 = 2;
@@ -111,6 +118,8 @@ struct Enc {
     t: Table,
     /// Identical nodes once (diagrams share subtrees, and so do chains).
     seen: FxMap<TNode, u32>,
+    /// Jump slot blocks by their nodes.
+    blocks: FxMap<Vec<u32>, u32>,
 }
 
 impl Enc {
@@ -273,6 +282,20 @@ impl Enc {
     }
 }
 
+/// The nodes a node leads to: a jump's fallbacks and slots, a test's or
+/// split's two children, none for a leaf.
+fn kids(t: &TNode) -> Vec<u32> {
+    match t.kind {
+        LEAF => vec![],
+        JUMP => {
+            let mut v = vec![t.a, t.b];
+            v.extend(t.c..t.c + u32::from(t.arg >> 7));
+            v
+        }
+        _ => vec![t.a, t.b],
+    }
+}
+
 /// The longest walk through a part: the depth of its encoded DAG.
 fn depth(nodes: &[TNode], root: u32, memo: &mut FxMap<u32, u64>) -> u64 {
     let mut stack = vec![(root, false)];
@@ -280,12 +303,7 @@ fn depth(nodes: &[TNode], root: u32, memo: &mut FxMap<u32, u64>) -> u64 {
         if memo.contains_key(&n) {
             continue;
         }
-        let t = nodes[n as usize];
-        let kids = if t.kind == LEAF {
-            vec![]
-        } else {
-            vec![t.a, t.b]
-        };
+        let kids = kids(&nodes[n as usize]);
         if !expanded && kids.iter().any(|k| !memo.contains_key(k)) {
             stack.push((n, true));
             stack.extend(kids.into_iter().map(|k| (k, false)));
@@ -297,8 +315,308 @@ fn depth(nodes: &[TNode], root: u32, memo: &mut FxMap<u32, u64>) -> u64 {
     memo[&root]
 }
 
+/// How one field's region is encoded: by the kid of an interval, a
+/// split, or a jump (`base`, `shift`, one plan per slot; values below
+/// `base` go to kid `below`, values past the last slot to kid `beyond`).
+#[derive(Debug)]
+enum Plan {
+    Kid(usize),
+    Split(u128, Box<Plan>, Box<Plan>),
+    Jump {
+        base: u128,
+        shift: u32,
+        below: usize,
+        beyond: usize,
+        slots: Vec<Plan>,
+    },
+}
+
+impl Plan {
+    fn has_jump(&self) -> bool {
+        match self {
+            Plan::Kid(_) => false,
+            Plan::Split(_, l, r) => l.has_jump() || r.has_jump(),
+            Plan::Jump { .. } => true,
+        }
+    }
+}
+
+/// Plans a region of one field: kid `i` takes the values from `cuts[i - 1]`
+/// (inclusive) below `cuts[i]` (sorted, distinct), kid 0 everything below
+/// `cuts[0]`, the last kid everything from the last cut. A range of kids
+/// `lo..=hi` is encoded as the shallower of a balanced split and a jump
+/// (HiCuts-style: equal slots from the range's first cut, at most
+/// `JUMP_SLOTS` and twice the kids; a slot holding cuts is planned again,
+/// as a range of its own).
+struct Planner<'a> {
+    cuts: &'a [u128],
+    /// (lo, hi) → (depth, the jump's shift when a jump is shallower).
+    memo: FxMap<(usize, usize), (u32, Option<u32>)>,
+}
+
+impl Planner<'_> {
+    /// The jump's shift over kids `lo..=hi` (two cuts at least).
+    fn shift(&self, lo: usize, hi: usize) -> u32 {
+        let base = self.cuts[lo];
+        let span = self.cuts[hi - 1] - base;
+        let budget = JUMP_SLOTS.min(2 * (hi - lo + 1) as u128);
+        // Every cut on a slot boundary, when that fits; else the fewest
+        // slots within the budget.
+        let exact = self.cuts[lo + 1..hi]
+            .iter()
+            .map(|c| (c - base).trailing_zeros())
+            .min()
+            .unwrap_or(0);
+        (exact..128)
+            .find(|s| ((span - 1) >> s) < budget)
+            .unwrap_or(127)
+    }
+
+    /// The kid ranges of the slots: slot j holds the values from
+    /// `base + j << shift`, below the next slot's.
+    fn slots(&self, lo: usize, hi: usize, shift: u32) -> Vec<(usize, usize)> {
+        let base = self.cuts[lo];
+        let m = ((self.cuts[hi - 1] - base - 1) >> shift) + 1;
+        let mut out = Vec::with_capacity(m as usize);
+        let mut k = lo;
+        for j in 0..m {
+            let start = base + (j << shift);
+            let end = start.checked_add(1 << shift);
+            while k < hi && self.cuts[k] <= start {
+                k += 1;
+            }
+            let mut q = k;
+            while q < hi && end.is_none_or(|e| self.cuts[q] < e) {
+                q += 1;
+            }
+            out.push((k, q));
+        }
+        out
+    }
+
+    fn depth(&mut self, lo: usize, hi: usize) -> u32 {
+        let n = hi - lo;
+        if n == 0 {
+            return 0;
+        }
+        if let Some(&(d, _)) = self.memo.get(&(lo, hi)) {
+            return d;
+        }
+        let mid = lo + (n - 1) / 2;
+        let binary = 1 + self.depth(lo, mid).max(self.depth(mid + 1, hi));
+        let mut best = (binary, None);
+        if n >= 2 {
+            let shift = self.shift(lo, hi);
+            let mut d = 0;
+            for (k, q) in self.slots(lo, hi, shift) {
+                d = d.max(self.depth(k, q));
+                if 1 + d >= binary {
+                    break;
+                }
+            }
+            if 1 + d < binary {
+                best = (1 + d, Some(shift));
+            }
+        }
+        self.memo.insert((lo, hi), best);
+        best.0
+    }
+
+    fn build(&mut self, lo: usize, hi: usize) -> Plan {
+        let n = hi - lo;
+        if n == 0 {
+            return Plan::Kid(lo);
+        }
+        self.depth(lo, hi);
+        match self.memo.get(&(lo, hi)).and_then(|m| m.1) {
+            Some(shift) => Plan::Jump {
+                base: self.cuts[lo],
+                shift,
+                below: lo,
+                beyond: hi,
+                slots: self
+                    .slots(lo, hi, shift)
+                    .into_iter()
+                    .map(|(k, q)| self.build(k, q))
+                    .collect(),
+            },
+            None => {
+                let mid = lo + (n - 1) / 2;
+                let (l, r) = (self.build(lo, mid), self.build(mid + 1, hi));
+                Plan::Split(self.cuts[mid], Box::new(l), Box::new(r))
+            }
+        }
+    }
+}
+
+/// The region of one field under the split `root`: the splits on its
+/// field below it, gathered breadth first (`GATHER` at most, a shared
+/// node once per path). Returns the cuts and the node each interval
+/// leads to (one more), adjacent intervals to the same node merged.
+fn gather(nodes: &[TNode], root: u32) -> (Vec<u128>, Vec<u32>) {
+    let field = nodes[root as usize].field;
+    let mut queue = std::collections::VecDeque::from([(root, 0u128, None::<u128>)]);
+    let mut out = Vec::new();
+    let mut taken = 0;
+    while let Some((n, lo, hi)) = queue.pop_front() {
+        let t = &nodes[n as usize];
+        if t.kind != SPLIT || t.field != field || taken >= GATHER {
+            out.push((lo, n));
+            continue;
+        }
+        taken += 1;
+        if t.cut <= lo {
+            queue.push_back((t.b, lo, hi));
+        } else if hi.is_some_and(|h| t.cut >= h) {
+            queue.push_back((t.a, lo, hi));
+        } else {
+            queue.push_back((t.a, lo, Some(t.cut)));
+            queue.push_back((t.b, t.cut, hi));
+        }
+    }
+    out.sort_unstable_by_key(|o| o.0);
+    let mut cuts = Vec::new();
+    let mut kids = vec![out[0].1];
+    for &(lo, n) in &out[1..] {
+        if kids.last() != Some(&n) {
+            cuts.push(lo);
+            kids.push(n);
+        }
+    }
+    (cuts, kids)
+}
+
+impl Enc {
+    /// Consecutive copies of `targets` (the slots of a jump; a slot is its
+    /// node, copied), once per distinct list. Returns the first.
+    fn block(&mut self, targets: &[u32]) -> u32 {
+        if let Some(&s) = self.blocks.get(targets) {
+            return s;
+        }
+        let s = self.t.nodes.len() as u32;
+        for &t in targets {
+            let n = self.t.nodes[t as usize];
+            self.t.nodes.push(n);
+        }
+        self.blocks.insert(targets.to_vec(), s);
+        s
+    }
+
+    fn emit(&mut self, field: u8, p: &Plan, kids: &[u32]) -> u32 {
+        match p {
+            Plan::Kid(i) => kids[*i],
+            Plan::Split(cut, l, r) => {
+                let (a, b) = (self.emit(field, l, kids), self.emit(field, r, kids));
+                self.push(TNode {
+                    kind: SPLIT,
+                    field,
+                    cut: *cut,
+                    a,
+                    b,
+                    ..TNode::default()
+                })
+            }
+            Plan::Jump {
+                base,
+                shift,
+                below,
+                beyond,
+                slots,
+            } => {
+                let targets: Vec<u32> = slots.iter().map(|s| self.emit(field, s, kids)).collect();
+                let c = self.block(&targets);
+                self.push(TNode {
+                    kind: JUMP,
+                    field,
+                    arg: *shift as u16 | ((targets.len() as u16) << 7),
+                    a: kids[*below],
+                    b: kids[*beyond],
+                    c,
+                    cut: *base,
+                })
+            }
+        }
+    }
+}
+
+/// The table again from `roots`, with jump nodes: each split becomes a
+/// jump over the splits on its field below it when that makes walks
+/// shorter (its plan has a jump), else stays a split; tests and leaves are
+/// copied. Returns the new table (nodes 0..=4 left for the heads) and
+/// every old node's new index (`u32::MAX` where unreachable).
+fn with_jumps(old: &[TNode], roots: impl Iterator<Item = u32>) -> (Enc, Vec<u32>) {
+    let mut enc = Enc {
+        t: Table {
+            nodes: vec![TNode::default(); 5],
+            max_steps: 0,
+        },
+        seen: FxMap::default(),
+        blocks: FxMap::default(),
+    };
+    let mut memo = vec![u32::MAX; old.len()];
+    let mut pending: FxMap<u32, (Vec<u32>, Option<Plan>)> = FxMap::default();
+    for root in roots {
+        let mut stack = vec![(root, false)];
+        while let Some((n, expanded)) = stack.pop() {
+            if memo[n as usize] != u32::MAX {
+                continue;
+            }
+            let t = old[n as usize];
+            if !expanded {
+                let (kids, plan) = match t.kind {
+                    SPLIT => {
+                        let (cuts, kids) = gather(old, n);
+                        let plan = (cuts.len() >= 2)
+                            .then(|| {
+                                Planner {
+                                    cuts: &cuts,
+                                    memo: FxMap::default(),
+                                }
+                                .build(0, cuts.len())
+                            })
+                            .filter(Plan::has_jump);
+                        match plan {
+                            Some(p) => (kids, Some(p)),
+                            None => (vec![t.a, t.b], None),
+                        }
+                    }
+                    LEAF => (vec![], None),
+                    _ => (vec![t.a, t.b], None),
+                };
+                stack.push((n, true));
+                stack.extend(
+                    kids.iter()
+                        .filter(|k| memo[**k as usize] == u32::MAX)
+                        .map(|k| (*k, false)),
+                );
+                pending.insert(n, (kids, plan));
+                continue;
+            }
+            let Some((kids, plan)) = pending.remove(&n) else {
+                continue;
+            };
+            let new: Vec<u32> = kids.iter().map(|k| memo[*k as usize]).collect();
+            memo[n as usize] = match (&plan, new.as_slice()) {
+                (Some(p), _) => enc.emit(t.field, p, &new),
+                (None, [a, b]) => enc.push(TNode {
+                    a: *a,
+                    b: *b,
+                    ..t
+                }),
+                _ => enc.push(t),
+            };
+        }
+    }
+    (enc, memo)
+}
+
 /// Encode every hook's diagrams.
 pub fn encode(hooks: &[HookPlan<'_>]) -> Table {
+    encode_with(hooks, true)
+}
+
+/// Encode every hook's diagrams, with jump nodes or with splits only.
+pub fn encode_with(hooks: &[HookPlan<'_>], jumps: bool) -> Table {
     let mut enc = Enc {
         // Node 0 unused, 1..=4 the heads (all four written below).
         t: Table {
@@ -306,6 +624,7 @@ pub fn encode(hooks: &[HookPlan<'_>]) -> Table {
             max_steps: 0,
         },
         seen: FxMap::default(),
+        blocks: FxMap::default(),
     };
     let mut entries_of = Vec::new();
     for h in hooks {
@@ -335,6 +654,17 @@ pub fn encode(hooks: &[HookPlan<'_>]) -> Table {
             }
         }
         entries_of.push((1 + h.direction as usize * 2 + usize::from(h.v6), entries));
+    }
+    // Jumps, from every root; the entries point at the new roots.
+    if jumps {
+        let roots = entries_of.iter().flat_map(|(_, e)| e.iter().map(|(r, _)| *r));
+        let (new, at) = with_jumps(&enc.t.nodes, roots);
+        for (_, e) in &mut entries_of {
+            for (r, _) in e.iter_mut() {
+                *r = at[*r as usize];
+            }
+        }
+        enc = new;
     }
     // Entries last, after every node they point to; every head points at
     // its hook's (none for a hook without diagrams: no policy). The walker
