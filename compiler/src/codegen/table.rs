@@ -3,11 +3,14 @@
 //! Stage: **`[HookPlan]` → `Table`** (nodes of `struct cilc_tnode`, see
 //! stdlib-bpf/cilc.h), which the object carries in its section
 //! `.cilc.table` and a loader copies into the map `cilc_table`; the
-//! programs walk it (`cilc_walk`: a `bpf_loop` step follows up to 8 splits, or one test or leaf). The code
-//! is then the same for every policy: compile time is the diagrams' build,
-//! the verifier checks one small loop body, and a policy change is a change
-//! of data. Linear leaves become chains of node tests (one per interval
-//! bound and atom), so the walker knows only splits, atom tests and leaves.
+//! programs walk it (`cilc_walk`: a `bpf_loop` step follows up to 8 nodes
+//! of any kind). The code is then the same for every policy: compile time
+//! is the diagrams' build, the verifier checks one small loop body, and a
+//! policy change is a change of data. Linear leaves become chains of node
+//! tests (one per interval bound and atom), so the walker knows only
+//! splits, atom tests and leaves; then (`with_jumps`) each split and the
+//! splits on its field below it become a multi-way jump where that makes
+//! walks shorter: one node visited instead of several levels.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
