@@ -484,7 +484,7 @@ struct {
 } cilc_table SEC(".maps");
 
 /* Nodes followed in one bpf_loop step at most. */
-#define CILC_WALK_NODES 8
+#define CILC_WALK_NODES 16
 
 /* Where a walk is, kept between steps of bpf_loop. */
 struct cilc_walk_state {
