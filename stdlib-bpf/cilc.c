@@ -564,18 +564,24 @@ static __always_inline __u32 walk_split(struct cilc_walk_state *w, struct cilc_t
 	return idx < (arg >> 7) ? n->c + (__u32)idx : n->b;
 }
 
-/* Ends the hook when the last entry is done: the chains' accept, or no
- * policy. Returns 1 then. */
-static __always_inline int walk_entries_done(struct cilc_walk_state *w)
+/* The next entry's root, or 0 to stop: after the last entry (the chains'
+ * accept, or no policy, decides), or at a damaged entry. */
+static __always_inline __u32 walk_enter(struct cilc_walk_state *w)
 {
-	if (w->entry < w->end)
+	if (w->entry >= w->end) {
+		w->result = w->accepted ? w->accepted : CILC_NO_POLICY;
 		return 0;
-	w->result = w->accepted ? w->accepted : CILC_NO_POLICY;
-	return 1;
+	}
+	__u32 e = w->entry;
+	struct cilc_tnode *en = bpf_map_lookup_elem(&cilc_table, &e);
+	if (!en || en->kind != CILC_T_ENTRY)
+		return 0;
+	w->flags = en->b;
+	return en->a;
 }
 
 /* One step: up to CILC_WALK_NODES nodes of every kind (a leaf goes on to
- * the next entry, an entry to its root). A step's own cost (the call, the
+ * the next entry's root). A step's own cost (the call, the
  * state read and written through `arg`) is paid once for them. Returns 1
  * to stop. */
 static long walk_step(__u32 i, void *arg)
@@ -583,9 +589,9 @@ static long walk_step(__u32 i, void *arg)
 	struct cilc_walk_state *w = arg;
 	__u32 k = w->node;
 	if (k == 0) {
-		if (walk_entries_done(w))
+		k = walk_enter(w);
+		if (k == 0)
 			return 1;
-		k = w->entry;
 	}
 #pragma unroll
 	for (int j = 0; j < CILC_WALK_NODES; j++) {
@@ -599,11 +605,6 @@ static long walk_step(__u32 i, void *arg)
 				return 1;
 			continue;
 		}
-		if (kind == CILC_T_ENTRY) {
-			w->flags = n->b;
-			k = n->a;
-			continue;
-		}
 		if (kind == CILC_T_LEAF) {
 			if (n->a && n->b < w->best_prio) {
 				w->best = n->a;
@@ -612,9 +613,9 @@ static long walk_step(__u32 i, void *arg)
 			w->entry += 1;
 			if ((w->flags & CILC_T_LAST) && walk_diagram_done(w))
 				return 1;
-			if (walk_entries_done(w))
+			k = walk_enter(w);
+			if (k == 0)
 				return 1;
-			k = w->entry;
 			continue;
 		}
 		/* Atom tests read the packet's identities. */
