@@ -488,8 +488,8 @@ struct {
 	__uint(max_entries, 1);
 } cilc_table SEC(".maps");
 
-/* Splits followed in one bpf_loop step at most. */
-#define CILC_WALK_SPLITS 8
+/* Nodes followed in one bpf_loop step at most. */
+#define CILC_WALK_NODES 16
 
 /* Where a walk is, kept between steps of bpf_loop. */
 struct cilc_walk_state {
@@ -535,84 +535,117 @@ static __always_inline int walk_diagram_done(struct cilc_walk_state *w)
 	return 0;
 }
 
-/* One step: start the next root, or follow one node. Returns 1 to stop. */
+/* The node a split or jump leads to, 0 for a damaged node (node 0 is
+ * never a child). Below `cut`, a; a split's other side is b; a jump's is
+ * slot (v - cut) >> shift, node c + slot, when below the count, else b.
+ * The 128-bit difference and shift are over the two halves. */
+static __always_inline __u32 walk_split(struct cilc_walk_state *w, struct cilc_tnode *n)
+{
+	__u32 f = n->field;
+	__u64 hi = 0, lo;
+	if (f < 2) {
+		hi = w->addr[f][0];
+		lo = w->addr[f][1];
+	} else if (f < 7) {
+		lo = w->small[f - 2];
+	} else {
+		return 0;
+	}
+	__u64 bh = n->cut[0], bl = n->cut[1];
+	if (hi < bh || (hi == bh && lo < bl))
+		return n->a;
+	if (n->kind == CILC_T_SPLIT)
+		return n->b;
+	__u64 dl = lo - bl;
+	__u64 dh = hi - bh - (lo < bl);
+	__u32 arg = n->arg;
+	__u32 s = arg & 63;
+	__u64 idx;
+	if (arg & 64) {
+		idx = dh >> s;
+	} else {
+		if (dh >> s)
+			return n->b;
+		/* (dh << 64 - s), written for s = 0 too */
+		idx = (dl >> s) | ((dh << 1) << (63 - s));
+	}
+	return idx < (arg >> 7) ? n->c + (__u32)idx : n->b;
+}
+
+/* The next entry's root, or 0 to stop: after the last entry (the chains'
+ * accept, or no policy, decides), or at a damaged entry. */
+static __always_inline __u32 walk_enter(struct cilc_walk_state *w)
+{
+	if (w->entry >= w->end) {
+		w->result = w->accepted ? w->accepted : CILC_NO_POLICY;
+		return 0;
+	}
+	__u32 e = w->entry;
+	struct cilc_tnode *en = bpf_map_lookup_elem(w->table, &e);
+	if (!en || en->kind != CILC_T_ENTRY)
+		return 0;
+	w->flags = en->b;
+	return en->a;
+}
+
+/* One step: up to CILC_WALK_NODES nodes of every kind (a leaf goes on to
+ * the next entry's root). A step's own cost (the call, the
+ * state read and written through `arg`) is paid once for them. Returns 1
+ * to stop. */
 static long walk_step(__u32 i, void *arg)
 {
 	struct cilc_walk_state *w = arg;
-	__u32 zero = 0;
-	void *table = w->table;
-	if (w->node == 0) {
-		if (w->entry >= w->end) {
-			w->result = w->accepted ? w->accepted : CILC_NO_POLICY;
-			return 1;
-		}
-		__u32 e = w->entry;
-		struct cilc_tnode *en = bpf_map_lookup_elem(table, &e);
-		if (!en || en->kind != CILC_T_ENTRY)
-			return 1;
-		w->node = en->a;
-		w->flags = en->b;
-		return 0;
-	}
-	/* Splits, several per step: a step's own cost (the call, the state
-	 * read and written through `arg`) is paid once for them. */
 	__u32 k = w->node;
-	struct cilc_tnode *n = 0;
+	if (k == 0) {
+		k = walk_enter(w);
+		if (k == 0)
+			return 1;
+	}
 #pragma unroll
-	for (int j = 0; j < CILC_WALK_SPLITS; j++) {
-		n = bpf_map_lookup_elem(table, &k);
+	for (int j = 0; j < CILC_WALK_NODES; j++) {
+		struct cilc_tnode *n = bpf_map_lookup_elem(w->table, &k);
 		if (!n)
 			return 1;
-		if (n->kind != CILC_T_SPLIT)
-			break;
-		__u32 f = n->field;
-		__u64 hi = 0, lo;
-		if (f < 2) {
-			hi = w->addr[f][0];
-			lo = w->addr[f][1];
-		} else if (f < 7) {
-			lo = w->small[f - 2];
+		__u32 kind = n->kind;
+		if (kind == CILC_T_SPLIT || kind == CILC_T_JUMP) {
+			k = walk_split(w, n);
+			if (k == 0)
+				return 1;
+			continue;
+		}
+		if (kind == CILC_T_LEAF) {
+			if (n->a && n->b < w->best_prio) {
+				w->best = n->a;
+				w->best_prio = n->b;
+			}
+			w->entry += 1;
+			if ((w->flags & CILC_T_LAST) && walk_diagram_done(w))
+				return 1;
+			k = walk_enter(w);
+			if (k == 0)
+				return 1;
+			continue;
+		}
+		/* Atom tests read the packet's identities. */
+		__u32 zero = 0;
+		struct cilc_ctx *c = bpf_map_lookup_elem(&cilc_scratch, &zero);
+		if (!c)
+			return 1;
+		int yes;
+		if (kind == CILC_T_BIT) {
+			__u32 bit = n->arg & (CILC_PRED_WORDS * 64 - 1);
+			__u64 word = n->field ? c->dst_bits[bit / 64] : c->src_bits[bit / 64];
+			yes = (word >> (bit % 64)) & 1;
+		} else if (kind == CILC_T_PORT) {
+			yes = c->dst_ports[n->arg & (CILC_NAMED_PORTS - 1)] == c->dport;
+		} else if (kind == CILC_T_FLAGS) {
+			yes = (c->tcp_flags & n->arg) == n->c;
 		} else {
 			return 1;
 		}
-		k = hi < n->cut[0] || (hi == n->cut[0] && lo < n->cut[1]) ? n->a : n->b;
-		n = 0;
+		k = yes ? n->a : n->b;
 	}
 	w->node = k;
-	if (!n)
-		return 0;
-	int yes;
-	/* Atom tests read the packet's identities (rarer than splits). */
-	struct cilc_ctx *c = bpf_map_lookup_elem(&cilc_scratch, &zero);
-	if (!c)
-		return 1;
-	switch (n->kind) {
-	case CILC_T_BIT: {
-		__u32 bit = n->arg & (CILC_PRED_WORDS * 64 - 1);
-		__u64 word = n->field ? c->dst_bits[bit / 64] : c->src_bits[bit / 64];
-		yes = (word >> (bit % 64)) & 1;
-		break;
-	}
-	case CILC_T_PORT:
-		yes = c->dst_ports[n->arg & (CILC_NAMED_PORTS - 1)] == c->dport;
-		break;
-	case CILC_T_FLAGS:
-		yes = (c->tcp_flags & n->arg) == n->c;
-		break;
-	case CILC_T_LEAF:
-		if (n->a && n->b < w->best_prio) {
-			w->best = n->a;
-			w->best_prio = n->b;
-		}
-		w->node = 0;
-		w->entry += 1;
-		if (w->flags & CILC_T_LAST)
-			return walk_diagram_done(w);
-		return 0;
-	default:
-		return 1;
-	}
-	w->node = yes ? n->a : n->b;
 	return 0;
 }
 

@@ -292,7 +292,9 @@ enum cilc_tnode_kind {
 	/* One root of a diagram. a: the root node; b: CILC_T_POLICY (the
 	 * policy layer, else a chain) | CILC_T_LAST (its diagram's last). */
 	CILC_T_ENTRY = 2,
-	/* field < cut (cut[0] high half, cut[1] low half): a, else b. */
+	/* field < cut (cut[0] high half, cut[1] low half): a, else b. Field:
+	 * tree::Field's index (0 src, 1 dst, proto, sport, dport, ICMP
+	 * type, code). */
 	CILC_T_SPLIT = 3,
 	/* Predicate bit `arg` of end `field` (0 src, 1 dst) set: a, else b. */
 	CILC_T_BIT = 4,
@@ -302,6 +304,11 @@ enum cilc_tnode_kind {
 	CILC_T_FLAGS = 6,
 	/* The first term of this part: decision a (0: none), priority b. */
 	CILC_T_LEAF = 7,
+	/* Multi-way split of `field` from base `cut`: below it, a; else
+	 * slot (field - cut) >> shift, node c + slot, when below the
+	 * count; else b. arg: shift (bits 0-6) | count << 7. The count's
+	 * slots are consecutive nodes, each a copy of the node it leads to. */
+	CILC_T_JUMP = 8,
 };
 
 #define CILC_T_POLICY 1u

@@ -575,3 +575,88 @@ fn a_100k_rule_policy_in_the_table_strategy_matches_the_evaluator() {
     assert!(judged > 1900, "only {judged} packets judged");
     assert!(decided > 100, "only {decided} packets decided by a rule");
 }
+
+/// The table strategy's jump nodes (docs/backend.md): a chain of many
+/// prefixes and port ranges on a few fields (IPv4, and IPv6 cuts in the
+/// high half) becomes a table with jumps on those fields, and packets
+/// around every prefix and port get the evaluator's decision from the
+/// kernel.
+#[test]
+fn table_jump_nodes_decide_as_the_evaluator() {
+    let mut src = String::from("chain edge on host ingress {\n");
+    for i in 0..250u32 {
+        let act = if i % 3 == 0 { "drop" } else { "accept" };
+        let p = 1000 + i * 8;
+        src += &format!(
+            "  {act} from 10.{}.{}.0/22 tcp {p}-{}\n",
+            i / 64,
+            (i % 64) * 4,
+            p + 3
+        );
+    }
+    for i in 0..100u32 {
+        let act = if i % 2 == 1 { "drop" } else { "accept" };
+        src += &format!("  {act} from fd00:{:x}::/32 udp {}\n", i * 3, 2000 + i);
+    }
+    for i in 0..64u32 {
+        src += &format!("  drop to 192.168.{}.0/22\n", i * 4);
+    }
+    src += "  accept tcp 8000-8099\n  drop\n}\n";
+    let (ir, _) = cilc::compile_ir(&src).unwrap();
+    let out = compile(&ir, &src, &Options::new(Strategy::Table)).unwrap();
+    // The table holds jumps on the source address, the destination
+    // address and the destination port.
+    let file = object::File::parse(&*out.object).unwrap();
+    let section =
+        object::Object::section_by_name(&file, runtime_loader::manifest::TABLE_SECTION).unwrap();
+    let data = object::ObjectSection::data(&section).unwrap();
+    let jumps_on = |field: u8| {
+        data.chunks(32)
+            .filter(|n| n[0] == 8 && n[1] == field)
+            .count()
+    };
+    for field in [0, 1, 4] {
+        assert!(jumps_on(field) > 0, "no jump on field {field}");
+    }
+    let art = Artifact::from_bytes(out.object).unwrap();
+    let mut r = Runner::new(Loaded::load(&art).unwrap_or_else(|e| panic!("{e}")));
+    let mut rng = cilc::gen::Rng::new(3);
+    let mut n = 0;
+    for _ in 0..3000 {
+        let x = rng.next_u64();
+        let b = (x >> 8) as u32;
+        let sport = (x >> 40) as u16;
+        let dport = 990 + (x >> 48) as u32 % 2100;
+        let dst = if x & 4 == 0 {
+            format!("192.168.{}.{}", b % 256, b >> 24)
+        } else {
+            "198.51.100.7".into()
+        };
+        let line = match x % 4 {
+            0 | 1 => format!(
+                "ingress local host peer world 10.{}.{}.{} -> {dst} tcp {sport} {dport}",
+                b % 5,
+                (b >> 8) % 256,
+                b >> 24
+            ),
+            2 => format!(
+                "ingress local host peer world fd00:{:x}:{:x}::1 -> fd01::2 udp {sport} {}",
+                b % 320,
+                b >> 16,
+                1990 + dport % 120
+            ),
+            _ => format!(
+                "ingress local host peer world 203.0.113.{} -> {dst} tcp {sport} {}",
+                b % 256,
+                7990 + dport % 120
+            ),
+        };
+        let p = on_wire(&parse_packet(&line).unwrap());
+        let j = r
+            .judge(&p, false, 1)
+            .unwrap_or_else(|e| panic!("{line}: {e}"));
+        assert_eq!(words(&r, &j), expected(&ir, &p), "{line}");
+        n += 1;
+    }
+    assert_eq!(n, 3000);
+}
