@@ -219,7 +219,13 @@ impl Loaded {
             })?;
         let rules = rule_capacity(artifact.manifest.rules.len());
         // The table's inner map (its template for the map-of-maps too).
-        let nodes = table::nodes(&artifact.bytes, &artifact.manifest)?;
+        // Reused artifact maps hold the installed table: the template then
+        // only needs its size, not the nodes.
+        let nodes = if opts.artifact_maps {
+            &[][..]
+        } else {
+            table::nodes(&artifact.bytes, &artifact.manifest)?
+        };
         let inner = table::create(
             table::capacity(artifact.manifest.table_nodes.unwrap_or(0)),
             nodes,
@@ -272,7 +278,6 @@ impl Loaded {
             manifest: artifact.manifest.clone(),
         };
         loaded.fill_rule_snat()?;
-        // Reused artifact maps hold the installed table already.
         if !opts.artifact_maps {
             table::install(&loaded.map("cilc_table")?, &inner)?;
         }
