@@ -724,7 +724,7 @@ impl Installation {
             });
         }
         let because = match self.data_only(artifact)? {
-            Ok(nodes) => return self.replace_data(artifact, record, nodes),
+            Ok(room) => return self.replace_data(artifact, record, room),
             Err(because) => because,
         };
         let new = self.load_artifact(artifact, &record.settings, &record.identity_entries()?)?;
@@ -858,7 +858,8 @@ impl Installation {
     }
 
     /// Whether `artifact` differs from the installed one only in data the
-    /// running programs read from maps: Ok(its table's nodes), or why not.
+    /// running programs read from maps: Ok(the installed table's room), or
+    /// why not.
     fn data_only(&self, artifact: &Artifact) -> Result<Result<u32, String>, Error> {
         let new = &artifact.manifest;
         if let Err(why) = new.data_only_from(&self.artifact()?.manifest) {
@@ -886,26 +887,25 @@ impl Installation {
                 "its table of {nodes} nodes exceeds the installed room for {room}"
             )));
         }
-        Ok(Ok(nodes))
+        Ok(Ok(room))
     }
 
     /// Replace by data: fill a new inner table map and swap it into the
     /// pinned `cilc_table` (one update: each packet walks the old table or
     /// the new one); the programs and their links stay. Per-rule counters
-    /// start again, as with new programs.
+    /// start again, as with new programs (only the old rules' ids were
+    /// ever counted).
     fn replace_data(
         &self,
         artifact: &Artifact,
         mut record: Record,
-        nodes: u32,
+        room: u32,
     ) -> Result<Replaced, Error> {
-        let outer = self.pinned_map("cilc_table")?;
-        let room = table::installed_capacity(&outer)?.unwrap_or(0);
         let inner = table::create(room, table::nodes(&artifact.bytes, &artifact.manifest)?)?;
-        table::install(&outer, &inner)?;
+        table::install(&self.pinned_map("cilc_table")?, &inner)?;
         let counts = self.pinned_map("cilc_rule_counts")?;
         let zero = vec![vec![0u8; 16]; libbpf_rs::num_possible_cpus().unwrap_or(1)];
-        for id in 0..counts.max_entries() {
+        for id in 0..record.rules as u32 {
             counts
                 .update_percpu(&id.to_ne_bytes(), &zero, MapFlags::ANY)
                 .map_err(|e| Error::Kernel(format!("the new table runs, but its counters: {e}")))?;
@@ -915,7 +915,9 @@ impl Installation {
             from,
             to: artifact.sha256.clone(),
             swapped: 0,
-            how: How::Data { nodes },
+            how: How::Data {
+                nodes: artifact.manifest.table_nodes.unwrap_or(0),
+            },
             defunct: Vec::new(),
         })
     }

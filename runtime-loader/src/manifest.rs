@@ -30,8 +30,8 @@ pub struct Manifest {
     /// SHA-256 of the whole object with this field's 64 digits written as
     /// zeros (`seal`): a loader refuses an object that does not match.
     pub object_sha256: String,
-    /// SHA-256 of the object's code: every section but the manifest and
-    /// the table's nodes (`seal` writes it). Two artifacts with the same
+    /// SHA-256 of the object's code (`code_digest`: not the manifest, the
+    /// table's nodes or BTF; `seal` writes it). Two artifacts with the same
     /// code differ only in data the loader puts in maps, so `replace` can
     /// swap the data and keep the programs running.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -472,12 +472,14 @@ pub fn code_digest(bytes: &[u8]) -> Result<String, String> {
 }
 
 /// Write the object's code hash and then its hash into its manifest (the
-/// compiler's last step). The manifest holds both fields as zeros.
-pub fn seal(bytes: &mut [u8]) -> Result<(), String> {
+/// compiler's last step; the manifest holds both fields as zeros).
+/// Returns the code hash.
+pub fn seal(bytes: &mut [u8]) -> Result<String, String> {
     let code = code_digest(bytes)?;
     let range = field_range(bytes, CODE_KEY).ok_or("no code_sha256 field in the manifest")?;
     bytes[range].copy_from_slice(code.as_bytes());
-    seal_object(bytes)
+    seal_object(bytes)?;
+    Ok(code)
 }
 
 /// Write only the object's hash (tests forge artifacts with it).

@@ -235,8 +235,9 @@ fn error(message: String) -> Vec<Diagnostic> {
 
 /// Compile a validated program to a BPF object.
 pub fn compile(ir: &Validated, src: &str, opts: &Options) -> Result<Output, Vec<Diagnostic>> {
+    let show = opts.progress && ir.rules.len() > 5_000;
     let progress = |what: &str| {
-        if opts.progress && ir.rules.len() > 5_000 {
+        if show {
             eprint!("\r\x1b[Kcilc: {what}…");
         }
     };
@@ -361,12 +362,11 @@ pub fn compile(ir: &Validated, src: &str, opts: &Options) -> Result<Output, Vec<
     };
     progress("LLVM: optimising and emitting the object");
     let object = llvm::emit(&hooks, &json, STDLIB, bytes.as_deref());
-    if opts.progress && ir.rules.len() > 5_000 {
+    if show {
         eprint!("\r\x1b[K");
     }
     let mut object = object.map_err(error)?;
-    manifest::seal(&mut object).map_err(error)?;
-    manifest.code_sha256 = Some(manifest::code_digest(&object).map_err(error)?);
+    manifest.code_sha256 = Some(manifest::seal(&mut object).map_err(error)?);
     Ok(Output { object, manifest })
 }
 

@@ -3,8 +3,8 @@
 //! Stage: **`[HookPlan]` → `Table`** (nodes of `struct cilc_tnode`, see
 //! stdlib-bpf/cilc.h), which the object carries in its section
 //! `.cilc.table` and a loader copies into the map `cilc_table`; the
-//! programs walk it (`cilc_walk`: a `bpf_loop` step follows up to 8 nodes
-//! of any kind). The code is then the same for every policy: compile time
+//! programs walk it (`cilc_walk`: a `bpf_loop` step follows up to 16
+//! nodes of any kind). The code is then the same for every policy: compile time
 //! is the diagrams' build, the verifier checks one small loop body, and a
 //! policy change is a change of data. Linear leaves become chains of node
 //! tests (one per interval bound and atom), so the walker knows only
@@ -135,6 +135,19 @@ fn hash(n: &TNode) -> u64 {
 }
 
 impl Enc {
+    /// An empty table: node 0 unused, 1..=4 left for the heads (`encode`
+    /// writes all four).
+    fn new() -> Enc {
+        Enc {
+            t: Table {
+                nodes: vec![TNode::default(); 5],
+                max_steps: 0,
+            },
+            seen: hashbrown::HashTable::new(),
+            blocks: FxMap::default(),
+        }
+    }
+
     fn push(&mut self, n: TNode) -> u32 {
         let h = hash(&n);
         let nodes = &self.t.nodes;
@@ -563,14 +576,7 @@ impl Enc {
 /// copied. Returns the new table (nodes 0..=4 left for the heads) and
 /// every old node's new index (`u32::MAX` where unreachable).
 fn with_jumps(old: &[TNode], roots: impl Iterator<Item = u32>) -> (Enc, Vec<u32>) {
-    let mut enc = Enc {
-        t: Table {
-            nodes: vec![TNode::default(); 5],
-            max_steps: 0,
-        },
-        seen: hashbrown::HashTable::new(),
-        blocks: FxMap::default(),
-    };
+    let mut enc = Enc::new();
     let mut memo = vec![u32::MAX; old.len()];
     let mut pending: FxMap<u32, (Vec<u32>, Option<Plan>)> = FxMap::default();
     for root in roots {
@@ -626,20 +632,7 @@ fn with_jumps(old: &[TNode], roots: impl Iterator<Item = u32>) -> (Enc, Vec<u32>
 
 /// Encode every hook's diagrams.
 pub fn encode(hooks: &[HookPlan<'_>]) -> Table {
-    encode_with(hooks, true)
-}
-
-/// Encode every hook's diagrams, with jump nodes or with splits only.
-pub fn encode_with(hooks: &[HookPlan<'_>], jumps: bool) -> Table {
-    let mut enc = Enc {
-        // Node 0 unused, 1..=4 the heads (all four written below).
-        t: Table {
-            nodes: vec![TNode::default(); 5],
-            max_steps: 0,
-        },
-        seen: hashbrown::HashTable::new(),
-        blocks: FxMap::default(),
-    };
+    let mut enc = Enc::new();
     let mut entries_of = Vec::new();
     for h in hooks {
         let mut entries = Vec::new();
@@ -670,17 +663,14 @@ pub fn encode_with(hooks: &[HookPlan<'_>], jumps: bool) -> Table {
         entries_of.push((1 + h.direction as usize * 2 + usize::from(h.v6), entries));
     }
     // Jumps, from every root; the entries point at the new roots.
-    if jumps {
-        let roots = entries_of
-            .iter()
-            .flat_map(|(_, e)| e.iter().map(|(r, _)| *r));
-        let (new, at) = with_jumps(&enc.t.nodes, roots);
-        for (_, e) in &mut entries_of {
-            for (r, _) in e.iter_mut() {
-                *r = at[*r as usize];
-            }
+    let roots = entries_of
+        .iter()
+        .flat_map(|(_, e)| e.iter().map(|(r, _)| *r));
+    let (enc, at) = crate::timed("table: jumps", || with_jumps(&enc.t.nodes, roots));
+    for (_, e) in &mut entries_of {
+        for (r, _) in e.iter_mut() {
+            *r = at[*r as usize];
         }
-        enc = new;
     }
     // Entries last, after every node they point to; every head points at
     // its hook's (none for a hook without diagrams: no policy). The walker

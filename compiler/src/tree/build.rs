@@ -206,31 +206,21 @@ fn terms_of(r: &Rule, v6: bool, outcome: Outcome, atoms: &mut Atoms) -> Vec<Term
 
 /// Build every hook's diagrams.
 pub fn build(ir: &Validated, opts: &Options) -> Forest {
-    // The four hooks share nothing: built on threads of their own (the
-    // largest policies spend most of their compile time here).
-    let hooks = [
-        (Direction::Ingress, false),
-        (Direction::Ingress, true),
-        (Direction::Egress, false),
-        (Direction::Egress, true),
-    ];
-    // Two threads (this machine's cores; more would only hold more
-    // builders in memory at once): IPv4 on one, IPv6 on the other (the
-    // directions differ most in size).
-    let one = |&(direction, v6): &(Direction, bool)| {
-        let name = format!("diagrams of {direction:?} IPv{}", if v6 { 6 } else { 4 });
-        crate::timed(&name, || hook(ir, direction, v6, opts))
+    // The four hooks share nothing. Two threads (this machine's cores;
+    // more would only hold more builders in memory at once): IPv4 on one,
+    // IPv6 on the other (the directions differ most in size).
+    let family = |v6: bool| {
+        [Direction::Ingress, Direction::Egress].map(|direction| {
+            let name = format!("diagrams of {direction:?} IPv{}", if v6 { 6 } else { 4 });
+            crate::timed(&name, || hook(ir, direction, v6, opts))
+        })
     };
-    let (mut a, mut b) = std::thread::scope(|s| {
-        let other = s.spawn(|| [hooks[1], hooks[3]].iter().map(one).collect::<Vec<_>>());
-        let mine: Vec<Hook> = [hooks[0], hooks[2]].iter().map(one).collect();
-        let other = other
-            .join()
-            .unwrap_or_else(|p| std::panic::resume_unwind(p));
-        (mine, other)
+    let ([iv4, ev4], [iv6, ev6]) = std::thread::scope(|s| {
+        let v6 = s.spawn(|| family(true));
+        let v4 = family(false);
+        let v6 = v6.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
+        (v4, v6)
     });
-    // Back in the hooks' order.
-    let (ev4, iv4, ev6, iv6) = (a.remove(1), a.remove(0), b.remove(1), b.remove(0));
     Forest {
         hooks: vec![iv4, iv6, ev4, ev6],
     }
