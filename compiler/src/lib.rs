@@ -26,6 +26,7 @@ pub mod diff;
 pub mod driver;
 pub mod eval;
 pub mod fmt;
+pub mod fx;
 pub mod gen;
 pub mod ir;
 pub mod kernel;

@@ -12,44 +12,7 @@
 //! splits on its field below it become a multi-way jump where that makes
 //! walks shorter: one node visited instead of several levels.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
-
-/// A multiply-xor hasher for the node dedup table (millions of 32-byte
-/// keys at 100k rules; std's SipHash took most of the encoding time).
-#[derive(Default)]
-struct Fx(u64);
-
-impl Hasher for Fx {
-    fn write(&mut self, bytes: &[u8]) {
-        for c in bytes.chunks(8) {
-            let mut w = [0u8; 8];
-            w[..c.len()].copy_from_slice(c);
-            self.write_u64(u64::from_le_bytes(w));
-        }
-    }
-    fn write_u64(&mut self, v: u64) {
-        self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-    }
-    fn write_u32(&mut self, v: u32) {
-        self.write_u64(u64::from(v));
-    }
-    fn write_u16(&mut self, v: u16) {
-        self.write_u64(u64::from(v));
-    }
-    fn write_u8(&mut self, v: u8) {
-        self.write_u64(u64::from(v));
-    }
-    fn write_u128(&mut self, v: u128) {
-        self.write_u64(v as u64);
-        self.write_u64((v >> 64) as u64);
-    }
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
-
-type FxMap<K, V> = HashMap<K, V, BuildHasherDefault<Fx>>;
+use crate::fx::FxMap;
 
 use super::{AtomCode, DiagramPlan, HookPlan};
 use crate::tree::{Field, Node, NodeId, Side, TermId};
@@ -128,22 +91,26 @@ struct Enc {
 }
 
 fn hash(n: &TNode) -> u64 {
-    use std::hash::Hash;
-    let mut h = Fx::default();
-    n.hash(&mut h);
-    h.finish()
+    crate::fx::hash(n)
 }
 
 impl Enc {
     /// An empty table: node 0 unused, 1..=4 left for the heads (`encode`
     /// writes all four).
     fn new() -> Enc {
+        Enc::with_capacity(0)
+    }
+
+    /// An empty table with room for about `n` nodes.
+    fn with_capacity(n: usize) -> Enc {
+        let mut nodes = Vec::with_capacity(n + 5);
+        nodes.resize(5, TNode::default());
         Enc {
             t: Table {
-                nodes: vec![TNode::default(); 5],
+                nodes,
                 max_steps: 0,
             },
-            seen: hashbrown::HashTable::new(),
+            seen: hashbrown::HashTable::with_capacity(n),
             blocks: FxMap::default(),
         }
     }
@@ -265,32 +232,34 @@ impl Enc {
         atoms: &[AtomCode],
         d: &DiagramPlan<'_>,
         root: NodeId,
-        memo: &mut FxMap<NodeId, u32>,
+        memo: &mut [u32],
     ) -> u32 {
-        // Iterative post-order: diagrams are deep enough to matter.
+        // Iterative post-order: diagrams are deep enough to matter. `memo`
+        // holds each diagram node's encoding (u32::MAX: not yet).
         let mut stack = vec![(root, false)];
         while let Some((n, expanded)) = stack.pop() {
-            if memo.contains_key(&n) {
+            if memo[n as usize] != u32::MAX {
                 continue;
             }
             let node = &d.diagram.nodes[n as usize];
-            let kids: Vec<NodeId> = match node {
-                Node::Split { lo, hi, .. } => vec![*lo, *hi],
-                Node::Test { yes, no, .. } => vec![*yes, *no],
-                _ => vec![],
+            let kids = match node {
+                Node::Split { lo, hi, .. } => [*lo, *hi],
+                Node::Test { yes, no, .. } => [*yes, *no],
+                _ => [n, n],
             };
-            if !expanded && kids.iter().any(|k| !memo.contains_key(k)) {
+            let open = |k: &NodeId| *k != n && memo[*k as usize] == u32::MAX;
+            if !expanded && kids.iter().any(open) {
                 stack.push((n, true));
-                stack.extend(kids.into_iter().map(|k| (k, false)));
+                stack.extend(kids.iter().filter(|k| open(k)).map(|k| (*k, false)));
                 continue;
             }
             let id = match node {
                 Node::Split { field, cut, lo, hi } => {
-                    let (lo, hi) = (memo[lo], memo[hi]);
+                    let (lo, hi) = (memo[*lo as usize], memo[*hi as usize]);
                     self.split(*field, *cut, lo, hi)
                 }
                 Node::Test { atom, yes, no } => {
-                    let (yes, no) = (memo[yes], memo[no]);
+                    let (yes, no) = (memo[*yes as usize], memo[*no as usize]);
                     self.atom(atoms, *atom, yes, no)
                 }
                 Node::Leaf(None) => self.leaf(0, u32::MAX),
@@ -304,9 +273,9 @@ impl Enc {
                     next
                 }
             };
-            memo.insert(n, id);
+            memo[n as usize] = id;
         }
-        memo[&root]
+        memo[root as usize]
     }
 }
 
@@ -576,58 +545,64 @@ impl Enc {
 /// copied. Returns the new table (nodes 0..=4 left for the heads) and
 /// every old node's new index (`u32::MAX` where unreachable).
 fn with_jumps(old: &[TNode], roots: impl Iterator<Item = u32>) -> (Enc, Vec<u32>) {
-    let mut enc = Enc::new();
+    // Jumps copy their slots: 10-20 % more nodes (ClassBench 100k sets,
+    // generated 100k).
+    let mut enc = Enc::with_capacity(old.len() + old.len() / 4);
     let mut memo = vec![u32::MAX; old.len()];
-    let mut pending: FxMap<u32, (Vec<u32>, Option<Plan>)> = FxMap::default();
+    // The splits that become jumps, while their kids are encoded: the
+    // region's kids and the plan.
+    let mut plans: FxMap<u32, (Vec<u32>, Plan)> = FxMap::default();
+    let mut stack = Vec::new();
     for root in roots {
-        let mut stack = vec![(root, false)];
+        stack.push((root, false));
         while let Some((n, expanded)) = stack.pop() {
             if memo[n as usize] != u32::MAX {
                 continue;
             }
             let t = old[n as usize];
             if !expanded {
-                let (kids, plan) = match t.kind {
-                    SPLIT => {
-                        let (cuts, kids) = gather(old, n);
-                        let plan = (cuts.len() >= 2)
-                            .then(|| {
-                                Planner {
-                                    cuts: &cuts,
-                                    memo: FxMap::default(),
-                                }
-                                .build(0, cuts.len())
-                            })
-                            .filter(Plan::has_jump);
-                        match plan {
-                            Some(p) => (kids, Some(p)),
-                            None => (vec![t.a, t.b], None),
-                        }
-                    }
-                    LEAF => (vec![], None),
-                    _ => (vec![t.a, t.b], None),
-                };
                 stack.push((n, true));
-                stack.extend(
-                    kids.iter()
-                        .filter(|k| memo[**k as usize] == u32::MAX)
-                        .map(|k| (*k, false)),
-                );
-                pending.insert(n, (kids, plan));
+                let open = |k: &u32| memo[*k as usize] == u32::MAX;
+                match t.kind {
+                    LEAF => {}
+                    SPLIT if let Some((kids, plan)) = jump(old, n) => {
+                        stack.extend(kids.iter().filter(|k| open(k)).map(|k| (*k, false)));
+                        plans.insert(n, (kids, plan));
+                    }
+                    _ => stack.extend([t.a, t.b].iter().filter(|k| open(k)).map(|k| (*k, false))),
+                }
                 continue;
             }
-            let Some((kids, plan)) = pending.remove(&n) else {
-                continue;
-            };
-            let new: Vec<u32> = kids.iter().map(|k| memo[*k as usize]).collect();
-            memo[n as usize] = match (&plan, new.as_slice()) {
-                (Some(p), _) => enc.emit(t.field, p, &new),
-                (None, [a, b]) => enc.push(TNode { a: *a, b: *b, ..t }),
-                _ => enc.push(t),
+            memo[n as usize] = match t.kind {
+                LEAF => enc.push(t),
+                SPLIT if let Some((kids, plan)) = plans.remove(&n) => {
+                    let new: Vec<u32> = kids.iter().map(|k| memo[*k as usize]).collect();
+                    enc.emit(t.field, &plan, &new)
+                }
+                _ => enc.push(TNode {
+                    a: memo[t.a as usize],
+                    b: memo[t.b as usize],
+                    ..t
+                }),
             };
         }
     }
     (enc, memo)
+}
+
+/// The jump that replaces the split `n` and the splits on its field below
+/// it, when it makes walks shorter: the region's kids and the plan.
+fn jump(old: &[TNode], n: u32) -> Option<(Vec<u32>, Plan)> {
+    let (cuts, kids) = gather(old, n);
+    if cuts.len() < 2 {
+        return None;
+    }
+    let plan = Planner {
+        cuts: &cuts,
+        memo: FxMap::default(),
+    }
+    .build(0, cuts.len());
+    plan.has_jump().then_some((kids, plan))
 }
 
 /// Encode every hook's diagrams.
@@ -642,7 +617,7 @@ pub fn encode(hooks: &[HookPlan<'_>]) -> Table {
             .map(|d| (d, 0))
             .chain(h.policy.iter().map(|d| (d, POLICY)));
         for (d, kind) in diagrams {
-            let mut memo = FxMap::default();
+            let mut memo = vec![u32::MAX; d.diagram.nodes.len()];
             let roots: Vec<u32> = d
                 .diagram
                 .roots
@@ -666,7 +641,10 @@ pub fn encode(hooks: &[HookPlan<'_>]) -> Table {
     let roots = entries_of
         .iter()
         .flat_map(|(_, e)| e.iter().map(|(r, _)| *r));
-    let (enc, at) = crate::timed("table: jumps", || with_jumps(&enc.t.nodes, roots));
+    let old = enc.t.nodes;
+    drop((enc.seen, enc.blocks));
+    let (enc, at) = crate::timed("table: jumps", || with_jumps(&old, roots));
+    drop(old);
     for (_, e) in &mut entries_of {
         for (r, _) in e.iter_mut() {
             *r = at[*r as usize];

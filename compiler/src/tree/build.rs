@@ -16,6 +16,8 @@
 
 use std::collections::{HashMap, HashSet};
 
+use crate::fx::FxMap;
+
 use ipnet::IpNet;
 
 use super::{
@@ -278,10 +280,10 @@ struct Builder<'a> {
     terms: &'a [Term],
     opts: Options,
     nodes: Vec<Node>,
-    interned: HashMap<Node, NodeId>,
+    interned: FxMap<Node, NodeId>,
     /// Sub-problems already built: the same region and live terms give the
     /// same node (parts have disjoint terms, so this holds across parts).
-    done: HashMap<State, NodeId>,
+    done: FxMap<State, NodeId>,
     /// Atoms known true in the part being built (its subject).
     known: Vec<AtomId>,
 }
@@ -340,8 +342,8 @@ pub fn diagram(terms: Vec<Term>, atoms: &[Atom], v6: bool, opts: &Options) -> Di
         terms: &terms,
         opts: *opts,
         nodes: Vec::new(),
-        interned: HashMap::new(),
-        done: HashMap::new(),
+        interned: FxMap::default(),
+        done: FxMap::default(),
         known: Vec::new(),
     };
     let mut roots = Vec::new();
