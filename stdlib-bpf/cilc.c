@@ -494,14 +494,16 @@ struct {
 /* Where a walk is, kept between steps of bpf_loop. */
 struct cilc_walk_state {
 	/* The numeric fields splits read (tree::Field order): the addresses
-	 * (high, low), then protocol, ports, ICMP type and code. Kept small:
-	 * this state is on the stack, which the entry, cilc_judge and the
-	 * classifier share (512 bytes). */
+	 * (high, low), then protocol, ports, ICMP type and code (16 bits
+	 * each is enough). Kept small: this state is on the stack, which the
+	 * entry, cilc_judge, the classifier and walk_step share (512 bytes,
+	 * each frame rounded up to 16; three-tier table object: 32 + 352 +
+	 * 96 + 32). */
 	__u64 addr[2][2];
 	/* The inner table, looked up once per walk: a swap in the middle of
 	 * a walk does not mix two tables. */
 	void *table;
-	__u32 small[5];
+	__u16 small[5];
 	__u32 entry;
 	__u32 end;
 	__u32 node;
@@ -510,6 +512,8 @@ struct cilc_walk_state {
 	__u32 best_prio;
 	__u32 accepted;
 	__u32 result;
+	/* A key for the scratch map. */
+	__u32 zero;
 };
 
 static long (*bpf_loop)(__u32 nr_loops, void *callback_fn, void *callback_ctx,
@@ -573,18 +577,22 @@ static __always_inline __u32 walk_split(struct cilc_walk_state *w, struct cilc_t
 }
 
 /* The next entry's root, or 0 to stop: after the last entry (the chains'
- * accept, or no policy, decides), or at a damaged entry. */
+ * accept, or no policy, decides), or at a damaged entry. A part whose best
+ * decision cannot beat the best of its diagram so far (priorities are
+ * rule order, lower first) is skipped: its walk goes to the leaf of no
+ * decision. */
 static __always_inline __u32 walk_enter(struct cilc_walk_state *w)
 {
 	if (w->entry >= w->end) {
 		w->result = w->accepted ? w->accepted : CILC_NO_POLICY;
 		return 0;
 	}
-	__u32 e = w->entry;
-	struct cilc_tnode *en = bpf_map_lookup_elem(w->table, &e);
+	struct cilc_tnode *en = bpf_map_lookup_elem(w->table, &w->entry);
 	if (!en || en->kind != CILC_T_ENTRY)
 		return 0;
 	w->flags = en->b;
+	if (en->c >= w->best_prio)
+		return CILC_T_NONE;
 	return en->a;
 }
 
@@ -595,20 +603,27 @@ static __always_inline __u32 walk_enter(struct cilc_walk_state *w)
 static long walk_step(__u32 i, void *arg)
 {
 	struct cilc_walk_state *w = arg;
-	__u32 k = w->node;
-	if (k == 0) {
-		k = walk_enter(w);
-		if (k == 0)
+	if (w->node == 0) {
+		w->node = walk_enter(w);
+		if (w->node == 0)
 			return 1;
 	}
+	/* The node is looked up by its place in the state, the scratch map by
+	 * the state's zero: keys on this callback's own stack would add to the
+	 * 512 bytes the entry, cilc_judge, the classifier and this share. */
 #pragma unroll
 	for (int j = 0; j < CILC_WALK_NODES; j++) {
-		struct cilc_tnode *n = bpf_map_lookup_elem(w->table, &k);
+		struct cilc_tnode *n = bpf_map_lookup_elem(w->table, &w->node);
 		if (!n)
 			return 1;
-		__u32 kind = n->kind;
+		__u32 kind = n->kind, k;
 		if (kind == CILC_T_SPLIT || kind == CILC_T_JUMP) {
-			k = walk_split(w, n);
+			/* Nothing below beats the diagram's best so far. */
+			if (kind == CILC_T_SPLIT && n->c >= w->best_prio)
+				k = CILC_T_NONE;
+			else
+				k = walk_split(w, n);
+			w->node = k;
 			if (k == 0)
 				return 1;
 			continue;
@@ -622,13 +637,13 @@ static long walk_step(__u32 i, void *arg)
 			if ((w->flags & CILC_T_LAST) && walk_diagram_done(w))
 				return 1;
 			k = walk_enter(w);
+			w->node = k;
 			if (k == 0)
 				return 1;
 			continue;
 		}
 		/* Atom tests read the packet's identities. */
-		__u32 zero = 0;
-		struct cilc_ctx *c = bpf_map_lookup_elem(&cilc_scratch, &zero);
+		struct cilc_ctx *c = bpf_map_lookup_elem(&cilc_scratch, &w->zero);
 		if (!c)
 			return 1;
 		int yes;
@@ -643,9 +658,8 @@ static long walk_step(__u32 i, void *arg)
 		} else {
 			return 1;
 		}
-		k = yes ? n->a : n->b;
+		w->node = yes ? n->a : n->b;
 	}
-	w->node = k;
 	return 0;
 }
 

@@ -285,16 +285,22 @@ enum cilc_ct_event {
  * them, the loader fills the map `cilc_table` from the object's section
  * `.cilc.table`), walked by cilc_walk: the code is the same for every
  * policy. Node 0 is unused (a walk at node 0 is between roots); nodes
- * 1..4 are the hooks' heads (1 + direction * 2 + v6). */
+ * 1..4 are the hooks' heads (1 + direction * 2 + v6); node 5 is
+ * CILC_T_NONE. */
 enum cilc_tnode_kind {
 	/* a: first entry, b: number of entries. */
 	CILC_T_HEAD = 1,
 	/* One root of a diagram. a: the root node; b: CILC_T_POLICY (the
-	 * policy layer, else a chain) | CILC_T_LAST (its diagram's last). */
+	 * policy layer, else a chain) | CILC_T_LAST (its diagram's last);
+	 * c: the best (lowest) priority of a decision below the root
+	 * (0xffffffff: none), so that a part that cannot beat the best so far
+	 * is not walked. */
 	CILC_T_ENTRY = 2,
 	/* field < cut (cut[0] high half, cut[1] low half): a, else b. Field:
 	 * tree::Field's index (0 src, 1 dst, proto, sport, dport, ICMP
-	 * type, code). */
+	 * type, code). c: the best priority of a decision below, like an
+	 * entry's (0 prunes only behind a priority-0 decision, which nothing
+	 * beats). */
 	CILC_T_SPLIT = 3,
 	/* Predicate bit `arg` of end `field` (0 src, 1 dst) set: a, else b. */
 	CILC_T_BIT = 4,
@@ -310,6 +316,9 @@ enum cilc_tnode_kind {
 	 * slots are consecutive nodes, each a copy of the node it leads to. */
 	CILC_T_JUMP = 8,
 };
+
+/* Node 5 is a leaf of no decision: where a part not worth walking goes. */
+#define CILC_T_NONE 5u
 
 #define CILC_T_POLICY 1u
 #define CILC_T_LAST 2u

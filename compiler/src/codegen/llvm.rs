@@ -24,8 +24,9 @@ use inkwell::types::IntType;
 use inkwell::values::{AsValueRef, BasicValue, FunctionValue, IntValue, PointerValue};
 use inkwell::{IntPredicate, OptimizationLevel};
 
+use super::region::{self, Region};
 use super::{AtomCode, DiagramPlan, HookPlan, CHAIN_DROP, NO_POLICY};
-use crate::tree::{AtomId, Field, Node, NodeId, Side, TermId, FIELDS};
+use crate::tree::{Field, Node, NodeId, Side, TermId, FIELDS};
 
 /// Byte offsets in `struct cilc_ctx` (stdlib-bpf/cilc.h asserts them).
 mod layout {
@@ -92,140 +93,6 @@ struct Gen<'ctx> {
 struct Val<'ctx> {
     lo: IntValue<'ctx>,
     hi: Option<IntValue<'ctx>>,
-}
-
-/// What holds for every packet that reaches a node: per field, the values
-/// (lo..=hi); the atoms tested true on the way.
-#[derive(Clone, PartialEq)]
-struct Region {
-    ranges: [(u128, u128); 7],
-    atoms: Vec<AtomId>,
-}
-
-impl Region {
-    fn all() -> Region {
-        Region {
-            ranges: [(0, u128::MAX); 7],
-            atoms: Vec::new(),
-        }
-    }
-}
-
-/// The way from a node to a child.
-enum Edge {
-    Cut { field: Field, cut: u128, high: bool },
-    Atom { atom: AtomId, holds: bool },
-}
-
-/// For every node reached from the roots, a box that holds every packet
-/// that reaches it: the cuts on its paths, as a hull over its paths (a node
-/// can be shared). A term's check on a field that the box already implies
-/// is not emitted: the cuts above loaded and tested the same value.
-fn regions(d: &crate::tree::Diagram) -> HashMap<NodeId, Region> {
-    let children = |n: NodeId| -> Vec<(NodeId, Edge)> {
-        match &d.nodes[n as usize] {
-            Node::Split { field, cut, lo, hi } => {
-                let (field, cut) = (*field, *cut);
-                vec![
-                    (
-                        *lo,
-                        Edge::Cut {
-                            field,
-                            cut,
-                            high: false,
-                        },
-                    ),
-                    (
-                        *hi,
-                        Edge::Cut {
-                            field,
-                            cut,
-                            high: true,
-                        },
-                    ),
-                ]
-            }
-            Node::Test { atom, yes, no } => vec![
-                (
-                    *yes,
-                    Edge::Atom {
-                        atom: *atom,
-                        holds: true,
-                    },
-                ),
-                (
-                    *no,
-                    Edge::Atom {
-                        atom: *atom,
-                        holds: false,
-                    },
-                ),
-            ],
-            Node::Leaf(_) | Node::Linear(_) => Vec::new(),
-        }
-    };
-    // Reverse post-order: parents before children.
-    let mut order = Vec::new();
-    let mut seen = std::collections::HashSet::new();
-    for &root in &d.roots {
-        let mut stack = vec![(root, false)];
-        while let Some((n, done)) = stack.pop() {
-            if done {
-                order.push(n);
-                continue;
-            }
-            if !seen.insert(n) {
-                continue;
-            }
-            stack.push((n, true));
-            for (c, _) in children(n) {
-                if !seen.contains(&c) {
-                    stack.push((c, false));
-                }
-            }
-        }
-    }
-    order.reverse();
-    let mut out: HashMap<NodeId, Region> = HashMap::new();
-    for &root in &d.roots {
-        out.insert(root, Region::all());
-    }
-    for n in order {
-        let Some(here) = out.get(&n).cloned() else {
-            continue;
-        };
-        for (c, edge) in children(n) {
-            let mut r = here.clone();
-            match edge {
-                Edge::Cut { field, cut, high } => {
-                    let (lo, hi) = &mut r.ranges[field.index()];
-                    if high {
-                        *lo = (*lo).max(cut);
-                    } else {
-                        *hi = (*hi).min(cut.saturating_sub(1));
-                    }
-                }
-                Edge::Atom { atom, holds } => {
-                    if holds && !r.atoms.contains(&atom) {
-                        r.atoms.push(atom);
-                        r.atoms.sort_unstable();
-                    }
-                }
-            }
-            match out.get_mut(&c) {
-                Some(old) => {
-                    for (o, x) in old.ranges.iter_mut().zip(r.ranges) {
-                        *o = (o.0.min(x.0), o.1.max(x.1));
-                    }
-                    old.atoms.retain(|a| r.atoms.contains(a));
-                }
-                None => {
-                    out.insert(c, r);
-                }
-            }
-        }
-    }
-    out
 }
 
 impl<'ctx> Gen<'ctx> {
@@ -638,7 +505,7 @@ impl<'ctx> Gen<'ctx> {
         self.vstore(best_t, i32t.const_all_ones())?;
         self.vstore(best, i32t.const_zero())?;
         let d = plan.diagram;
-        let regions = regions(d);
+        let regions = region::linear_leaves(d);
         for root in &d.roots {
             let exit = self.block("part_done");
             // Every way out of the part stores the term found (its id, or

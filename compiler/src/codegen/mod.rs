@@ -8,6 +8,7 @@
 //! bitcode of `stdlib-bpf/cilc.c` and emits the object. See docs/backend.md.
 
 mod llvm;
+pub mod region;
 pub mod table;
 
 use cilc_grammar::ast::Span;

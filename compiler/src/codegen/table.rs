@@ -14,6 +14,7 @@
 
 use crate::fx::FxMap;
 
+use super::region::{self, Region, Regions};
 use super::{AtomCode, DiagramPlan, HookPlan};
 use crate::tree::{Field, Node, NodeId, Side, TermId};
 
@@ -31,6 +32,9 @@ const JUMP: u8 = 8;
 const JUMP_SLOTS: u128 = 256;
 /// Same-field splits gathered under one node, at most, to build a jump.
 const GATHER: usize = 255;
+
+/// The leaf of no decision (`CILC_T_NONE` in cilc.h).
+const NONE: u32 = 5;
 
 const POLICY: u32 = 1;
 const LAST: u32 = 2;
@@ -80,6 +84,16 @@ impl Table {
     }
 }
 
+/// Where a linear leaf's terms are encoded: what they read, and the
+/// region every packet there is in.
+#[derive(Clone, Copy)]
+struct Leaf<'a, 'p> {
+    atoms: &'a [AtomCode],
+    d: &'a DiagramPlan<'p>,
+    v6: bool,
+    region: &'a Region,
+}
+
 struct Enc {
     t: Table,
     /// Identical nodes once (diagrams share subtrees, and so do chains):
@@ -101,18 +115,23 @@ impl Enc {
         Enc::with_capacity(0)
     }
 
-    /// An empty table with room for about `n` nodes.
+    /// An empty table with room for about `n` nodes: node 0 unused,
+    /// 1..=4 left for the heads, 5 the leaf of no decision (`NONE`: where
+    /// the walker goes instead of a part that cannot beat the best so far).
     fn with_capacity(n: usize) -> Enc {
-        let mut nodes = Vec::with_capacity(n + 5);
+        let mut nodes = Vec::with_capacity(n + 6);
         nodes.resize(5, TNode::default());
-        Enc {
+        let mut enc = Enc {
             t: Table {
                 nodes,
                 max_steps: 0,
             },
             seen: hashbrown::HashTable::with_capacity(n),
             blocks: FxMap::default(),
-        }
+        };
+        let none = enc.leaf(0, u32::MAX);
+        debug_assert_eq!(none, NONE);
+        enc
     }
 
     fn push(&mut self, n: TNode) -> u32 {
@@ -190,35 +209,44 @@ impl Enc {
     }
 
     /// A term's conditions, in front of `ok`; `fail` when one does not hold.
-    fn term(
-        &mut self,
-        atoms: &[AtomCode],
-        d: &DiagramPlan<'_>,
-        t: TermId,
-        ok: u32,
-        fail: u32,
-    ) -> u32 {
-        let term = &d.diagram.terms[t as usize];
+    /// Only what `region` (every packet here) leaves open is tested: a
+    /// bound the path above implies is no node, a set outside it fails at
+    /// once.
+    fn term(&mut self, at: Leaf<'_, '_>, t: TermId, ok: u32, fail: u32) -> u32 {
+        let term = &at.d.diagram.terms[t as usize];
         let mut next = ok;
         for a in term.atoms.iter().rev() {
-            next = self.atom(atoms, *a, next, fail);
+            if at.region.atoms.binary_search(a).is_err() {
+                next = self.atom(at.atoms, *a, next, fail);
+            }
         }
         for (i, set) in term.fields.iter().enumerate().rev() {
             let Some(set) = set else { continue };
             let field = crate::tree::FIELDS[i];
-            // Intervals from the last: v < a fails (sorted: no later one
-            // holds it either), v <= b passes, else the next interval.
+            let (rlo, rhi) = at.region.ranges[i];
+            let rhi = rhi.min(field.top(at.v6));
+            // Intervals from the last, clipped to the region: v < a fails
+            // (sorted: no later one holds it either), v <= b passes, else
+            // the next interval.
             let mut rest = fail;
             for &(a, b) in set.iter().rev() {
-                let inside = match b.checked_add(1) {
-                    Some(b1) => self.split(field, b1, next, rest),
-                    None => next,
+                if b < rlo || a > rhi {
+                    continue;
+                }
+                let inside = if b >= rhi {
+                    next
+                } else {
+                    self.split(field, b + 1, next, rest)
                 };
-                rest = if a == 0 {
+                rest = if a <= rlo {
                     inside
                 } else {
                     self.split(field, a, fail, inside)
                 };
+            }
+            if rest == fail {
+                // No interval meets the region: the term never holds here.
+                return fail;
             }
             next = rest;
         }
@@ -231,6 +259,8 @@ impl Enc {
         &mut self,
         atoms: &[AtomCode],
         d: &DiagramPlan<'_>,
+        v6: bool,
+        regions: &Regions,
         root: NodeId,
         memo: &mut [u32],
     ) -> u32 {
@@ -265,10 +295,17 @@ impl Enc {
                 Node::Leaf(None) => self.leaf(0, u32::MAX),
                 Node::Leaf(Some(t)) => self.leaf(d.codes[*t as usize], *t),
                 Node::Linear(ts) => {
+                    let all = Region::all();
+                    let at = Leaf {
+                        atoms,
+                        d,
+                        v6,
+                        region: regions.get(&n).unwrap_or(&all),
+                    };
                     let mut next = self.leaf(0, u32::MAX);
                     for t in ts.iter().rev() {
                         let hit = self.leaf(d.codes[*t as usize], *t);
-                        next = self.term(atoms, d, *t, hit, next);
+                        next = self.term(at, *t, hit, next);
                     }
                     next
                 }
@@ -293,22 +330,44 @@ fn kids(t: &TNode) -> Vec<u32> {
     }
 }
 
-/// The longest walk through a part: the depth of its encoded DAG. `memo`
-/// holds each node's depth once known (0: not yet; every depth is ≥ 1).
-fn depth(nodes: &[TNode], root: u32, memo: &mut [u64]) -> u64 {
+/// What a walk from a node meets: its longest walk in nodes (the depth
+/// of the encoded DAG below it), and the best (lowest) priority of a
+/// decision there (`u32::MAX`: none).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+struct Reach {
+    depth: u32,
+    first: u32,
+}
+
+/// `root`'s reach; `memo` holds each node's once known (depth 0: not yet).
+fn reach(nodes: &[TNode], root: u32, memo: &mut [Reach]) -> Reach {
     let mut stack = vec![(root, false)];
     while let Some((n, expanded)) = stack.pop() {
-        if memo[n as usize] != 0 {
+        if memo[n as usize].depth != 0 {
             continue;
         }
-        let kids = kids(&nodes[n as usize]);
-        if !expanded && kids.iter().any(|k| memo[*k as usize] == 0) {
+        let t = &nodes[n as usize];
+        let kids = kids(t);
+        if !expanded && kids.iter().any(|k| memo[*k as usize].depth == 0) {
             stack.push((n, true));
             stack.extend(kids.into_iter().map(|k| (k, false)));
             continue;
         }
-        let d = 1 + kids.iter().map(|k| memo[*k as usize]).max().unwrap_or(0);
-        memo[n as usize] = d;
+        let leaf = if t.kind == LEAF && t.a != 0 {
+            t.b
+        } else {
+            u32::MAX
+        };
+        memo[n as usize] = kids.iter().map(|k| memo[*k as usize]).fold(
+            Reach {
+                depth: 1,
+                first: leaf,
+            },
+            |r, k| Reach {
+                depth: r.depth.max(1 + k.depth),
+                first: r.first.min(k.first),
+            },
+        );
     }
     memo[root as usize]
 }
@@ -618,11 +677,12 @@ pub fn encode(hooks: &[HookPlan<'_>]) -> Table {
             .chain(h.policy.iter().map(|d| (d, POLICY)));
         for (d, kind) in diagrams {
             let mut memo = vec![u32::MAX; d.diagram.nodes.len()];
+            let regions = region::linear_leaves(d.diagram);
             let roots: Vec<u32> = d
                 .diagram
                 .roots
                 .iter()
-                .map(|r| enc.part(&h.atoms, d, *r, &mut memo))
+                .map(|r| enc.part(&h.atoms, d, h.v6, &regions, *r, &mut memo))
                 .collect();
             for (i, r) in roots.iter().enumerate() {
                 let last = if i + 1 == roots.len() { LAST } else { 0 };
@@ -655,7 +715,14 @@ pub fn encode(hooks: &[HookPlan<'_>]) -> Table {
     // drops what meets no head, so an unfilled table fails closed.
     let mut t = enc.t;
     drop(enc.seen);
-    let mut dmemo = vec![0u64; t.nodes.len()];
+    // Each split carries the best priority below it: a walk that already
+    // holds a better decision (of an earlier part) goes no further there.
+    let mut memo = vec![Reach::default(); t.nodes.len()];
+    for i in 0..t.nodes.len() {
+        if t.nodes[i].kind == SPLIT {
+            t.nodes[i].c = reach(&t.nodes, i as u32, &mut memo).first;
+        }
+    }
     for slot in 1..=4 {
         let entries = entries_of
             .iter()
@@ -664,11 +731,13 @@ pub fn encode(hooks: &[HookPlan<'_>]) -> Table {
         let first = t.nodes.len() as u32;
         let mut steps = 0;
         for (root, flags) in entries {
-            steps += 1 + depth(&t.nodes, *root, &mut dmemo);
+            let r = reach(&t.nodes, *root, &mut memo);
+            steps += 1 + u64::from(r.depth);
             t.nodes.push(TNode {
                 kind: ENTRY,
                 a: *root,
                 b: *flags,
+                c: r.first,
                 ..TNode::default()
             });
         }
@@ -766,8 +835,9 @@ mod tests {
         for s in 0..6 {
             assert_eq!(nodes[(j.c + s) as usize], old[6 + s as usize]);
         }
-        // 5 heads, 8 leaves, the jump and its 6 slots; no split is left.
-        assert_eq!(nodes.len(), 5 + 8 + 1 + 6);
+        // 5 heads, the leaf of no decision, 8 leaves, the jump and its 6
+        // slots; no split is left.
+        assert_eq!(nodes.len(), 5 + 1 + 8 + 1 + 6);
         for v in 0..200u128 {
             let key = [0, 0, 0, 0, v, 0, 0];
             assert_eq!(
@@ -867,5 +937,42 @@ mod tests {
             }
         }
         assert!(jumps > 100, "only {jumps} jumps");
+    }
+
+    /// A split's bound is the best priority of a decision below it, a
+    /// leaf of no decision counts for none, and the depth is the longest
+    /// walk: what lets the walker skip what cannot beat its best.
+    #[test]
+    fn reach_is_the_best_decision_below_and_the_longest_walk() {
+        let mut enc = Enc::new();
+        let none = enc.leaf(0, u32::MAX);
+        assert_eq!(none, NONE);
+        let late = enc.leaf(9, 70);
+        let early = enc.leaf(9, 30);
+        let low = enc.split(Field::DstPort, 80, late, none);
+        let root = enc.split(Field::SrcPort, 1024, low, early);
+        let nodes = &enc.t.nodes;
+        let mut memo = vec![Reach::default(); nodes.len()];
+        assert_eq!(
+            reach(nodes, root, &mut memo),
+            Reach {
+                depth: 3,
+                first: 30
+            }
+        );
+        assert_eq!(
+            memo[low as usize],
+            Reach {
+                depth: 2,
+                first: 70
+            }
+        );
+        assert_eq!(
+            reach(nodes, none, &mut memo),
+            Reach {
+                depth: 1,
+                first: u32::MAX
+            }
+        );
     }
 }
