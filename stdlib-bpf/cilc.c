@@ -576,6 +576,14 @@ static __always_inline __u32 walk_split(struct cilc_walk_state *w, struct cilc_t
 	return idx < (arg >> 7) ? n->c + (__u32)idx : n->b;
 }
 
+/* Predicate bit `arg` of end `field` (0 source, else destination). */
+static __always_inline int walk_bit(struct cilc_ctx *c, __u32 field, __u32 arg)
+{
+	__u32 bit = arg & (CILC_PRED_WORDS * 64 - 1);
+	__u64 word = field ? c->dst_bits[bit / 64] : c->src_bits[bit / 64];
+	return (word >> (bit % 64)) & 1;
+}
+
 /* The next entry's root, or 0 to stop: after the last entry (the chains'
  * accept, or no policy, decides), or at a damaged entry. A part whose best
  * decision cannot beat the best of its diagram so far (priorities are
@@ -591,6 +599,18 @@ static __always_inline __u32 walk_enter(struct cilc_walk_state *w)
 	if (!en || en->kind != CILC_T_ENTRY)
 		return 0;
 	w->flags = en->b;
+	if (en->b & CILC_T_GUARD) {
+		struct cilc_ctx *c = bpf_map_lookup_elem(&cilc_scratch, &w->zero);
+		__u32 run = (__u32)en->cut[1];
+		if (!c || run == 0)
+			return 0;
+		if (!walk_bit(c, en->field, en->arg)) {
+			/* Not this subject: its run of parts decides nothing. */
+			w->entry += run - 1;
+			w->flags = (__u32)en->cut[0];
+			return CILC_T_NONE;
+		}
+	}
 	if (en->c >= w->best_prio)
 		return CILC_T_NONE;
 	return en->a;
@@ -648,9 +668,7 @@ static long walk_step(__u32 i, void *arg)
 			return 1;
 		int yes;
 		if (kind == CILC_T_BIT) {
-			__u32 bit = n->arg & (CILC_PRED_WORDS * 64 - 1);
-			__u64 word = n->field ? c->dst_bits[bit / 64] : c->src_bits[bit / 64];
-			yes = (word >> (bit % 64)) & 1;
+			yes = walk_bit(c, n->field, n->arg);
 		} else if (kind == CILC_T_PORT) {
 			yes = c->dst_ports[n->arg & (CILC_NAMED_PORTS - 1)] == c->dport;
 		} else if (kind == CILC_T_FLAGS) {

@@ -291,10 +291,13 @@ enum cilc_tnode_kind {
 	/* a: first entry, b: number of entries. */
 	CILC_T_HEAD = 1,
 	/* One root of a diagram. a: the root node; b: CILC_T_POLICY (the
-	 * policy layer, else a chain) | CILC_T_LAST (its diagram's last);
-	 * c: the best (lowest) priority of a decision below the root
-	 * (0xffffffff: none), so that a part that cannot beat the best so far
-	 * is not walked. */
+	 * policy layer, else a chain) | CILC_T_LAST (its diagram's last)
+	 * | CILC_T_GUARD; c: the best (lowest) priority of a decision below
+	 * the root (0xffffffff: none), so that a part that cannot beat the
+	 * best so far is not walked. With CILC_T_GUARD the part decides only
+	 * when predicate bit `arg` of end `field` is set (its subject); when
+	 * it is not, the walk skips cut[1] entries (this one included; the
+	 * last one's flags are cut[0]) as parts that decide nothing. */
 	CILC_T_ENTRY = 2,
 	/* field < cut (cut[0] high half, cut[1] low half): a, else b. Field:
 	 * tree::Field's index (0 src, 1 dst, proto, sport, dport, ICMP
@@ -322,6 +325,7 @@ enum cilc_tnode_kind {
 
 #define CILC_T_POLICY 1u
 #define CILC_T_LAST 2u
+#define CILC_T_GUARD 4u
 
 struct cilc_tnode {
 	__u8 kind;

@@ -38,6 +38,8 @@ const NONE: u32 = 5;
 
 const POLICY: u32 = 1;
 const LAST: u32 = 2;
+/// The entry's part needs a predicate bit (`CILC_T_GUARD`).
+const GUARD: u32 = 4;
 
 /// One `struct cilc_tnode`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
@@ -664,6 +666,31 @@ fn jump(old: &[TNode], n: u32) -> Option<(Vec<u32>, Plan)> {
     plan.has_jump().then_some((kids, plan))
 }
 
+/// The predicate bit an entry's part needs (its root tests the part's
+/// subject, and the other way decides nothing): (end, bit, the root's yes
+/// side, where the walk goes when the bit is set).
+fn guard(nodes: &[TNode], root: u32) -> Option<(u8, u16, u32)> {
+    let r = &nodes[root as usize];
+    (r.kind == BIT && r.b == NONE).then_some((r.field, r.arg, r.a))
+}
+
+/// How many entries from `i` on the walker skips when `i`'s guard bit is
+/// not set: those with the same guard, crossing the end of a diagram only
+/// when the run starts one (a skipped diagram then decides nothing, as its
+/// walk would not; one that has begun keeps its best so far).
+fn run(entries: &[(u32, u32)], guards: &[Option<(u8, u16, u32)>], i: usize) -> usize {
+    let key = |g: &Option<(u8, u16, u32)>| g.map(|(f, b, _)| (f, b));
+    let whole = i == 0 || entries[i - 1].1 & LAST != 0;
+    let mut j = i;
+    while j + 1 < entries.len()
+        && key(&guards[j + 1]) == key(&guards[i])
+        && (whole || entries[j].1 & LAST == 0)
+    {
+        j += 1;
+    }
+    j - i + 1
+}
+
 /// Encode every hook's diagrams.
 pub fn encode(hooks: &[HookPlan<'_>]) -> Table {
     let mut enc = Enc::new();
@@ -730,16 +757,29 @@ pub fn encode(hooks: &[HookPlan<'_>]) -> Table {
             .map_or(&[][..], |(_, e)| e);
         let first = t.nodes.len() as u32;
         let mut steps = 0;
-        for (root, flags) in entries {
-            let r = reach(&t.nodes, *root, &mut memo);
-            steps += 1 + u64::from(r.depth);
-            t.nodes.push(TNode {
+        let guards: Vec<_> = entries.iter().map(|(r, _)| guard(&t.nodes, *r)).collect();
+        for (i, (root, flags)) in entries.iter().enumerate() {
+            let mut e = TNode {
                 kind: ENTRY,
                 a: *root,
                 b: *flags,
-                c: r.first,
                 ..TNode::default()
-            });
+            };
+            if let Some((field, bit, yes)) = guards[i] {
+                let run = run(entries, &guards, i);
+                let last = entries[i + run - 1].1;
+                e = TNode {
+                    field,
+                    arg: bit,
+                    a: yes,
+                    b: flags | GUARD,
+                    cut: (u128::from(last) << 64) | run as u128,
+                    ..e
+                };
+            }
+            let r = reach(&t.nodes, e.a, &mut memo);
+            steps += 1 + u64::from(r.depth);
+            t.nodes.push(TNode { c: r.first, ..e });
         }
         t.max_steps = t.max_steps.max(steps + 1);
         t.nodes[slot] = TNode {
@@ -974,5 +1014,46 @@ mod tests {
                 first: u32::MAX
             }
         );
+    }
+
+    /// Parts guarded by a subject bit are skipped in runs: whole diagrams
+    /// only from a diagram's start, never past the end of one that has
+    /// begun; a part whose other side decides something is not guarded.
+    #[test]
+    fn guarded_entries_skip_in_runs_that_keep_begun_diagrams() {
+        let mut enc = Enc::new();
+        let hit = enc.leaf(9, 1);
+        let mut bit = |arg: u16, no: u32| {
+            enc.push(TNode {
+                kind: BIT,
+                field: 1,
+                arg,
+                a: hit,
+                b: no,
+                ..TNode::default()
+            })
+        };
+        let (a, b) = (bit(3, NONE), bit(4, NONE));
+        let open = bit(3, hit);
+        let nodes = &enc.t.nodes;
+        assert_eq!(guard(nodes, a), Some((1, 3, hit)));
+        assert_eq!(guard(nodes, open), None);
+        assert_eq!(guard(nodes, hit), None);
+        // Diagrams [0 1] [2 3] [4 5] [6 7], the last the policy layer.
+        let entries = [
+            (a, 0),
+            (a, LAST),
+            (a, 0),
+            (a, LAST),
+            (b, 0),
+            (a, LAST),
+            (a, POLICY),
+            (a, POLICY | LAST),
+        ];
+        let guards: Vec<_> = entries.iter().map(|(r, _)| guard(nodes, *r)).collect();
+        let runs: Vec<usize> = (0..entries.len())
+            .map(|i| run(&entries, &guards, i))
+            .collect();
+        assert_eq!(runs, [4, 1, 2, 1, 1, 1, 2, 1]);
     }
 }

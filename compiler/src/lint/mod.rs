@@ -341,6 +341,9 @@ pub fn lint(ir: &Validated, forest: &Forest) -> Vec<Diagnostic> {
         leaf_size: 8,
         max_depth: 48,
         index: true,
+        // An index lists every term in its leaves: merged parts would
+        // copy the wide ones everywhere.
+        merge: false,
     };
     // Per section and hook: do its allows cover everything? Does any allow
     // reach its subject?

@@ -37,6 +37,9 @@ pub struct Options {
     /// subject guards, and each leaf lists every term that may match in
     /// its region, not only the first (for `Diagram::query`).
     pub index: bool,
+    /// Try each subject's terms as one part before the width classes
+    /// (see `diagram`).
+    pub merge: bool,
 }
 
 impl Default for Options {
@@ -45,6 +48,7 @@ impl Default for Options {
             leaf_size: 4,
             max_depth: 64,
             index: false,
+            merge: true,
         }
     }
 }
@@ -286,6 +290,13 @@ struct Builder<'a> {
     done: FxMap<State, NodeId>,
     /// Atoms known true in the part being built (its subject).
     known: Vec<AtomId>,
+    /// A trial's limits on `nodes` and on `work` (terms visited by cuts,
+    /// so far); `over` once one was reached (what is built then is
+    /// dropped: `rewind`).
+    budget: usize,
+    work: usize,
+    work_budget: usize,
+    over: bool,
 }
 
 fn intersects(set: &Option<Set>, (lo, hi): (u128, u128)) -> bool {
@@ -345,24 +356,55 @@ pub fn diagram(terms: Vec<Term>, atoms: &[Atom], v6: bool, opts: &Options) -> Di
         interned: FxMap::default(),
         done: FxMap::default(),
         known: Vec::new(),
+        budget: usize::MAX,
+        work: 0,
+        work_budget: usize::MAX,
+        over: false,
     };
     let mut roots = Vec::new();
-    for ((subject, _), live) in parts {
-        let mut region = FIELDS.map(|f| (0u128, f.top(v6)));
-        b.known = subject.into_iter().collect();
-        let mut root = b.node(&mut region, live, 0);
-        if let Some(atom) = subject {
-            let no = b.add(Node::Leaf(None));
-            if root != no {
-                root = b.add(Node::Test {
-                    atom,
-                    yes: root,
-                    no,
-                });
+    // Each part is one more walk for every packet: a subject's width
+    // classes are first cut as one part, kept when that stays within
+    // `MERGED_NODES` nodes and `MERGED_WORK` terms visited per term
+    // (ClassBench acl1_100k: 72,034 nodes merged, 81,947 in four parts);
+    // else (wide terms copied everywhere: fw1_10k merged would take 6.5M
+    // nodes and 90 s) the trial stops there and what it built is dropped.
+    let mut subjects: Vec<Option<AtomId>> = Vec::new();
+    for ((subject, _), _) in &parts {
+        if !subjects.contains(subject) {
+            subjects.push(*subject);
+        }
+    }
+    for subject in subjects {
+        let classes: Vec<&Vec<TermId>> = parts
+            .iter()
+            .filter(|((s, _), _)| *s == subject)
+            .map(|(_, live)| live)
+            .collect();
+        let mut part_roots = Vec::new();
+        if opts.merge && classes.len() > 1 {
+            let mut all: Vec<TermId> = classes.iter().flat_map(|c| c.iter().copied()).collect();
+            all.sort_unstable();
+            let mark = b.nodes.len();
+            b.budget = mark + all.len() * MERGED_NODES + 64;
+            b.work_budget = b.work + all.len() * MERGED_WORK + 4096;
+            let root = b.part(subject, v6, all);
+            b.budget = usize::MAX;
+            b.work_budget = usize::MAX;
+            if std::mem::replace(&mut b.over, false) {
+                b.rewind(mark);
+            } else {
+                part_roots.push(root);
             }
         }
-        if !roots.contains(&root) {
-            roots.push(root);
+        if part_roots.is_empty() {
+            for live in classes {
+                part_roots.push(b.part(subject, v6, live.clone()));
+            }
+        }
+        for root in part_roots {
+            if !roots.contains(&root) {
+                roots.push(root);
+            }
         }
     }
     let nodes = std::mem::take(&mut b.nodes);
@@ -373,8 +415,48 @@ pub fn diagram(terms: Vec<Term>, atoms: &[Atom], v6: bool, opts: &Options) -> Di
     }
 }
 
+/// Nodes per term a subject's merged part may take (see `diagram`;
+/// acl1_100k merged takes 1.6).
+const MERGED_NODES: usize = 2;
+/// Terms the cuts of a merged part may visit per term (its time: acl1_100k
+/// merged visits 107; a generated chain that blows up visited 8,700 in
+/// 7 s before its nodes reached their budget).
+const MERGED_WORK: usize = 160;
+
 impl Builder<'_> {
+    /// One part: the diagram of `live` (terms of one subject), behind a
+    /// test of the subject.
+    fn part(&mut self, subject: Option<AtomId>, v6: bool, live: Vec<TermId>) -> NodeId {
+        let mut region = FIELDS.map(|f| (0u128, f.top(v6)));
+        self.known = subject.into_iter().collect();
+        let mut root = self.node(&mut region, live, 0);
+        if let Some(atom) = subject {
+            let no = self.add(Node::Leaf(None));
+            if root != no {
+                root = self.add(Node::Test {
+                    atom,
+                    yes: root,
+                    no,
+                });
+            }
+        }
+        root
+    }
+
+    /// Forget every node from `mark` on (a trial over its budget).
+    fn rewind(&mut self, mark: usize) {
+        self.nodes.truncate(mark);
+        let keep = |id: &mut NodeId| (*id as usize) < mark;
+        self.interned.retain(|_, id| keep(id));
+        self.done.retain(|_, id| keep(id));
+    }
+
     fn add(&mut self, n: Node) -> NodeId {
+        if self.over || self.nodes.len() >= self.budget {
+            // Over budget: the trial is dropped; stop adding and unwind.
+            self.over = true;
+            return 0;
+        }
         if let Some(id) = self.interned.get(&n) {
             return *id;
         }
@@ -386,6 +468,9 @@ impl Builder<'_> {
 
     /// The node for `live` terms in `region`.
     fn node(&mut self, region: &mut [(u128, u128); 7], live: Vec<TermId>, depth: usize) -> NodeId {
+        if self.over {
+            return 0;
+        }
         let state = (*region, live);
         if let Some(n) = self.done.get(&state) {
             return *n;
@@ -462,12 +547,20 @@ impl Builder<'_> {
                     }
                 });
         }
-        self.done.insert((*region, live), n);
+        // (A trial over its budget has built nothing true: not remembered.)
+        if !self.over {
+            self.done.insert((*region, live), n);
+        }
         n
     }
 
     /// Cut the region in two (or give up to a linear leaf).
     fn cut(&mut self, region: &mut [(u128, u128); 7], live: Vec<TermId>, depth: usize) -> NodeId {
+        self.work += live.len();
+        if self.work >= self.work_budget {
+            self.over = true;
+            return 0;
+        }
         if live.len() <= self.opts.leaf_size || depth >= self.opts.max_depth {
             return self.add(Node::Linear(live));
         }
