@@ -320,16 +320,13 @@ impl Enc {
 
 /// The nodes a node leads to: a jump's fallbacks and slots, a test's or
 /// split's two children, none for a leaf.
-fn kids(t: &TNode) -> Vec<u32> {
-    match t.kind {
-        LEAF => vec![],
-        JUMP => {
-            let mut v = vec![t.a, t.b];
-            v.extend(t.c..t.c + u32::from(t.arg >> 7));
-            v
-        }
-        _ => vec![t.a, t.b],
-    }
+fn kids(t: &TNode) -> impl Iterator<Item = u32> {
+    let (two, slots) = match t.kind {
+        LEAF => (0, 0..0),
+        JUMP => (2, t.c..t.c + u32::from(t.arg >> 7)),
+        _ => (2, 0..0),
+    };
+    [t.a, t.b].into_iter().take(two).chain(slots)
 }
 
 /// What a walk from a node meets: its longest walk in nodes (the depth
@@ -341,37 +338,33 @@ struct Reach {
     first: u32,
 }
 
-/// `root`'s reach; `memo` holds each node's once known (depth 0: not yet).
-fn reach(nodes: &[TNode], root: u32, memo: &mut [Reach]) -> Reach {
-    let mut stack = vec![(root, false)];
-    while let Some((n, expanded)) = stack.pop() {
-        if memo[n as usize].depth != 0 {
-            continue;
-        }
-        let t = &nodes[n as usize];
-        let kids = kids(t);
-        if !expanded && kids.iter().any(|k| memo[*k as usize].depth == 0) {
-            stack.push((n, true));
-            stack.extend(kids.into_iter().map(|k| (k, false)));
-            continue;
-        }
+/// Every node's reach, in one pass: a node's kids come before it (the
+/// encoder pushes bottom-up; a jump's slots, copies, right before it).
+/// Nodes 0..=4 (unused, heads) and the entries reach nothing here.
+fn reaches(nodes: &[TNode]) -> Vec<Reach> {
+    let mut memo = vec![Reach::default(); nodes.len()];
+    for (i, t) in nodes.iter().enumerate().skip(NONE as usize) {
         let leaf = if t.kind == LEAF && t.a != 0 {
             t.b
         } else {
             u32::MAX
         };
-        memo[n as usize] = kids.iter().map(|k| memo[*k as usize]).fold(
+        memo[i] = kids(t).fold(
             Reach {
                 depth: 1,
                 first: leaf,
             },
-            |r, k| Reach {
-                depth: r.depth.max(1 + k.depth),
-                first: r.first.min(k.first),
+            |r, k| {
+                debug_assert!((k as usize) < i, "node {i} leads back to {k}");
+                let k = memo[k as usize];
+                Reach {
+                    depth: r.depth.max(1 + k.depth),
+                    first: r.first.min(k.first),
+                }
             },
         );
     }
-    memo[root as usize]
+    memo
 }
 
 /// How one field's region is encoded: by the kid of an interval, a
@@ -744,10 +737,10 @@ pub fn encode(hooks: &[HookPlan<'_>]) -> Table {
     drop(enc.seen);
     // Each split carries the best priority below it: a walk that already
     // holds a better decision (of an earlier part) goes no further there.
-    let mut memo = vec![Reach::default(); t.nodes.len()];
-    for i in 0..t.nodes.len() {
-        if t.nodes[i].kind == SPLIT {
-            t.nodes[i].c = reach(&t.nodes, i as u32, &mut memo).first;
+    let memo = reaches(&t.nodes);
+    for (n, r) in t.nodes.iter_mut().zip(&memo) {
+        if n.kind == SPLIT {
+            n.c = r.first;
         }
     }
     for slot in 1..=4 {
@@ -777,7 +770,7 @@ pub fn encode(hooks: &[HookPlan<'_>]) -> Table {
                     ..e
                 };
             }
-            let r = reach(&t.nodes, e.a, &mut memo);
+            let r = memo[e.a as usize];
             steps += 1 + u64::from(r.depth);
             t.nodes.push(TNode { c: r.first, ..e });
         }
@@ -991,10 +984,9 @@ mod tests {
         let early = enc.leaf(9, 30);
         let low = enc.split(Field::DstPort, 80, late, none);
         let root = enc.split(Field::SrcPort, 1024, low, early);
-        let nodes = &enc.t.nodes;
-        let mut memo = vec![Reach::default(); nodes.len()];
+        let memo = reaches(&enc.t.nodes);
         assert_eq!(
-            reach(nodes, root, &mut memo),
+            memo[root as usize],
             Reach {
                 depth: 3,
                 first: 30
@@ -1008,7 +1000,7 @@ mod tests {
             }
         );
         assert_eq!(
-            reach(nodes, none, &mut memo),
+            memo[none as usize],
             Reach {
                 depth: 1,
                 first: u32::MAX
