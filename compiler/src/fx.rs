@@ -3,7 +3,7 @@
 //! encoding time and a fair share of the diagrams'. Not for maps keyed by
 //! anything an attacker chooses; these are keyed by the compiler's own nodes.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hash, Hasher};
 
 #[derive(Default)]
@@ -42,7 +42,6 @@ impl Hasher for Fx {
 }
 
 pub type FxMap<K, V> = HashMap<K, V, BuildHasherDefault<Fx>>;
-pub type FxSet<K> = HashSet<K, BuildHasherDefault<Fx>>;
 
 /// One value's hash.
 pub fn hash<T: Hash + ?Sized>(v: &T) -> u64 {

@@ -596,7 +596,8 @@ impl Enc {
 /// The table again from `roots`, with jump nodes: each split becomes a
 /// jump over the splits on its field below it when that makes walks
 /// shorter (its plan has a jump), else stays a split; tests and leaves are
-/// copied. Returns the new table (nodes 0..=4 left for the heads) and
+/// copied. Returns the new table (nodes 0..=4 left for the heads, 5 the
+/// leaf of no decision) and
 /// every old node's new index (`u32::MAX` where unreachable).
 fn with_jumps(old: &[TNode], roots: impl Iterator<Item = u32>) -> (Enc, Vec<u32>) {
     // Jumps copy their slots: 10-20 % more nodes (ClassBench 100k sets,

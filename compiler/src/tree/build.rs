@@ -337,16 +337,23 @@ pub fn diagram(terms: Vec<Term>, atoms: &[Atom], v6: bool, opts: &Options) -> Di
             .copied()
             .find(|a| matches!(atoms[*a as usize], Atom::Subject(_)))
     };
-    // (subject, width class) → terms.
-    type Parts = Vec<((Option<AtomId>, usize), Vec<TermId>)>;
-    let mut parts: Parts = Vec::new();
+    // Subject → its width classes → terms (in order of first appearance).
+    type Classes = Vec<(usize, Vec<TermId>)>;
+    let mut subjects: Vec<(Option<AtomId>, Classes)> = Vec::new();
     for (i, t) in terms.iter().enumerate() {
         let width = usize::from(wide(&t.fields[Field::SrcAddr.index()], top)) * 2
             + usize::from(wide(&t.fields[Field::DstAddr.index()], top));
-        let key = (subject_of(t), width);
-        match parts.iter_mut().find(|(k, _)| *k == key) {
-            Some((_, p)) => p.push(i as TermId),
-            None => parts.push((key, vec![i as TermId])),
+        let subject = subject_of(t);
+        let classes = match subjects.iter().position(|(s, _)| *s == subject) {
+            Some(k) => &mut subjects[k].1,
+            None => {
+                subjects.push((subject, Vec::new()));
+                &mut subjects.last_mut().expect("just pushed").1
+            }
+        };
+        match classes.iter_mut().find(|(w, _)| *w == width) {
+            Some((_, c)) => c.push(i as TermId),
+            None => classes.push((width, vec![i as TermId])),
         }
     }
     let mut b = Builder {
@@ -368,21 +375,13 @@ pub fn diagram(terms: Vec<Term>, atoms: &[Atom], v6: bool, opts: &Options) -> Di
     // (ClassBench acl1_100k: 72,034 nodes merged, 81,947 in four parts);
     // else (wide terms copied everywhere: fw1_10k merged would take 6.5M
     // nodes and 90 s) the trial stops there and what it built is dropped.
-    let mut subjects: Vec<Option<AtomId>> = Vec::new();
-    for ((subject, _), _) in &parts {
-        if !subjects.contains(subject) {
-            subjects.push(*subject);
-        }
-    }
-    for subject in subjects {
-        let classes: Vec<&Vec<TermId>> = parts
-            .iter()
-            .filter(|((s, _), _)| *s == subject)
-            .map(|(_, live)| live)
-            .collect();
+    for (subject, classes) in subjects {
         let mut part_roots = Vec::new();
         if opts.merge && classes.len() > 1 {
-            let mut all: Vec<TermId> = classes.iter().flat_map(|c| c.iter().copied()).collect();
+            let mut all: Vec<TermId> = classes
+                .iter()
+                .flat_map(|(_, c)| c.iter().copied())
+                .collect();
             all.sort_unstable();
             let mark = b.nodes.len();
             b.budget = mark + all.len() * MERGED_NODES + 64;
@@ -397,8 +396,8 @@ pub fn diagram(terms: Vec<Term>, atoms: &[Atom], v6: bool, opts: &Options) -> Di
             }
         }
         if part_roots.is_empty() {
-            for live in classes {
-                part_roots.push(b.part(subject, v6, live.clone()));
+            for (_, live) in classes {
+                part_roots.push(b.part(subject, v6, live));
             }
         }
         for root in part_roots {
