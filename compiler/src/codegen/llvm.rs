@@ -735,7 +735,7 @@ pub fn emit(
     hooks: &[HookPlan<'_>],
     manifest: &[u8],
     stdlib: &[u8],
-    table: Option<&[u8]>,
+    table: Option<usize>,
 ) -> Result<Vec<u8>, Err> {
     // SAFETY: the handler only prints and exits.
     unsafe { inkwell::support::error_handling::install_fatal_error_handler(fatal) };
@@ -781,7 +781,7 @@ pub fn emit(
         .ok_or("the stdlib bitcode does not define cilc_walk")?;
     walk.set_linkage(Linkage::Internal);
     walk.add_attribute(AttributeLoc::Function, ctx.create_enum_attribute(always, 0));
-    if let Some(bytes) = table {
+    if let Some(size) = table {
         let d =
             g.b.build_call(walk, &[p.into(), dir.into()], "")
                 .map_err(e)?
@@ -789,7 +789,11 @@ pub fn emit(
                 .basic()
                 .ok_or("cilc_walk returns nothing")?;
         g.b.build_return(Some(&d)).map_err(e)?;
-        let data = ctx.const_string(bytes, false);
+        // Zeros of the table's size: its bytes are written into the
+        // section after LLVM (`Table::write_into`), which saves LLVM a
+        // copy of them (134 MB at 100k rules) and its time.
+        let size = u32::try_from(size).map_err(|_| "the table is over 4 GiB")?;
+        let data = ctx.i8_type().array_type(size).const_zero();
         let global = module.add_global(data.get_type(), None, "cilc_table_data");
         global.set_initializer(&data);
         global.set_constant(true);

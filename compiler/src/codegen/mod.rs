@@ -353,20 +353,24 @@ pub fn compile(ir: &Validated, src: &str, opts: &Options) -> Result<Output, Vec<
     let json = serde_json::to_vec(&manifest).map_err(|e| error(e.to_string()))?;
     // A table object's code needs no diagram: free them (and the nodes,
     // once in bytes) before LLVM copies the table (peak memory at 100k).
-    let (hooks, bytes) = match table {
-        Some(t) => {
+    let hooks = match table {
+        Some(_) => {
             drop(hooks);
             drop(forest);
-            (Vec::new(), Some(t.bytes()))
+            Vec::new()
         }
-        None => (hooks, None),
+        None => hooks,
     };
     progress("LLVM: optimising and emitting the object");
-    let object = llvm::emit(&hooks, &json, STDLIB, bytes.as_deref());
+    let size = table.as_ref().map(|t| t.nodes.len() * table::NODE);
+    let object = llvm::emit(&hooks, &json, STDLIB, size);
     if show {
         eprint!("\r\x1b[K");
     }
     let mut object = object.map_err(error)?;
+    if let Some(t) = &table {
+        t.write_into(&mut object).map_err(error)?;
+    }
     manifest.code_sha256 = Some(manifest::seal(&mut object).map_err(error)?);
     Ok(Output { object, manifest })
 }

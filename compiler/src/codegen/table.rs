@@ -54,15 +54,18 @@ pub struct TNode {
 }
 
 impl TNode {
-    fn bytes(&self, out: &mut Vec<u8>) {
-        out.push(self.kind);
-        out.push(self.field);
-        out.extend_from_slice(&self.arg.to_le_bytes());
-        out.extend_from_slice(&self.a.to_le_bytes());
-        out.extend_from_slice(&self.b.to_le_bytes());
-        out.extend_from_slice(&self.c.to_le_bytes());
-        out.extend_from_slice(&((self.cut >> 64) as u64).to_le_bytes());
-        out.extend_from_slice(&(self.cut as u64).to_le_bytes());
+    /// The node's bytes (little-endian, like the BPF target).
+    fn bytes(&self) -> [u8; NODE] {
+        let mut out = [0; NODE];
+        out[0] = self.kind;
+        out[1] = self.field;
+        out[2..4].copy_from_slice(&self.arg.to_le_bytes());
+        out[4..8].copy_from_slice(&self.a.to_le_bytes());
+        out[8..12].copy_from_slice(&self.b.to_le_bytes());
+        out[12..16].copy_from_slice(&self.c.to_le_bytes());
+        out[16..24].copy_from_slice(&((self.cut >> 64) as u64).to_le_bytes());
+        out[24..].copy_from_slice(&(self.cut as u64).to_le_bytes());
+        out
     }
 }
 
@@ -75,14 +78,35 @@ pub struct Table {
     pub max_steps: u64,
 }
 
+/// Bytes of one node.
+pub const NODE: usize = 32;
+
 impl Table {
-    /// The bytes of the section (little-endian, like the BPF target).
-    pub fn bytes(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.nodes.len() * 32);
-        for n in &self.nodes {
-            n.bytes(&mut out);
+    /// Write the nodes into the object's table section, which LLVM
+    /// emitted as zeros of their size.
+    pub fn write_into(&self, object: &mut [u8]) -> Result<(), String> {
+        use object::{Object as _, ObjectSection as _};
+        let name = runtime_loader::manifest::TABLE_SECTION;
+        let file = object::File::parse(&*object).map_err(|e| e.to_string())?;
+        let (start, size) = file
+            .section_by_name(name)
+            .and_then(|s| s.file_range())
+            .ok_or_else(|| format!("the object has no {name} section with bytes"))?;
+        let (start, size) = (start as usize, size as usize);
+        if size != self.nodes.len() * NODE || start + size > object.len() {
+            return Err(format!(
+                "{name} holds {size} bytes, not the {} of the table",
+                self.nodes.len() * NODE
+            ));
         }
-        out
+        for (n, slot) in self
+            .nodes
+            .iter()
+            .zip(object[start..].chunks_exact_mut(NODE))
+        {
+            slot.copy_from_slice(&n.bytes());
+        }
+        Ok(())
     }
 }
 
@@ -685,57 +709,113 @@ fn run(entries: &[(u32, u32)], guards: &[Option<(u8, u16, u32)>], i: usize) -> u
     j - i + 1
 }
 
-/// Encode every hook's diagrams.
-pub fn encode(hooks: &[HookPlan<'_>]) -> Table {
+/// One hook's table on its own: its nodes (0..=5 as in every table:
+/// unused, heads, `NONE`) and its entries (root, flags).
+type HookTable = (Vec<TNode>, Vec<(u32, u32)>);
+
+fn encode_hook(h: &HookPlan<'_>) -> HookTable {
     let mut enc = Enc::new();
-    let mut entries_of = Vec::new();
-    for h in hooks {
-        let mut entries = Vec::new();
-        let diagrams = h
-            .chains
+    let mut entries = Vec::new();
+    let diagrams = h
+        .chains
+        .iter()
+        .map(|d| (d, 0))
+        .chain(h.policy.iter().map(|d| (d, POLICY)));
+    for (d, kind) in diagrams {
+        let mut memo = vec![u32::MAX; d.diagram.nodes.len()];
+        let regions = region::linear_leaves(d.diagram);
+        let roots: Vec<u32> = d
+            .diagram
+            .roots
             .iter()
-            .map(|d| (d, 0))
-            .chain(h.policy.iter().map(|d| (d, POLICY)));
-        for (d, kind) in diagrams {
-            let mut memo = vec![u32::MAX; d.diagram.nodes.len()];
-            let regions = region::linear_leaves(d.diagram);
-            let roots: Vec<u32> = d
-                .diagram
-                .roots
-                .iter()
-                .map(|r| enc.part(&h.atoms, d, h.v6, &regions, *r, &mut memo))
-                .collect();
-            for (i, r) in roots.iter().enumerate() {
-                let last = if i + 1 == roots.len() { LAST } else { 0 };
-                entries.push((*r, kind | last));
-            }
-            if roots.is_empty() {
-                // A diagram with no part decides nothing, but a policy
-                // layer still ends the walk.
-                let none = enc.leaf(0, u32::MAX);
-                entries.push((none, kind | LAST));
-            }
+            .map(|r| enc.part(&h.atoms, d, h.v6, &regions, *r, &mut memo))
+            .collect();
+        for (i, r) in roots.iter().enumerate() {
+            let last = if i + 1 == roots.len() { LAST } else { 0 };
+            entries.push((*r, kind | last));
         }
-        entries_of.push((1 + h.direction as usize * 2 + usize::from(h.v6), entries));
+        if roots.is_empty() {
+            // A diagram with no part decides nothing, but a policy
+            // layer still ends the walk.
+            entries.push((NONE, kind | LAST));
+        }
     }
     // Jumps, from every root; the entries point at the new roots.
-    let roots = entries_of
-        .iter()
-        .flat_map(|(_, e)| e.iter().map(|(r, _)| *r));
     let old = enc.t.nodes;
     drop((enc.seen, enc.blocks));
-    let (enc, at) = crate::timed("table: jumps", || with_jumps(&old, roots));
+    let (enc, at) = with_jumps(&old, entries.iter().map(|(r, _)| *r));
     drop(old);
-    for (_, e) in &mut entries_of {
-        for (r, _) in e.iter_mut() {
-            *r = at[*r as usize];
+    for (r, _) in &mut entries {
+        *r = at[*r as usize];
+    }
+    (enc.t.nodes, entries)
+}
+
+/// Hooks share no nodes worth keeping once (each tests its own family's
+/// addresses), so each is encoded on its own, on two threads (the larger
+/// first), and the tables are laid end to end in hook order: the same
+/// table whatever the threads' timing.
+fn encode_hooks(hooks: &[HookPlan<'_>]) -> Vec<HookTable> {
+    use std::sync::Mutex;
+    let size = |h: &HookPlan<'_>| -> usize {
+        h.chains
+            .iter()
+            .chain(&h.policy)
+            .map(|d| d.diagram.nodes.len())
+            .sum()
+    };
+    let mut order: Vec<usize> = (0..hooks.len()).collect();
+    order.sort_by_key(|i| std::cmp::Reverse(size(&hooks[*i])));
+    let queue = Mutex::new(order.into_iter());
+    let done = Mutex::new(Vec::with_capacity(hooks.len()));
+    let work = || {
+        while let Some(i) = queue.lock().map(|mut q| q.next()).unwrap_or(None) {
+            let hook = encode_hook(&hooks[i]);
+            if let Ok(mut d) = done.lock() {
+                d.push((i, hook));
+            }
         }
+    };
+    std::thread::scope(|s| {
+        let other = s.spawn(work);
+        work();
+        if let Err(p) = other.join() {
+            std::panic::resume_unwind(p);
+        }
+    });
+    let mut done = done.into_inner().unwrap_or_default();
+    done.sort_by_key(|(i, _)| *i);
+    assert_eq!(done.len(), hooks.len(), "every hook is encoded");
+    done.into_iter().map(|(_, h)| h).collect()
+}
+
+/// Encode every hook's diagrams.
+pub fn encode(hooks: &[HookPlan<'_>]) -> Table {
+    let parts = crate::timed("table: hooks", || encode_hooks(hooks));
+    let mut t = Enc::with_capacity(0).t;
+    t.nodes.reserve(parts.iter().map(|(n, _)| n.len()).sum());
+    let mut entries_of = Vec::new();
+    for (h, (nodes, mut entries)) in hooks.iter().zip(parts) {
+        // The hook's own nodes from 6 on follow the table's; `NONE` is
+        // the table's.
+        let base = t.nodes.len() as u32 - (NONE + 1);
+        let at = |n: u32| if n <= NONE { n } else { n + base };
+        for mut n in nodes.into_iter().skip(NONE as usize + 1) {
+            match n.kind {
+                LEAF => {}
+                JUMP => (n.a, n.b, n.c) = (at(n.a), at(n.b), at(n.c)),
+                _ => (n.a, n.b) = (at(n.a), at(n.b)),
+            }
+            t.nodes.push(n);
+        }
+        for (r, _) in &mut entries {
+            *r = at(*r);
+        }
+        entries_of.push((1 + h.direction as usize * 2 + usize::from(h.v6), entries));
     }
     // Entries last, after every node they point to; every head points at
     // its hook's (none for a hook without diagrams: no policy). The walker
     // drops what meets no head, so an unfilled table fails closed.
-    let mut t = enc.t;
-    drop(enc.seen);
     // Each split carries the best priority below it: a walk that already
     // holds a better decision (of an earlier part) goes no further there.
     let memo = reaches(&t.nodes);
@@ -789,6 +869,46 @@ pub fn encode(hooks: &[HookPlan<'_>]) -> Table {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_nodes_are_written_into_the_zeros_llvm_emitted() {
+        let table = |n: u32| Table {
+            nodes: (0..n)
+                .map(|i| TNode {
+                    kind: SPLIT,
+                    field: 1,
+                    arg: 0x0203,
+                    a: i,
+                    b: 0x0405_0607,
+                    c: 0x0809_0a0b,
+                    cut: (0x1011_1213_1415_1617u128 << 64) | 0x1819_1a1b_1c1d_1e1f,
+                })
+                .collect(),
+            max_steps: 0,
+        };
+        let mut object = super::super::llvm::emit(&[], b"{}", super::super::STDLIB, Some(2 * NODE))
+            .expect("an object");
+        assert!(
+            table(3).write_into(&mut object).is_err(),
+            "three nodes in room for two"
+        );
+        table(2).write_into(&mut object).expect("two nodes fit");
+        use object::{Object as _, ObjectSection as _};
+        let file = object::File::parse(&object[..]).expect("ELF");
+        let data = file
+            .section_by_name(runtime_loader::manifest::TABLE_SECTION)
+            .and_then(|s| s.data().ok())
+            .expect("the table section");
+        // struct cilc_tnode, little-endian: kind, field, arg, a, b, c,
+        // then the cut's high and low halves.
+        let want = [
+            SPLIT, 1, 3, 2, 0, 0, 0, 0, 7, 6, 5, 4, 0xb, 0xa, 9, 8, //
+            0x17, 0x16, 0x15, 0x14, 0x13, 0x12, 0x11, 0x10, //
+            0x1f, 0x1e, 0x1d, 0x1c, 0x1b, 0x1a, 0x19, 0x18,
+        ];
+        assert_eq!(&data[..NODE], &want[..]);
+        assert_eq!(data[NODE + 4], 1, "the second node's a");
+    }
 
     /// What the walker does from `n` for the key (fields by index), to the
     /// leaf's decision: splits and jumps as `walk_split` in cilc.c
