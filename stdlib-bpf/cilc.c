@@ -576,6 +576,12 @@ static __always_inline __u32 walk_split(struct cilc_walk_state *w, struct cilc_t
 	return idx < (arg >> 7) ? n->c + (__u32)idx : n->b;
 }
 
+/* The lowest set bit's place (x is not 0). */
+static __always_inline __u32 walk_ctz(__u64 x)
+{
+	return __builtin_ctzll(x);
+}
+
 /* Predicate bit `arg` of end `field` (0 source, else destination). */
 static __always_inline int walk_bit(struct cilc_ctx *c, __u32 field, __u32 arg)
 {
@@ -601,14 +607,29 @@ static __always_inline __u32 walk_enter(struct cilc_walk_state *w)
 	w->flags = en->b;
 	if (en->b & CILC_T_GUARD) {
 		struct cilc_ctx *c = bpf_map_lookup_elem(&cilc_scratch, &w->zero);
-		__u32 run = (__u32)en->cut[1];
+		__u64 skip = en->cut[1];
+		__u32 run = skip & 0xffffff, bit = en->arg & (CILC_PRED_WORDS * 64 - 1);
 		if (!c || run == 0)
 			return 0;
-		if (!walk_bit(c, en->field, en->arg)) {
-			/* Not this subject: its run of parts decides nothing. */
-			w->entry += run - 1;
-			w->flags = (__u32)en->cut[0];
-			return CILC_T_NONE;
+		__u64 word = en->field ? c->dst_bits[bit / 64] : c->src_bits[bit / 64];
+		if (!((word >> (bit % 64)) & 1)) {
+			/* Not this subject. A later subject of its block that the
+			 * packet has: its first part, by the block's slots. */
+			__u64 later = word & en->cut[0];
+			if (later) {
+				w->node = (__u32)(skip >> 32) + walk_ctz(later);
+				en = bpf_map_lookup_elem(w->table, &w->node);
+				if (!en || en->kind != CILC_T_ENTRY)
+					return 0;
+				w->entry = (__u32)en->cut[1];
+				w->flags = en->b;
+			} else {
+				/* None: the run (or the rest of the block) decides
+				 * nothing. */
+				w->entry += run - 1;
+				w->flags = (skip >> 24) & 0xff;
+				return CILC_T_NONE;
+			}
 		}
 	}
 	if (en->c >= w->best_prio)

@@ -296,8 +296,12 @@ enum cilc_tnode_kind {
 	 * the root (0xffffffff: none), so that a part that cannot beat the
 	 * best so far is not walked. With CILC_T_GUARD the part decides only
 	 * when predicate bit `arg` of end `field` is set (its subject); when
-	 * it is not, the walk skips cut[1] entries (this one included; the
-	 * last one's flags are cut[0]) as parts that decide nothing. */
+	 * it is not: if the packet's word of that bit has one of the bits
+	 * cut[0] (the later subjects of its dispatch block), the walk goes on
+	 * at the entry the slot (cut[1] >> 32) + that bit's place copies (a
+	 * copy of the entry, its index in cut[1]); else it skips cut[1] &
+	 * 0xffffff entries (this one included; the last one's flags are
+	 * (cut[1] >> 24) & 0xff) as parts that decide nothing. */
 	CILC_T_ENTRY = 2,
 	/* field < cut (cut[0] high half, cut[1] low half): a, else b. Field:
 	 * tree::Field's index (0 src, 1 dst, proto, sport, dport, ICMP

@@ -215,3 +215,109 @@ fn chain(out: &mut String, r: &mut Rng, p: usize, k: usize) {
     }
     out.push_str("}\n\n");
 }
+
+/// Packet lines (`cilc explain --packet` form, one per line) for the
+/// policy `policy(seed, rules)` writes: the host or pods labelled as the
+/// selectors of its policies pick (a third of them with a tier none picks), peers in the
+/// world inside its address sets or anywhere, and the ports its rules
+/// name often, so that a benchmark walks the parts of selected endpoints,
+/// not only of endpoints no policy selects.
+pub fn packets(seed: u64, rules: usize, count: usize) -> String {
+    let mut r = Rng::new(seed ^ 0x5eed_9ac4);
+    let n = (rules / 40).clamp(1, 64) as u64;
+    // The selectors the policy's policies are on.
+    let subjects: Vec<u64> = policy(seed, rules)
+        .lines()
+        .filter_map(|l| l.strip_prefix("policy ")?.split(" on s").nth(1))
+        .filter_map(|k| k.trim_end_matches(" {").parse().ok())
+        .collect();
+    let mut out = String::with_capacity(count * 96);
+    let _ = writeln!(
+        out,
+        "# packets for `cilc gen --rules {rules} --seed {seed}`: cilc gen --packets {count} --rules {rules} --seed {seed}"
+    );
+    for _ in 0..count {
+        // The local endpoint: the host, or a pod that is `app=appK` for a
+        // K some policy is on, in its namespace (selector sK: env=prod,
+        // team=tK for K % 3 == 0, else ns-(K % 5)).
+        let local = if r.below(5) == 0 || subjects.is_empty() {
+            "host".to_string()
+        } else {
+            let k = *r.pick(&subjects);
+            let ns = if k.is_multiple_of(3) {
+                format!("ns-x[env=prod,team=t{k}]")
+            } else {
+                format!("ns-{}", k % 5)
+            };
+            let tier = ["frontend", "backend", "web"][r.below(3) as usize];
+            format!("app=app{k},tier={tier}@{ns}+web-{}=80", k % 6)
+        };
+        let k = r.below(n);
+        let v6 = k % 2 == 1 && r.below(2) == 0;
+        let addr = |r: &mut Rng, inside: bool| -> String {
+            match (v6, inside) {
+                (false, true) => format!("10.{k}.{}.{}", r.below(256), 1 + r.below(254)),
+                (false, false) => std::net::Ipv4Addr::from(r.next_u64() as u32).to_string(),
+                (true, true) => format!("fd00:{k:x}::{:x}", r.below(65536)),
+                (true, false) => {
+                    std::net::Ipv6Addr::from((0xfd00u128 << 112) | u128::from(r.next_u64()) << 32)
+                        .to_string()
+                }
+            }
+        };
+        let inside = r.below(3) != 0;
+        let peer = addr(&mut r, inside);
+        let me = if v6 {
+            "fd00::5".to_string()
+        } else {
+            "10.200.0.5".to_string()
+        };
+        let l4 = match r.below(6) {
+            0 => format!("tcp {} 80", 1024 + r.below(60000)),
+            1 => format!("tcp {} 443", 1024 + r.below(60000)),
+            2 => format!("udp {} 53", 1024 + r.below(60000)),
+            3 => format!("tcp {} {}", 1024 + r.below(60000), 1 + r.below(65535)),
+            4 => format!("udp {} {}", 1024 + r.below(60000), 1 + r.below(65535)),
+            _ if v6 => "icmpv6 128 0".to_string(),
+            _ => "icmp 8 0".to_string(),
+        };
+        let (dir, from, to) = if r.below(2) == 0 {
+            ("ingress", peer, me)
+        } else {
+            ("egress", me, peer)
+        };
+        let _ = writeln!(out, "{dir} local {local} peer world {from} -> {to} {l4}");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::eval::{evaluate, packet::parse_packet};
+
+    #[test]
+    fn packets_parse_and_most_pods_are_selected() {
+        let src = policy(7, 4000);
+        let (ir, _) = crate::compile_ir(&src).expect("the policy checks");
+        let text = packets(7, 4000, 400);
+        let mut reasons = std::collections::BTreeMap::new();
+        let (mut pods, mut selected) = (0, 0);
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let p = parse_packet(line).unwrap_or_else(|e| panic!("{line}: {e:?}"));
+            let d = evaluate(&ir, &p);
+            *reasons.entry(d.reason.as_str()).or_insert(0) += 1;
+            if !line.contains("local host") {
+                pods += 1;
+                selected += usize::from(d.reason.as_str() != "no-policy");
+            }
+        }
+        assert_eq!(text.lines().count(), 401);
+        // tier=web pods are no selector's: a third.
+        assert!(
+            selected * 2 > pods,
+            "{selected} of {pods} pods selected: {reasons:?}"
+        );
+        assert!(reasons.len() >= 3, "{reasons:?}");
+    }
+}

@@ -321,6 +321,11 @@ enum Command {
         /// Seed of the generator (same seed, same policy).
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// Write this many packet lines for the policy of `--rules`
+        /// instead (endpoints its selectors pick, peers in its address
+        /// sets; for `cilc bench --packets`).
+        #[arg(long)]
+        packets: Option<usize>,
     },
     /// The node-side verbs (load, attach, detach, replace, status, stats,
     /// conntrack, gc, unload): the same as `cilc-node`'s.
@@ -672,8 +677,15 @@ fn main() -> ExitCode {
                 .unwrap_or_default();
             merge(out, r)
         }
-        Command::Gen { rules, seed } => Outcome {
-            stdout: cilc::gen::policy(seed, rules),
+        Command::Gen {
+            rules,
+            seed,
+            packets,
+        } => Outcome {
+            stdout: match packets {
+                Some(count) => cilc::gen::packets(seed, rules, count),
+                None => cilc::gen::policy(seed, rules),
+            },
             ..Outcome::default()
         },
     };

@@ -660,3 +660,70 @@ fn table_jump_nodes_decide_as_the_evaluator() {
     }
     assert_eq!(n, 3000);
 }
+
+/// Guard dispatch (docs/backend.md): 80 subjects (their bits span two
+/// words), each with parts of different widths, and endpoints that are
+/// several of them at once; in the table strategy a packet enters only the
+/// parts of its own subjects, and 3,000 random packets get the
+/// evaluator's verdict, rule and reason from the kernel.
+#[test]
+fn table_dispatch_over_many_subjects_decides_as_the_evaluator() {
+    let mut src = String::new();
+    for k in 0..80 {
+        src += &format!("select s{k} = k{k}=on\n");
+    }
+    for k in 0..80u32 {
+        src += &format!(
+            "policy p{k} on s{k} {{\n  ingress {{\n    allow from world tcp {}\n    \
+             deny from 10.{k}.0.0/16 tcp 1000-1100\n    allow from 10.0.0.0/8 udp {}\n  }}\n  \
+             egress {{\n    allow to 10.{k}.{k}.0/24\n    allow to world tcp {}\n  }}\n}}\n",
+            1000 + k,
+            2000 + k % 7,
+            443 + k % 3,
+        );
+    }
+    src += "policy node on host {\n  ingress {\n    allow from world tcp 22\n  }\n}\n";
+    let (ir, mut r) = load(&src, Strategy::Table);
+    let mut rng = cilc::gen::Rng::new(17);
+    let (mut judged, mut allowed) = (0, 0);
+    for _ in 0..3000 {
+        let mut n = || rng.next_u64();
+        let labels: Vec<String> = (0..n() % 5).map(|_| format!("k{}=on", n() % 80)).collect();
+        let local = if labels.is_empty() {
+            ["host", "app=none@x"][(n() % 2) as usize].to_string()
+        } else {
+            format!("{}@ns", labels.join(","))
+        };
+        // The peer is the world, at an address of some subject's CIDRs
+        // half of the time.
+        let k = n() % 80;
+        let peer = match n() % 3 {
+            0 => "203.0.113.9".to_string(),
+            1 => format!("10.{k}.{}.9", n() % 80),
+            _ => format!("10.{k}.{k}.9"),
+        };
+        let (proto, port) = match n() % 3 {
+            0 => ("tcp", 995 + n() % 90),
+            1 => ("udp", 2000 + n() % 8),
+            _ => ("tcp", [22, 443, 444, 445][(n() % 4) as usize]),
+        };
+        let line = if n() % 2 == 0 {
+            format!("ingress local {local} peer world {peer} -> 10.0.0.5 {proto} 40000 {port}")
+        } else {
+            format!("egress local {local} peer world 10.0.0.5 -> {peer} {proto} 40000 {port}")
+        };
+        let p = on_wire(&parse_packet(&line).unwrap_or_else(|e| panic!("{line}: {e:?}")));
+        let Ok(j) = r.judge(&p, false, 1) else {
+            continue;
+        };
+        let got = words(&r, &j);
+        assert_eq!(got, expected(&ir, &p), "{line}");
+        judged += 1;
+        allowed += usize::from(got.0 == "allow");
+    }
+    assert!(judged > 2900, "only {judged} packets judged");
+    assert!(
+        allowed > 200 && allowed < judged - 200,
+        "{allowed} of {judged} allowed"
+    );
+}

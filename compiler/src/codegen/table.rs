@@ -684,10 +684,13 @@ fn jump(old: &[TNode], n: u32) -> Option<(Vec<u32>, Plan)> {
     plan.has_jump().then_some((kids, plan))
 }
 
+/// An entry's guard: (end, bit, the root's yes side).
+type Guard = Option<(u8, u16, u32)>;
+
 /// The predicate bit an entry's part needs (its root tests the part's
 /// subject, and the other way decides nothing): (end, bit, the root's yes
 /// side, where the walk goes when the bit is set).
-fn guard(nodes: &[TNode], root: u32) -> Option<(u8, u16, u32)> {
+fn guard(nodes: &[TNode], root: u32) -> Guard {
     let r = &nodes[root as usize];
     (r.kind == BIT && r.b == NONE).then_some((r.field, r.arg, r.a))
 }
@@ -696,8 +699,8 @@ fn guard(nodes: &[TNode], root: u32) -> Option<(u8, u16, u32)> {
 /// not set: those with the same guard, crossing the end of a diagram only
 /// when the run starts one (a skipped diagram then decides nothing, as its
 /// walk would not; one that has begun keeps its best so far).
-fn run(entries: &[(u32, u32)], guards: &[Option<(u8, u16, u32)>], i: usize) -> usize {
-    let key = |g: &Option<(u8, u16, u32)>| g.map(|(f, b, _)| (f, b));
+fn run(entries: &[(u32, u32)], guards: &[Guard], i: usize) -> usize {
+    let key = |g: &Guard| g.map(|(f, b, _)| (f, b));
     let whole = i == 0 || entries[i - 1].1 & LAST != 0;
     let mut j = i;
     while j + 1 < entries.len()
@@ -830,32 +833,9 @@ pub fn encode(hooks: &[HookPlan<'_>]) -> Table {
             .find(|(s, _)| *s == slot)
             .map_or(&[][..], |(_, e)| e);
         let first = t.nodes.len() as u32;
-        let mut steps = 0;
-        let guards: Vec<_> = entries.iter().map(|(r, _)| guard(&t.nodes, *r)).collect();
-        for (i, (root, flags)) in entries.iter().enumerate() {
-            let mut e = TNode {
-                kind: ENTRY,
-                a: *root,
-                b: *flags,
-                ..TNode::default()
-            };
-            if let Some((field, bit, yes)) = guards[i] {
-                let run = run(entries, &guards, i);
-                let last = entries[i + run - 1].1;
-                e = TNode {
-                    field,
-                    arg: bit,
-                    a: yes,
-                    b: flags | GUARD,
-                    cut: (u128::from(last) << 64) | run as u128,
-                    ..e
-                };
-            }
-            let r = memo[e.a as usize];
-            steps += 1 + u64::from(r.depth);
-            t.nodes.push(TNode { c: r.first, ..e });
-        }
+        let (list, steps) = entry_nodes(&t.nodes, &memo, entries, first);
         t.max_steps = t.max_steps.max(steps + 1);
+        t.nodes.extend(list);
         t.nodes[slot] = TNode {
             kind: HEAD,
             a: first,
@@ -864,6 +844,128 @@ pub fn encode(hooks: &[HookPlan<'_>]) -> Table {
         };
     }
     t
+}
+
+/// A diagram's parts in walking order: unguarded ones first, then by
+/// guard (end, bit), so that each subject's parts are consecutive and the
+/// subjects ascend by bit (the order of a diagram's parts does not change
+/// its decision: its best is the lowest priority over all of them). The
+/// last one carries `LAST`.
+fn in_guard_order(nodes: &[TNode], entries: &[(u32, u32)]) -> (Vec<(u32, u32)>, Vec<Guard>) {
+    let mut out = Vec::with_capacity(entries.len());
+    let mut start = 0;
+    for (i, (_, flags)) in entries.iter().enumerate() {
+        if flags & LAST == 0 && i + 1 < entries.len() {
+            continue;
+        }
+        let mut diagram: Vec<(Guard, (u32, u32))> = entries[start..=i]
+            .iter()
+            .map(|e| (guard(nodes, e.0), (e.0, e.1 & !LAST)))
+            .collect();
+        diagram.sort_by_key(|(g, _)| g.map(|(f, b, _)| (f, b)));
+        if let Some((_, (_, f))) = diagram.last_mut() {
+            *f |= flags & LAST;
+        }
+        out.extend(diagram);
+        start = i + 1;
+    }
+    out.into_iter().map(|(g, e)| (e, g)).unzip()
+}
+
+/// A hook's entry nodes, to be placed from `first` on (then the slots of
+/// its dispatch blocks), and the most steps its walk takes.
+///
+/// Dispatch: the guarded parts of one diagram whose bits lie in one word
+/// of one end's predicate bits form a block (by `in_guard_order` their
+/// bits ascend). An entry of a block whose bit is not set goes straight to
+/// the next part whose bit is set, by the packet's word and the mask of
+/// the bits of the block's later parts (`cut` high half), through the
+/// block's slots: one node per bit from its lowest, each a copy of the
+/// first entry of that bit's parts with its place in `cut`. When none is
+/// set, it skips the rest of the block. A packet thus walks the parts of
+/// its own subjects only, not one entry per subject of the policy
+/// (the generated 100k policy has 65 subjects a hook).
+fn entry_nodes(
+    nodes: &[TNode],
+    memo: &[Reach],
+    entries: &[(u32, u32)],
+    first: u32,
+) -> (Vec<TNode>, u64) {
+    let (entries, guards) = in_guard_order(nodes, entries);
+    let mut list = Vec::with_capacity(entries.len());
+    let mut steps = 0;
+    for (i, (root, flags)) in entries.iter().enumerate() {
+        let mut e = TNode {
+            kind: ENTRY,
+            a: *root,
+            b: *flags,
+            ..TNode::default()
+        };
+        if let Some((field, bit, yes)) = guards[i] {
+            e = TNode {
+                field,
+                arg: bit,
+                a: yes,
+                b: flags | GUARD,
+                ..e
+            };
+        }
+        let r = memo[e.a as usize];
+        steps += 1 + u64::from(r.depth);
+        list.push(TNode { c: r.first, ..e });
+    }
+    // Skips: a run of one guard, or the rest of a dispatch block.
+    let word = |g: &Guard| g.map(|(f, b, _)| (f, b / 64));
+    let mut slots: Vec<TNode> = Vec::new();
+    let mut i = 0;
+    while i < entries.len() {
+        let Some((_, low, _)) = guards[i] else {
+            i += 1;
+            continue;
+        };
+        // The block: this diagram's entries from i on with the same word.
+        let mut end = i + 1;
+        while end < entries.len()
+            && entries[end - 1].1 & LAST == 0
+            && word(&guards[end]) == word(&guards[i])
+        {
+            end += 1;
+        }
+        let bit_of = |j: usize| guards[j].map_or(0, |(_, b, _)| b);
+        let high = bit_of(end - 1);
+        let base = first + entries.len() as u32 + slots.len() as u32;
+        if high > low {
+            let mut table = vec![TNode::default(); usize::from(high - low) + 1];
+            for j in (i..end).rev() {
+                table[usize::from(bit_of(j) - low)] = TNode {
+                    cut: u128::from(first + j as u32),
+                    ..list[j]
+                };
+            }
+            slots.extend(table);
+        }
+        // Bits of the block's entries after j: those above j's own.
+        let mut after = 0u64;
+        for j in (i..end).rev() {
+            let bit = bit_of(j) % 64;
+            let later = if high > low { after & !(1 << bit) } else { 0 };
+            let skip = if high > low {
+                end - j
+            } else {
+                run(&entries, &guards, j)
+            };
+            let last = entries[j + skip - 1].1;
+            let slot = base.wrapping_sub(u32::from(low % 64));
+            list[j].cut = (u128::from(later) << 64)
+                | (u128::from(slot) << 32)
+                | (u128::from(last) << 24)
+                | skip as u128;
+            after |= 1 << bit;
+        }
+        i = end;
+    }
+    list.extend(slots);
+    (list, steps)
 }
 
 #[cfg(test)]
@@ -1132,6 +1234,83 @@ mod tests {
     /// Parts guarded by a subject bit are skipped in runs: whole diagrams
     /// only from a diagram's start, never past the end of one that has
     /// begun; a part whose other side decides something is not guarded.
+    /// The parts a walk enters (their roots) and the diagrams it
+    /// concludes, as `walk_enter` in cilc.c goes through a hook's entries
+    /// for a packet whose end-1 predicate bits are `bits`.
+    fn enter_all(nodes: &[TNode], first: u32, count: u32, bits: u128) -> (Vec<u32>, usize) {
+        let (mut entry, end) = (first, first + count);
+        let (mut walked, mut ends) = (Vec::new(), 0);
+        while entry < end {
+            let mut en = nodes[entry as usize];
+            assert_eq!(en.kind, ENTRY);
+            let mut flags = en.b;
+            let skip = en.cut as u64;
+            if flags & GUARD != 0 && bits >> en.arg & 1 == 0 {
+                let word = (bits >> (u32::from(en.arg) / 64 * 64)) as u64;
+                let later = word & (en.cut >> 64) as u64;
+                if later == 0 {
+                    entry += (skip & 0xff_ffff) as u32;
+                    ends += usize::from((skip >> 24) as u32 & LAST != 0);
+                    continue;
+                }
+                en = nodes[((skip >> 32) as u32).wrapping_add(later.trailing_zeros()) as usize];
+                assert_eq!(en.kind, ENTRY, "a slot copies an entry");
+                assert!(en.cut as u32 > entry, "a dispatch goes forward");
+                entry = en.cut as u32;
+                assert_eq!(nodes[entry as usize].a, en.a, "the slot copies its entry");
+                flags = en.b;
+            }
+            walked.push(en.a);
+            entry += 1;
+            ends += usize::from(flags & LAST != 0);
+        }
+        (walked, ends)
+    }
+
+    #[test]
+    fn dispatch_enters_the_parts_of_the_bits_set_and_no_other() {
+        let mut enc = Enc::new();
+        // Part p: a leaf of its own behind a test of its bit (`guard`).
+        let bits = [3u16, 3, 70, 5, 2, 9, 5, 0, 64, 66, 9];
+        let mut entries = Vec::new();
+        for (p, bit) in bits.iter().enumerate() {
+            let leaf = enc.leaf(100 + p as u32, p as u32);
+            let root = match bit {
+                0 => leaf,
+                b => enc.atom(&[AtomCode::Bit(Side::Dst, u32::from(*b))], 0, leaf, NONE),
+            };
+            // Diagrams: parts 0..3 a chain, 3.. the policy layer.
+            let flags = match p {
+                2 => LAST,
+                p if p + 1 == bits.len() => POLICY | LAST,
+                p if p > 2 => POLICY,
+                _ => 0,
+            };
+            entries.push((root, flags));
+        }
+        let mut nodes = enc.t.nodes;
+        let memo = reaches(&nodes);
+        let first = nodes.len() as u32;
+        let (list, _) = entry_nodes(&nodes, &memo, &entries, first);
+        nodes.extend(list);
+        let distinct = [2u16, 3, 5, 9, 64, 66, 70];
+        for set in 0..1u32 << distinct.len() {
+            let mask = distinct
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| set >> i & 1 != 0)
+                .fold(0u128, |m, (_, b)| m | 1 << b);
+            let (walked, ends) = enter_all(&nodes, first, entries.len() as u32, mask);
+            let mut got: Vec<u32> = walked.iter().map(|r| nodes[*r as usize].a - 100).collect();
+            got.sort();
+            let want: Vec<u32> = (0..bits.len() as u32)
+                .filter(|p| bits[*p as usize] == 0 || mask >> bits[*p as usize] & 1 != 0)
+                .collect();
+            assert_eq!(got, want, "bits {mask:#x}");
+            assert_eq!(ends, 2, "both diagrams conclude (bits {mask:#x})");
+        }
+    }
+
     #[test]
     fn guarded_entries_skip_in_runs_that_keep_begun_diagrams() {
         let mut enc = Enc::new();
