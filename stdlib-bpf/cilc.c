@@ -692,6 +692,24 @@ static long walk_step(__u32 i, void *arg)
 			yes = walk_bit(c, n->field, n->arg);
 		} else if (kind == CILC_T_PORT) {
 			yes = c->dst_ports[n->arg & (CILC_NAMED_PORTS - 1)] == c->dport;
+		} else if (kind == CILC_T_ANY) {
+			__u32 q = n->arg & (CILC_PRED_WORDS - 1);
+			__u64 *bits = n->field ? c->dst_bits : c->src_bits;
+			__u64 lo = n->cut[1], hi = n->cut[0];
+			__u64 m0 = bits[q] & lo;
+			__u64 m1 = bits[(q + 1) & (CILC_PRED_WORDS - 1)] & hi;
+			/* One bit of the chain set: its first test, by its rank
+			 * among the chain's bits. */
+			__u32 rank = 0xffffffff;
+			if (m0 && !(m0 & (m0 - 1)) && !m1)
+				rank = __builtin_popcountll(lo & (m0 - 1));
+			else if (!m0 && m1 && !(m1 & (m1 - 1)))
+				rank = __builtin_popcountll(lo) + __builtin_popcountll(hi & (m1 - 1));
+			if (rank != 0xffffffff) {
+				w->node = n->c + rank;
+				continue;
+			}
+			yes = (m0 | m1) != 0;
 		} else if (kind == CILC_T_FLAGS) {
 			yes = (c->tcp_flags & n->arg) == n->c;
 		} else {

@@ -322,6 +322,12 @@ enum cilc_tnode_kind {
 	 * count; else b. arg: shift (bits 0-6) | count << 7. The count's
 	 * slots are consecutive nodes, each a copy of the node it leads to. */
 	CILC_T_JUMP = 8,
+	/* A chain of tests of the predicate bits of end `field` in the mask
+	 * cut (cut[1] of word `arg`, cut[0] of word arg + 1): none of them
+	 * set, b (where the chain ends then); one, node c + its rank among
+	 * the mask's bits (a copy of that bit's first test); more, a (the
+	 * chain's first test). */
+	CILC_T_ANY = 9,
 };
 
 /* Node 5 is a leaf of no decision: where a part not worth walking goes. */

@@ -661,11 +661,12 @@ fn table_jump_nodes_decide_as_the_evaluator() {
     assert_eq!(n, 3000);
 }
 
-/// Guard dispatch (docs/backend.md): 80 subjects (their bits span two
-/// words), each with parts of different widths, and endpoints that are
-/// several of them at once; in the table strategy a packet enters only the
-/// parts of its own subjects, and 3,000 random packets get the
-/// evaluator's verdict, rule and reason from the kernel.
+/// Guard dispatch and `ANY` chains (docs/backend.md): 80 subjects (their
+/// bits span two words), each with parts of different widths and runs of
+/// rules from peer selectors (chains of bit tests over both words), and
+/// endpoints and peers that are several of them at once; in the table
+/// strategy 3,000 random packets get the evaluator's verdict, rule and
+/// reason from the kernel.
 #[test]
 fn table_dispatch_over_many_subjects_decides_as_the_evaluator() {
     let mut src = String::new();
@@ -673,9 +674,12 @@ fn table_dispatch_over_many_subjects_decides_as_the_evaluator() {
         src += &format!("select s{k} = k{k}=on\n");
     }
     for k in 0..80u32 {
+        let peers: String = (0..8)
+            .map(|j| format!("    deny from s{}\n", (k * 7 + j * 11) % 80))
+            .collect();
         src += &format!(
             "policy p{k} on s{k} {{\n  ingress {{\n    allow from world tcp {}\n    \
-             deny from 10.{k}.0.0/16 tcp 1000-1100\n    allow from 10.0.0.0/8 udp {}\n  }}\n  \
+             deny from 10.{k}.0.0/16 tcp 1000-1100\n    allow from 10.0.0.0/8 udp {}\n{peers}  }}\n  \
              egress {{\n    allow to 10.{k}.{k}.0/24\n    allow to world tcp {}\n  }}\n}}\n",
             1000 + k,
             2000 + k % 7,
@@ -702,15 +706,32 @@ fn table_dispatch_over_many_subjects_decides_as_the_evaluator() {
             1 => format!("10.{k}.{}.9", n() % 80),
             _ => format!("10.{k}.{k}.9"),
         };
-        let (proto, port) = match n() % 3 {
+        let (proto, port) = match n() % 4 {
             0 => ("tcp", 995 + n() % 90),
             1 => ("udp", 2000 + n() % 8),
+            2 => ("tcp", 3000 + n() % 4),
             _ => ("tcp", [22, 443, 444, 445][(n() % 4) as usize]),
         };
+        // The peer's identity: the world, or a pod of none, one or
+        // several subjects.
+        let who = match n() % 3 {
+            0 => "world".to_string(),
+            _ => {
+                let l: Vec<String> = (0..n() % 4).map(|_| format!("k{}=on", n() % 80)).collect();
+                format!(
+                    "{}@ns",
+                    if l.is_empty() {
+                        "app=x".into()
+                    } else {
+                        l.join(",")
+                    }
+                )
+            }
+        };
         let line = if n() % 2 == 0 {
-            format!("ingress local {local} peer world {peer} -> 10.0.0.5 {proto} 40000 {port}")
+            format!("ingress local {local} peer {who} {peer} -> 10.0.0.5 {proto} 40000 {port}")
         } else {
-            format!("egress local {local} peer world 10.0.0.5 -> {peer} {proto} 40000 {port}")
+            format!("egress local {local} peer {who} 10.0.0.5 -> {peer} {proto} 40000 {port}")
         };
         let p = on_wire(&parse_packet(&line).unwrap_or_else(|e| panic!("{line}: {e:?}")));
         let Ok(j) = r.judge(&p, false, 1) else {

@@ -26,6 +26,7 @@ const PORT: u8 = 5;
 const FLAGS: u8 = 6;
 const LEAF: u8 = 7;
 const JUMP: u8 = 8;
+const ANY: u8 = 9;
 
 /// Slots of one jump node at most (`arg` holds the count in its 9 high
 /// bits).
@@ -348,6 +349,7 @@ fn kids(t: &TNode) -> impl Iterator<Item = u32> {
     let (two, slots) = match t.kind {
         LEAF => (0, 0..0),
         JUMP => (2, t.c..t.c + u32::from(t.arg >> 7)),
+        ANY => (2, t.c..t.c + t.cut.count_ones()),
         _ => (2, 0..0),
     };
     [t.a, t.b].into_iter().take(two).chain(slots)
@@ -619,15 +621,29 @@ impl Enc {
 
 /// The table again from `roots`, with jump nodes: each split becomes a
 /// jump over the splits on its field below it when that makes walks
-/// shorter (its plan has a jump), else stays a split; tests and leaves are
-/// copied. Returns the new table (nodes 0..=4 left for the heads, 5 the
-/// leaf of no decision) and
-/// every old node's new index (`u32::MAX` where unreachable).
+/// shorter (its plan has a jump), else stays a split; a chain of bit
+/// tests (`chain`) gets an `ANY` node in front where other nodes enter it;
+/// tests and leaves are copied. Returns the new table (nodes 0..=4 left
+/// for the heads, 5 the leaf of no decision) and every old node's new
+/// index (`u32::MAX` where unreachable).
 fn with_jumps(old: &[TNode], roots: impl Iterator<Item = u32>) -> (Enc, Vec<u32>) {
     // Jumps copy their slots: 10-20 % more nodes (ClassBench 100k sets,
     // generated 100k).
     let mut enc = Enc::with_capacity(old.len() + old.len() / 4);
     let mut memo = vec![u32::MAX; old.len()];
+    // A bit test whose chain (`chain`) is long enough is, for every node
+    // but the test before it in the chain, an `ANY` in front of it: `plain`
+    // holds the test itself.
+    let mut plain = vec![u32::MAX; old.len()];
+    // Only tests that some other node leads to need the `ANY`.
+    let mut entered = vec![false; old.len()];
+    for t in old {
+        for k in kids(t) {
+            if k != t.b || !next_in_chain(t, &old[k as usize]) {
+                entered[k as usize] = true;
+            }
+        }
+    }
     // The splits that become jumps, while their kids are encoded: the
     // region's kids and the plan.
     let mut plans: FxMap<u32, (Vec<u32>, Plan)> = FxMap::default();
@@ -658,15 +674,83 @@ fn with_jumps(old: &[TNode], roots: impl Iterator<Item = u32>) -> (Enc, Vec<u32>
                     let new: Vec<u32> = kids.iter().map(|k| memo[*k as usize]).collect();
                     enc.emit(t.field, &plan, &new)
                 }
-                _ => enc.push(TNode {
-                    a: memo[t.a as usize],
-                    b: memo[t.b as usize],
-                    ..t
-                }),
+                _ => {
+                    let b = match t.kind == BIT && plain[t.b as usize] != u32::MAX {
+                        true if next_in_chain(&t, &old[t.b as usize]) => plain[t.b as usize],
+                        _ => memo[t.b as usize],
+                    };
+                    let id = enc.push(TNode {
+                        a: memo[t.a as usize],
+                        b,
+                        ..t
+                    });
+                    plain[n as usize] = id;
+                    match (entered[n as usize]).then(|| chain(old, n)).flatten() {
+                        Some((word, firsts, end)) => {
+                            let mask = firsts
+                                .iter()
+                                .fold(0u128, |m, (b, _)| m | 1 << (b - word * 64));
+                            let new = |at: u32| plain[at as usize];
+                            let slots: Vec<u32> = firsts.iter().map(|(_, at)| new(*at)).collect();
+                            let c = enc.block(&slots);
+                            enc.push(TNode {
+                                kind: ANY,
+                                field: t.field,
+                                arg: word,
+                                cut: mask,
+                                a: id,
+                                b: memo[end as usize],
+                                c,
+                            })
+                        }
+                        _ => id,
+                    }
+                }
             };
         }
     }
     (enc, memo)
+}
+
+/// Is `u` the next test of a chain (`chain`) that `t` is in?
+fn next_in_chain(t: &TNode, u: &TNode) -> bool {
+    t.kind == BIT && u.kind == BIT && u.field == t.field && (t.arg / 64).abs_diff(u.arg / 64) <= 1
+}
+
+/// A chain of bit tests: its lower word, each bit's first test (by bit),
+/// and where it ends.
+type Chain = (u16, Vec<(u16, u32)>, u32);
+
+/// Bit tests in a row of at least this many, along their "not set"
+/// sides, get an `ANY` in front.
+const ANY_CHAIN: usize = 3;
+
+/// The chain of bit tests from `n` along their "not set" sides while they
+/// test one end's bits in two words next to each other (a run of terms
+/// that each need one peer selector, say): the lower word, each bit's
+/// first test in the chain, by bit, and where the chain ends when none is
+/// set, if it is `ANY_CHAIN` tests or more. A packet with none of its bits
+/// then skips the chain in one node, and one with one of them goes to that
+/// bit's first test (the tests before it fail).
+fn chain(old: &[TNode], n: u32) -> Option<Chain> {
+    let first = &old[n as usize];
+    let (mut lo, mut hi) = (first.arg / 64, first.arg / 64);
+    let (mut firsts, mut len, mut at) = (Vec::new(), 0, n);
+    loop {
+        let t = &old[at as usize];
+        let w = t.arg / 64;
+        if t.kind != BIT || t.field != first.field || w.max(hi) - w.min(lo) > 1 {
+            break;
+        }
+        (lo, hi) = (lo.min(w), hi.max(w));
+        if !firsts.iter().any(|(b, _)| *b == t.arg) {
+            firsts.push((t.arg, at));
+        }
+        len += 1;
+        at = t.b;
+    }
+    firsts.sort_unstable();
+    (len >= ANY_CHAIN).then_some((lo, firsts, at))
 }
 
 /// The jump that replaces the split `n` and the splits on its field below
@@ -806,7 +890,7 @@ pub fn encode(hooks: &[HookPlan<'_>]) -> Table {
         for mut n in nodes.into_iter().skip(NONE as usize + 1) {
             match n.kind {
                 LEAF => {}
-                JUMP => (n.a, n.b, n.c) = (at(n.a), at(n.b), at(n.c)),
+                JUMP | ANY => (n.a, n.b, n.c) = (at(n.a), at(n.b), at(n.c)),
                 _ => (n.a, n.b) = (at(n.a), at(n.b)),
             }
             t.nodes.push(n);
@@ -1265,6 +1349,70 @@ mod tests {
             ends += usize::from(flags & LAST != 0);
         }
         (walked, ends)
+    }
+
+    /// The leaf a walk from `n` reaches, for split key `v` on every field
+    /// and predicate bits `words` (of both ends), as cilc.c walks splits,
+    /// bit tests and `ANY` chains.
+    fn decide(nodes: &[TNode], mut n: u32, v: u128, words: &[u64; 8]) -> u32 {
+        loop {
+            let t = nodes[n as usize];
+            n = match t.kind {
+                LEAF => return t.a,
+                SPLIT if v < t.cut => t.a,
+                SPLIT => t.b,
+                BIT if words[usize::from(t.arg / 64)] >> (t.arg % 64) & 1 != 0 => t.a,
+                BIT => t.b,
+                ANY => {
+                    let q = usize::from(t.arg);
+                    let m = u128::from(words[q % 8] & t.cut as u64)
+                        | u128::from(words[(q + 1) % 8] & (t.cut >> 64) as u64) << 64;
+                    match m.count_ones() {
+                        0 => t.b,
+                        1 => t.c + (t.cut & (m - 1)).count_ones(),
+                        _ => t.a,
+                    }
+                }
+                k => panic!("kind {k}"),
+            };
+        }
+    }
+
+    #[test]
+    fn any_nodes_skip_bit_chains_as_the_tests_would() {
+        let mut enc = Enc::new();
+        let end = enc.leaf(99, 99);
+        // A chain of tests of one end's bits over two words, then one of
+        // another word: each bit set decides its own leaf.
+        let bits = [5u16, 70, 3, 5, 66, 9, 0, 200, 7];
+        let mut next = end;
+        let mut tests = Vec::new();
+        for (i, b) in bits.iter().enumerate().rev() {
+            let hit = enc.leaf(10 + i as u32, i as u32);
+            next = enc.atom(&[AtomCode::Bit(Side::Dst, u32::from(*b))], 0, hit, next);
+            tests.push(next);
+        }
+        tests.reverse();
+        // The chain entered at its start and in its middle.
+        let root = enc.split(Field::DstPort, 100, tests[0], tests[3]);
+        let old = enc.t.nodes;
+        let (new, at) = with_jumps(&old, [root].into_iter());
+        let new = new.t.nodes;
+        assert!(new.iter().filter(|t| t.kind == ANY).count() >= 2, "{new:?}");
+        let distinct = [0u16, 3, 5, 7, 9, 66, 70, 200];
+        for set in 0..1u32 << distinct.len() {
+            let mut words = [0u64; 8];
+            for (i, b) in distinct.iter().enumerate() {
+                if set >> i & 1 != 0 {
+                    words[usize::from(b / 64)] |= 1 << (b % 64);
+                }
+            }
+            for v in [50, 150] {
+                let want = decide(&old, root, v, &words);
+                let got = decide(&new, at[root as usize], v, &words);
+                assert_eq!(got, want, "bits {words:x?}, v {v}");
+            }
+        }
     }
 
     #[test]
