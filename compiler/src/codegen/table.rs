@@ -343,8 +343,9 @@ impl Enc {
     }
 }
 
-/// The nodes a node leads to: a jump's fallbacks and slots, a test's or
-/// split's two children, none for a leaf.
+/// The nodes a node leads to: a jump's fallbacks and slots, an `ANY`'s
+/// two ends and slots, a test's or split's two children, none for a leaf
+/// (`moved` changes the same indices).
 fn kids(t: &TNode) -> impl Iterator<Item = u32> {
     let (two, slots) = match t.kind {
         LEAF => (0, 0..0),
@@ -353,6 +354,16 @@ fn kids(t: &TNode) -> impl Iterator<Item = u32> {
         _ => (2, 0..0),
     };
     [t.a, t.b].into_iter().take(two).chain(slots)
+}
+
+/// The node with every index it holds (those `kids` reads: children,
+/// first slot) passed through `at`.
+fn moved(t: &mut TNode, at: impl Fn(u32) -> u32) {
+    match t.kind {
+        LEAF => {}
+        JUMP | ANY => (t.a, t.b, t.c) = (at(t.a), at(t.b), at(t.c)),
+        _ => (t.a, t.b) = (at(t.a), at(t.b)),
+    }
 }
 
 /// What a walk from a node meets: its longest walk in nodes (the depth
@@ -888,11 +899,7 @@ pub fn encode(hooks: &[HookPlan<'_>]) -> Table {
         let base = t.nodes.len() as u32 - (NONE + 1);
         let at = |n: u32| if n <= NONE { n } else { n + base };
         for mut n in nodes.into_iter().skip(NONE as usize + 1) {
-            match n.kind {
-                LEAF => {}
-                JUMP | ANY => (n.a, n.b, n.c) = (at(n.a), at(n.b), at(n.c)),
-                _ => (n.a, n.b) = (at(n.a), at(n.b)),
-            }
+            moved(&mut n, at);
             t.nodes.push(n);
         }
         for (r, _) in &mut entries {
