@@ -1014,6 +1014,15 @@ pub fn inspect(object: &std::path::Path) -> Outcome {
     }
     if let Some(n) = m.table_nodes {
         let _ = writeln!(o, "table:    {n} nodes of 32 bytes (map cilc_table)");
+        let section = file
+            .section_by_name(runtime_loader::manifest::TABLE_SECTION)
+            .and_then(|s| s.data().ok());
+        if let Some(data) = section {
+            let n = (n as usize * crate::codegen::table::NODE).min(data.len());
+            for line in crate::codegen::table::describe(&data[..n]).lines() {
+                let _ = writeln!(o, "          {line}");
+            }
+        }
     }
     let _ = writeln!(o, "programs:");
     for p in &m.programs {

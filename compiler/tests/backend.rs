@@ -136,6 +136,17 @@ fn auto_picks_tree_for_small_policies_and_inspect_says_why() {
         text.contains("strategy: table") && text.contains("nodes of 32 bytes"),
         "{text}"
     );
+    // What the nodes are, and per hook its parts: the one policy on `web`
+    // has an ingress part, entered only by web's bit.
+    assert!(
+        text.contains(" splits, ") && text.contains(" leaves "),
+        "{text}"
+    );
+    assert!(
+        text.contains("ingress IPv4: 1 diagram(s) in 1 part(s), 1 entered only by their subject's bit (1 subject(s))"),
+        "{text}"
+    );
+    assert!(text.contains("egress IPv4: no diagram"), "{text}");
     assert!(!text.contains("auto: "), "forced, not chosen: {text}");
     let other = compile(
         "select db = app=db\npolicy q on db {\n  egress {\n    deny to 192.0.2.0/24 udp 53\n  }\n}\n",

@@ -807,6 +807,68 @@ fn run(entries: &[(u32, u32)], guards: &[Guard], i: usize) -> usize {
     j - i + 1
 }
 
+impl TNode {
+    /// A node from its bytes (`bytes`' inverse).
+    fn from_bytes(b: &[u8; NODE]) -> TNode {
+        let u32_at = |i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+        let u64_at = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().unwrap_or([0; 8]));
+        TNode {
+            kind: b[0],
+            field: b[1],
+            arg: u16::from_le_bytes([b[2], b[3]]),
+            a: u32_at(4),
+            b: u32_at(8),
+            c: u32_at(12),
+            cut: u128::from(u64_at(16)) << 64 | u128::from(u64_at(24)),
+        }
+    }
+}
+
+/// What a table section holds, for `cilc inspect`: nodes by kind, then per
+/// hook its parts, how many are guarded by a subject, and by how many
+/// subjects.
+pub fn describe(section: &[u8]) -> String {
+    let nodes: Vec<TNode> = section
+        .chunks_exact(NODE)
+        .map(|c| TNode::from_bytes(c.try_into().unwrap_or(&[0; NODE])))
+        .collect();
+    let count = |k: u8| nodes.iter().filter(|t| t.kind == k).count();
+    let mut out = format!(
+        "{} splits, {} jumps, {} bit tests ({} chains of them with an ANY), {} port tests, \
+         {} flag tests, {} leaves (slots counted as what they copy)",
+        count(SPLIT),
+        count(JUMP),
+        count(BIT),
+        count(ANY),
+        count(PORT),
+        count(FLAGS),
+        count(LEAF)
+    );
+    for (slot, name) in (1..=4).zip(["ingress IPv4", "ingress IPv6", "egress IPv4", "egress IPv6"])
+    {
+        let Some(h) = nodes.get(slot).filter(|h| h.kind == HEAD) else {
+            continue;
+        };
+        let entries = nodes.get(h.a as usize..(h.a + h.b) as usize).unwrap_or(&[]);
+        let guarded: Vec<_> = entries.iter().filter(|e| e.b & GUARD != 0).collect();
+        let mut subjects: Vec<_> = guarded.iter().map(|e| (e.field, e.arg)).collect();
+        subjects.sort_unstable();
+        subjects.dedup();
+        let diagrams = entries.iter().filter(|e| e.b & LAST != 0).count();
+        out += &match diagrams {
+            0 => format!("\n{name}: no diagram"),
+            _ => format!(
+                "\n{name}: {diagrams} diagram(s) in {} part(s), {} entered only by their \
+                 subject's bit ({} subject(s))",
+                entries.len(),
+                guarded.len(),
+                subjects.len()
+            ),
+        };
+    }
+    out
+}
+
 /// One hook's table on its own: its nodes (0..=5 as in every table:
 /// unused, heads, `NONE`) and its entries (root, flags).
 type HookTable = (Vec<TNode>, Vec<(u32, u32)>);
