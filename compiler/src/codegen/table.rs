@@ -849,7 +849,9 @@ pub fn describe(section: &[u8]) -> String {
         let Some(h) = nodes.get(slot).filter(|h| h.kind == HEAD) else {
             continue;
         };
-        let entries = nodes.get(h.a as usize..(h.a + h.b) as usize).unwrap_or(&[]);
+        let entries = nodes
+            .get(h.a as usize..h.a as usize + h.b as usize)
+            .unwrap_or(&[]);
         let guarded: Vec<_> = entries.iter().filter(|e| e.b & GUARD != 0).collect();
         let mut subjects: Vec<_> = guarded.iter().map(|e| (e.field, e.arg)).collect();
         subjects.sort_unstable();
