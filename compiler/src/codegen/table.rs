@@ -68,6 +68,21 @@ impl TNode {
         out[24..].copy_from_slice(&(self.cut as u64).to_le_bytes());
         out
     }
+
+    /// A node from its bytes (`bytes`' inverse).
+    fn from_bytes(b: &[u8; NODE]) -> TNode {
+        let u32_at = |i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+        let u64_at = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().unwrap_or([0; 8]));
+        TNode {
+            kind: b[0],
+            field: b[1],
+            arg: u16::from_le_bytes([b[2], b[3]]),
+            a: u32_at(4),
+            b: u32_at(8),
+            c: u32_at(12),
+            cut: u128::from(u64_at(16)) << 64 | u128::from(u64_at(24)),
+        }
+    }
 }
 
 /// The encoded diagrams of every hook.
@@ -686,9 +701,10 @@ fn with_jumps(old: &[TNode], roots: impl Iterator<Item = u32>) -> (Enc, Vec<u32>
                     enc.emit(t.field, &plan, &new)
                 }
                 _ => {
-                    let b = match t.kind == BIT && plain[t.b as usize] != u32::MAX {
-                        true if next_in_chain(&t, &old[t.b as usize]) => plain[t.b as usize],
-                        _ => memo[t.b as usize],
+                    // A chain's own link goes to the next test, not its ANY.
+                    let b = match next_in_chain(&t, &old[t.b as usize]) {
+                        true => plain[t.b as usize],
+                        false => memo[t.b as usize],
                     };
                     let id = enc.push(TNode {
                         a: memo[t.a as usize],
@@ -805,23 +821,6 @@ fn run(entries: &[(u32, u32)], guards: &[Guard], i: usize) -> usize {
         j += 1;
     }
     j - i + 1
-}
-
-impl TNode {
-    /// A node from its bytes (`bytes`' inverse).
-    fn from_bytes(b: &[u8; NODE]) -> TNode {
-        let u32_at = |i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
-        let u64_at = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().unwrap_or([0; 8]));
-        TNode {
-            kind: b[0],
-            field: b[1],
-            arg: u16::from_le_bytes([b[2], b[3]]),
-            a: u32_at(4),
-            b: u32_at(8),
-            c: u32_at(12),
-            cut: u128::from(u64_at(16)) << 64 | u128::from(u64_at(24)),
-        }
-    }
 }
 
 /// What a table section holds, for `cilc inspect`: nodes by kind, then per
