@@ -1087,6 +1087,12 @@ fn entry_nodes(
         }
         let bit_of = |j: usize| guards[j].map_or(0, |(_, b, _)| b);
         let high = bit_of(end - 1);
+        // One slot per bit from the lowest, found by the bit's place in
+        // the word (a count of trailing zeros). An `ANY`'s slots are one
+        // per bit present, found by rank (a popcount), since its bits
+        // scatter over two words; ranking these too was tried: the same
+        // nodes here (subjects' bits are dense) and 385 more instructions
+        // in the walker, whose entry code is inlined in every node slot.
         let base = first + entries.len() as u32 + slots.len() as u32;
         if high > low {
             let mut table = vec![TNode::default(); usize::from(high - low) + 1];
