@@ -11,6 +11,7 @@ fn main() {
     println!("cargo:rerun-if-changed={}", src.display());
     println!("cargo:rerun-if-changed={}", header.display());
     println!("cargo:rerun-if-env-changed=CILC_CLANG");
+    tree_source(&root);
     let out = PathBuf::from(std::env::var("OUT_DIR").unwrap()).join("cilc.bc");
     let clang = std::env::var("CILC_CLANG").unwrap_or_else(|_| "clang-19".into());
     // Debian keeps <asm/types.h> under the multiarch directory.
@@ -51,4 +52,21 @@ fn main() {
             "cannot run {clang} ({e}): install clang-19 (scripts/setup.sh does) or set CILC_CLANG"
         ),
     }
+}
+
+/// `CILC_TREE_SOURCE`: a hash of the diagram builder's source, part of
+/// every key of the part cache (compiler/src/tree/cache.rs), so that a
+/// compiler whose builder changed never reuses another's parts.
+fn tree_source(root: &std::path::Path) {
+    use std::hash::{Hash, Hasher};
+    // DefaultHasher::new() has fixed keys: the same source, the same hash.
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for f in ["mod.rs", "build.rs", "cache.rs"] {
+        let path = root.join("compiler/src/tree").join(f);
+        println!("cargo:rerun-if-changed={}", path.display());
+        std::fs::read(&path)
+            .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
+            .hash(&mut h);
+    }
+    println!("cargo:rustc-env=CILC_TREE_SOURCE={:016x}", h.finish());
 }

@@ -632,6 +632,7 @@ pub fn compile(
     output: &std::path::Path,
     strategy: crate::codegen::Strategy,
     base: Option<&std::path::Path>,
+    cache: Option<&std::path::Path>,
     color: bool,
 ) -> Outcome {
     let ir = match validated(input, color) {
@@ -655,20 +656,33 @@ pub fn compile(
         Some(Ok(b)) => Some(b),
         None => None,
     };
+    let cache = match cache.map(crate::tree::cache::Cache::open) {
+        Some(Err(e)) => {
+            return Outcome {
+                stderr: format!("error: {e}\n"),
+                code: 2,
+                ..Outcome::default()
+            }
+        }
+        Some(Ok(c)) => Some(std::sync::Arc::new(c)),
+        None => None,
+    };
     let opts = crate::codegen::Options {
         strategy,
         progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        cache: cache.clone(),
     };
     match crate::codegen::compile(&ir, &input.text, &opts) {
         Ok(out) => match std::fs::write(output, &out.object) {
             Ok(()) => Outcome {
                 stderr: format!(
-                    "compiled {} ({} rules, {} strategy) to {} ({} bytes)\n{}",
+                    "compiled {} ({} rules, {} strategy) to {} ({} bytes)\n{}{}",
                     input.name,
                     out.manifest.rules.len(),
                     out.manifest.strategy,
                     output.display(),
                     out.object.len(),
+                    cache.map(|c| cache_line(&c.stats())).unwrap_or_default(),
                     base.map(|(path, m)| against_base(&out.manifest, path, &m))
                         .unwrap_or_default()
                 ),
@@ -682,6 +696,22 @@ pub fn compile(
         },
         Err(diags) => refused(input, &diags, color),
     }
+}
+
+/// What the part cache gave a compile.
+fn cache_line(s: &crate::tree::cache::Stats) -> String {
+    let mut line = format!(
+        "cache: {} of {} diagram parts reused, {} built\n",
+        s.reused,
+        s.reused + s.built,
+        s.built
+    );
+    if let Some(e) = &s.unwritten {
+        line += &format!(
+            "warning: the cache could not store every part ({e}): later compiles rebuild them\n"
+        );
+    }
+    line
 }
 
 /// What replacing the artifact at `path` by this one will do on a node.

@@ -235,6 +235,12 @@ enum Command {
         /// change is data only (a node's `replace` keeps the programs).
         #[arg(long)]
         base: Option<PathBuf>,
+        /// A directory of built diagram parts: each subject (the policies
+        /// of one selector, or the whole of a chain) whose terms are
+        /// unchanged is read from it, not rebuilt; new ones are stored.
+        /// The same object as without it; safe to delete at any time.
+        #[arg(long, value_name = "DIR")]
+        cache: Option<PathBuf>,
     },
     /// Load a compiled object and judge packets with it in the kernel.
     Run {
@@ -519,11 +525,21 @@ fn main() -> ExitCode {
             output,
             strategy,
             base,
+            cache,
         } => {
             let inputs = driver::read_inputs(&[file], &mut out);
             let r = inputs
                 .first()
-                .map(|i| driver::compile(i, &output, strategy, base.as_deref(), color))
+                .map(|i| {
+                    driver::compile(
+                        i,
+                        &output,
+                        strategy,
+                        base.as_deref(),
+                        cache.as_deref(),
+                        color,
+                    )
+                })
                 .unwrap_or_default();
             merge(out, r)
         }

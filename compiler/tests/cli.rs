@@ -422,3 +422,48 @@ fn compile_against_a_base_says_whether_the_change_is_data_only() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("the base") && !d.join("x.o").exists(), "{err}");
 }
+
+#[test]
+fn compile_with_a_cache_says_what_it_reused_and_writes_the_same_object() {
+    let d = temp_dir("cache");
+    let p = |n: &str| d.join(n).to_str().unwrap().to_string();
+    let src = cilc::gen::policy(5, 600);
+    std::fs::write(d.join("p.cpl"), &src).unwrap();
+    let compile = |out: &str, cache: Option<&str>| {
+        let mut args = vec![
+            "compile".to_string(),
+            p("p.cpl"),
+            "-o".into(),
+            p(out),
+            "--strategy".into(),
+            "table".into(),
+        ];
+        if let Some(c) = cache {
+            args.extend(["--cache".to_string(), c.to_string()]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        cilc(&args, None)
+    };
+    let (code, _, err) = compile("plain.o", None);
+    assert_eq!(code, 0, "{err}");
+    assert!(!err.contains("cache:"), "{err}");
+    let (code, _, err) = compile("cold.o", Some(&p("parts")));
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("cache: 0 of "), "{err}");
+    let (code, _, err) = compile("warm.o", Some(&p("parts")));
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains(" built\n") && err.contains(", 0 built"),
+        "{err}"
+    );
+    let plain = std::fs::read(d.join("plain.o")).unwrap();
+    assert!(plain == std::fs::read(d.join("cold.o")).unwrap());
+    assert!(plain == std::fs::read(d.join("warm.o")).unwrap());
+    // A cache that cannot be a directory: a clear error, nothing written.
+    std::fs::write(d.join("file"), "").unwrap();
+    let (code, _, err) = compile("none.o", Some(&p("file")));
+    assert_eq!(code, 2);
+    assert!(err.contains("cannot create the cache"), "{err}");
+    assert!(!d.join("none.o").exists());
+    std::fs::remove_dir_all(&d).unwrap();
+}

@@ -58,6 +58,8 @@ pub struct Options {
     /// Say on stderr which phase a long compile is in (`cilc compile` on
     /// a terminal, for policies of more than 5,000 rules).
     pub progress: bool,
+    /// Read and store each subject's diagram parts here (`--cache`).
+    pub cache: Option<std::sync::Arc<crate::tree::cache::Cache>>,
 }
 
 impl Options {
@@ -65,6 +67,7 @@ impl Options {
         Options {
             strategy,
             progress: false,
+            cache: None,
         }
     }
 }
@@ -246,7 +249,9 @@ pub fn compile(ir: &Validated, src: &str, opts: &Options) -> Result<Output, Vec<
         "building the decision diagrams of {} rules",
         ir.rules.len()
     ));
-    let forest = crate::timed("diagrams", || build::build(ir, &build::Options::default()));
+    let forest = crate::timed("diagrams", || {
+        build::build_with(ir, &build::Options::default(), opts.cache.as_deref())
+    });
     let (strategy, choice) = match opts.strategy {
         Strategy::Auto => {
             let (s, why) = choose(&forest);

@@ -360,7 +360,7 @@ pub fn lint(ir: &Validated, forest: &Forest) -> Vec<Diagnostic> {
                 ir,
                 hook,
                 terms: &d.terms,
-                index: build::diagram(d.terms.clone(), &hook.atoms, hook.v6, &opts),
+                index: build::diagram(d.terms.clone(), &hook.atoms, hook.v6, &opts, None),
                 policy,
             };
             list.run(&mut facts);

@@ -20,6 +20,7 @@ use crate::fx::FxMap;
 
 use ipnet::IpNet;
 
+use super::cache::{self, Cache};
 use super::{
     Atom, AtomId, Diagram, EndIs, Field, Forest, Hook, Node, NodeId, Outcome, Side, Term, TermId,
     FIELDS,
@@ -212,13 +213,19 @@ fn terms_of(r: &Rule, v6: bool, outcome: Outcome, atoms: &mut Atoms) -> Vec<Term
 
 /// Build every hook's diagrams.
 pub fn build(ir: &Validated, opts: &Options) -> Forest {
+    build_with(ir, opts, None)
+}
+
+/// Build every hook's diagrams, reading and storing each subject's parts in
+/// `cache` (the same diagrams as without it).
+pub fn build_with(ir: &Validated, opts: &Options, cache: Option<&Cache>) -> Forest {
     // The four hooks share nothing. Two threads (this machine's cores;
     // more would only hold more builders in memory at once): IPv4 on one,
     // IPv6 on the other (the directions differ most in size).
     let family = |v6: bool| {
         [Direction::Ingress, Direction::Egress].map(|direction| {
             let name = format!("diagrams of {direction:?} IPv{}", if v6 { 6 } else { 4 });
-            crate::timed(&name, || hook(ir, direction, v6, opts))
+            crate::timed(&name, || hook(ir, direction, v6, opts, cache))
         })
     };
     let ([iv4, ev4], [iv6, ev6]) = std::thread::scope(|s| {
@@ -233,7 +240,13 @@ pub fn build(ir: &Validated, opts: &Options) -> Forest {
 }
 
 /// One hook's diagrams: its chains' in file order, then its policy layer.
-fn hook(ir: &Validated, direction: Direction, v6: bool, opts: &Options) -> Hook {
+fn hook(
+    ir: &Validated,
+    direction: Direction,
+    v6: bool,
+    opts: &Options,
+    cache: Option<&Cache>,
+) -> Hook {
     let mut atoms = Atoms::default();
     let mut chains = Vec::new();
     for (ci, c) in ir
@@ -248,7 +261,7 @@ fn hook(ir: &Validated, direction: Direction, v6: bool, opts: &Options) -> Hook 
             .flat_map(|id| terms_of(&ir.rules[*id as usize], v6, Outcome::Rule(*id), &mut atoms))
             .collect();
         if !terms.is_empty() {
-            chains.push((ci as u32, diagram(terms, &atoms.list, v6, opts)));
+            chains.push((ci as u32, diagram(terms, &atoms.list, v6, opts, cache)));
         }
     }
     let policy_rules = |action: Action| {
@@ -268,7 +281,7 @@ fn hook(ir: &Validated, direction: Direction, v6: bool, opts: &Options) -> Hook 
             outcome: Outcome::DefaultDeny,
         });
     }
-    let policy = diagram(terms, &atoms.list, v6, opts);
+    let policy = diagram(terms, &atoms.list, v6, opts, cache);
     Hook {
         direction,
         v6,
@@ -329,7 +342,13 @@ fn wide(set: &Option<Set>, top: u128) -> bool {
 /// - within a subject, EffiCuts-style by address width: terms with a wide
 ///   source, a wide destination, both or neither are cut separately, so
 ///   that wide terms are not copied into every region of the narrow ones.
-pub fn diagram(terms: Vec<Term>, atoms: &[Atom], v6: bool, opts: &Options) -> Diagram {
+pub fn diagram(
+    terms: Vec<Term>,
+    atoms: &[Atom],
+    v6: bool,
+    opts: &Options,
+    cache: Option<&Cache>,
+) -> Diagram {
     let top = Field::SrcAddr.top(v6);
     let subject_of = |t: &Term| {
         t.atoms
@@ -356,61 +375,151 @@ pub fn diagram(terms: Vec<Term>, atoms: &[Atom], v6: bool, opts: &Options) -> Di
             None => classes.push((width, vec![i as TermId])),
         }
     }
-    let mut b = Builder {
+    // Each subject is built on its own (its parts share nothing with
+    // another subject's terms), and so is each width class it is cut in:
+    // what a part holds depends on its terms alone, which is what the part
+    // cache (`cache`) keys on.
+    let mut out = Parts::default();
+    let build = Build {
         terms: &terms,
-        opts: *opts,
-        nodes: Vec::new(),
-        interned: FxMap::default(),
-        done: FxMap::default(),
-        known: Vec::new(),
-        budget: usize::MAX,
-        work: 0,
-        work_budget: usize::MAX,
-        over: false,
+        atoms,
+        v6,
+        opts,
+        cache,
     };
-    let mut roots = Vec::new();
-    // Each part is one more walk for every packet: a subject's width
-    // classes are first cut as one part, kept when that stays within
-    // `MERGED_NODES` nodes and `MERGED_WORK` terms visited per term
-    // (ClassBench acl1_100k: 72,034 nodes merged, 81,947 in four parts);
-    // else (wide terms copied everywhere: fw1_10k merged would take 6.5M
-    // nodes and 90 s) the trial stops there and what it built is dropped.
     for (subject, classes) in subjects {
-        let mut part_roots = Vec::new();
-        if opts.merge && classes.len() > 1 {
-            let mut all: Vec<TermId> = classes
-                .iter()
-                .flat_map(|(_, c)| c.iter().copied())
-                .collect();
-            all.sort_unstable();
-            let mark = b.nodes.len();
-            b.budget = mark + all.len() * MERGED_NODES + 64;
-            b.work_budget = b.work + all.len() * MERGED_WORK + 4096;
-            let root = b.part(subject, v6, all);
-            b.budget = usize::MAX;
-            b.work_budget = usize::MAX;
-            if std::mem::replace(&mut b.over, false) {
-                b.rewind(mark);
-            } else {
-                part_roots.push(root);
+        build.subject(subject, classes, &mut out);
+    }
+    Diagram {
+        nodes: out.nodes,
+        roots: out.roots,
+        terms,
+    }
+}
+
+/// Parts: nodes numbered from 0, and the roots.
+#[derive(Debug, Default)]
+pub(super) struct Parts {
+    pub nodes: Vec<Node>,
+    pub roots: Vec<NodeId>,
+}
+
+impl Parts {
+    /// Add `more` after these nodes (its numbers moved past them).
+    fn append(&mut self, more: Parts) {
+        let base = self.nodes.len() as NodeId;
+        self.roots.extend(more.roots.iter().map(|r| r + base));
+        self.nodes.extend(more.nodes.into_iter().map(|n| match n {
+            Node::Split { field, cut, lo, hi } => Node::Split {
+                field,
+                cut,
+                lo: lo + base,
+                hi: hi + base,
+            },
+            Node::Test { atom, yes, no } => Node::Test {
+                atom,
+                yes: yes + base,
+                no: no + base,
+            },
+            leaf => leaf,
+        }));
+    }
+}
+
+/// What building one diagram's parts needs.
+struct Build<'a> {
+    terms: &'a [Term],
+    atoms: &'a [Atom],
+    v6: bool,
+    opts: &'a Options,
+    cache: Option<&'a Cache>,
+}
+
+impl Build<'_> {
+    /// One subject's parts, added to `out`. Each part is one more walk
+    /// for every packet: a subject's width classes are first cut as one
+    /// part, kept when that stays within `MERGED_NODES` nodes and
+    /// `MERGED_WORK` terms visited per term (ClassBench acl1_100k: 72,034
+    /// nodes merged, 81,947 in four parts); else (wide terms copied
+    /// everywhere: fw1_10k merged would take 6.5M nodes and 90 s) the
+    /// trial stops there, what it built is dropped, and each class is
+    /// built as a part of its own. The cache holds the merged part, or no
+    /// part for a trial over budget (not tried again), and each class's
+    /// part: one rule changed in a subject of four unmerged classes builds
+    /// one class again (after the trial).
+    fn subject(
+        &self,
+        subject: Option<AtomId>,
+        classes: Vec<(usize, Vec<TermId>)>,
+        out: &mut Parts,
+    ) {
+        if self.opts.merge && classes.len() > 1 {
+            let key = self.key(subject, &classes);
+            let found = key.as_ref().and_then(|k| self.cached(k));
+            let merged = found.unwrap_or_else(|| {
+                let mut all: Vec<TermId> = classes
+                    .iter()
+                    .flat_map(|(_, c)| c.iter().copied())
+                    .collect();
+                all.sort_unstable();
+                let mut b = Builder::new(self.terms, self.opts);
+                b.budget = all.len() * MERGED_NODES + 64;
+                b.work_budget = all.len() * MERGED_WORK + 4096;
+                let root = b.part(subject, self.v6, all);
+                let merged = match b.over {
+                    true => Parts::default(),
+                    false => Parts {
+                        nodes: b.nodes,
+                        roots: vec![root],
+                    },
+                };
+                self.store(key.as_ref(), &merged);
+                merged
+            });
+            if !merged.roots.is_empty() {
+                return out.append(merged);
             }
         }
-        if part_roots.is_empty() {
-            for (_, live) in classes {
-                part_roots.push(b.part(subject, v6, live));
-            }
-        }
-        for root in part_roots {
-            if !roots.contains(&root) {
-                roots.push(root);
-            }
+        for class in classes {
+            let one = [class];
+            let key = self.key(subject, &one);
+            let [(_, live)] = one;
+            let part = key
+                .as_ref()
+                .and_then(|k| self.cached(k))
+                .unwrap_or_else(|| {
+                    let mut b = Builder::new(self.terms, self.opts);
+                    let root = b.part(subject, self.v6, live);
+                    let part = Parts {
+                        nodes: b.nodes,
+                        roots: vec![root],
+                    };
+                    self.store(key.as_ref(), &part);
+                    part
+                });
+            out.append(part);
         }
     }
-    let nodes = std::mem::take(&mut b.nodes);
-    Diagram {
-        nodes,
-        roots,
-        terms,
+
+    fn key(
+        &self,
+        subject: Option<AtomId>,
+        classes: &[(usize, Vec<TermId>)],
+    ) -> Option<cache::Subject> {
+        self.cache?;
+        Some(cache::Subject::new(
+            self.terms, self.atoms, subject, classes, self.v6, self.opts,
+        ))
+    }
+
+    fn cached(&self, key: &cache::Subject) -> Option<Parts> {
+        self.cache?.get(key)
+    }
+
+    fn store(&self, key: Option<&cache::Subject>, parts: &Parts) {
+        if let (Some(cache), Some(key)) = (self.cache, key) {
+            cache.put(key, parts);
+        }
     }
 }
 
@@ -421,6 +530,23 @@ const MERGED_NODES: usize = 2;
 /// merged visits 107; a generated chain that blows up visited 8,700 in
 /// 7 s before its nodes reached their budget).
 const MERGED_WORK: usize = 160;
+
+impl<'a> Builder<'a> {
+    fn new(terms: &'a [Term], opts: &Options) -> Builder<'a> {
+        Builder {
+            terms,
+            opts: *opts,
+            nodes: Vec::new(),
+            interned: FxMap::default(),
+            done: FxMap::default(),
+            known: Vec::new(),
+            budget: usize::MAX,
+            work: 0,
+            work_budget: usize::MAX,
+            over: false,
+        }
+    }
+}
 
 impl Builder<'_> {
     /// One part: the diagram of `live` (terms of one subject), behind a
@@ -440,14 +566,6 @@ impl Builder<'_> {
             }
         }
         root
-    }
-
-    /// Forget every node from `mark` on (a trial over its budget).
-    fn rewind(&mut self, mark: usize) {
-        self.nodes.truncate(mark);
-        let keep = |id: &mut NodeId| (*id as usize) < mark;
-        self.interned.retain(|_, id| keep(id));
-        self.done.retain(|_, id| keep(id));
     }
 
     fn add(&mut self, n: Node) -> NodeId {

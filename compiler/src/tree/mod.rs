@@ -22,6 +22,7 @@
 //! left needs them; see `docs/decision-diagrams.md`.
 
 pub mod build;
+pub mod cache;
 pub mod dump;
 pub mod graph;
 pub mod passes;
