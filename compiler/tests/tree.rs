@@ -325,3 +325,38 @@ fn cached_parts_build_the_same_diagrams() {
     assert_eq!(stats.reused, 0, "{stats:?}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A term's identity tests come before its named port and flags tests,
+/// whatever order the atoms were first met in: a packet from another peer
+/// then fails on a chain of bit tests (which the table skips in one node).
+#[test]
+fn peer_tests_come_before_port_and_flags_tests() {
+    let src = "select web = app=web\npolicy p on web {\n  ingress {\n    allow tcp named metrics flags syn/syn\n    allow from { app=lb } tcp named metrics flags syn/syn\n    allow from { app=db } tcp named metrics\n  }\n}\n";
+    let (ir, _) = cilc::compile_ir(src).unwrap();
+    let opts = Options {
+        leaf_size: 1,
+        ..Options::default()
+    };
+    let text = tree::dump::forest(&ir, &tree::build::build(&ir, &opts));
+    let first = |what: &str| {
+        text.lines()
+            .position(|l| l.contains(what))
+            .unwrap_or_else(|| panic!("no `{what}` in\n{text}"))
+    };
+    // Every path to r1 and r2 tests the peer, then the port.
+    for peer in ["src is {app in (lb)}", "src is {app in (db)}"] {
+        let line = &text.lines().nth(first(peer)).unwrap().to_string();
+        let yes = line
+            .split(" ? ")
+            .nth(1)
+            .unwrap()
+            .split(" : ")
+            .next()
+            .unwrap();
+        let next = text
+            .lines()
+            .find(|l| l.starts_with(&format!("{yes}: ")))
+            .unwrap();
+        assert!(next.contains("named metrics"), "{line} → {next}\n{text}");
+    }
+}

@@ -661,11 +661,18 @@ fn with_jumps(old: &[TNode], roots: impl Iterator<Item = u32>) -> (Enc, Vec<u32>
     // but the test before it in the chain, an `ANY` in front of it: `plain`
     // holds the test itself.
     let mut plain = vec![u32::MAX; old.len()];
-    // Only tests that some other node leads to need the `ANY`.
+    // Only tests that some other node leads to need the `ANY`, other than
+    // by a failed port or flags test: such a test hangs off a chain's
+    // "set" side (a term needs a peer and a port), its failure enters the
+    // chain at the next term, and an `ANY` at every such entry would copy
+    // the rest of the chain's firsts each time (quadratic: the generated
+    // 100k policy took 8.7M nodes). The chain's first test has its `ANY`.
     let mut entered = vec![false; old.len()];
     for t in old {
         for k in kids(t) {
-            if k != t.b || !next_in_chain(t, &old[k as usize]) {
+            let fails_in =
+                k == t.b && (next_in_chain(t, &old[k as usize]) || matches!(t.kind, PORT | FLAGS));
+            if !fails_in {
                 entered[k as usize] = true;
             }
         }
@@ -1489,6 +1496,39 @@ mod tests {
                 assert_eq!(got, want, "bits {words:x?}, v {v}");
             }
         }
+    }
+
+    #[test]
+    fn a_chain_entered_by_failed_port_tests_has_one_any() {
+        // Terms that need a peer and a named port: each term's port test
+        // hangs off its bit test, and its failure enters the chain at the
+        // next term. One `ANY` at the start, not one per term (each would
+        // copy the rest of the chain's firsts: quadratic).
+        let mut enc = Enc::new();
+        let n = 40u32;
+        let codes: Vec<AtomCode> = (0..n)
+            .flat_map(|i| [AtomCode::Bit(Side::Src, i), AtomCode::Port(i % 16)])
+            .collect();
+        let mut next = enc.leaf(999, 999);
+        for i in (0..n).rev() {
+            let hit = enc.leaf(i + 1, i);
+            let port = enc.atom(&codes, 2 * i + 1, hit, next);
+            next = enc.atom(&codes, 2 * i, port, next);
+        }
+        let root = enc.split(Field::DstPort, 100, next, NONE);
+        let old = enc.t.nodes;
+        let (new, _) = with_jumps(&old, [root].into_iter());
+        let new = new.t.nodes;
+        let anys: Vec<&TNode> = new.iter().filter(|t| t.kind == ANY).collect();
+        assert_eq!(anys.len(), 1, "{anys:?}");
+        // Its mask: every term's bit.
+        assert_eq!(anys[0].cut.count_ones(), n);
+        assert!(
+            new.len() <= old.len() + n as usize + 1,
+            "{} → {}",
+            old.len(),
+            new.len()
+        );
     }
 
     #[test]

@@ -199,7 +199,14 @@ fn terms_of(r: &Rule, v6: bool, outcome: Outcome, atoms: &mut Atoms) -> Vec<Term
                     t.fields[Field::DstPort.index()] = Some(dp.clone());
                 }
                 t.atoms.extend(named);
-                t.atoms.sort_unstable();
+                // A term's atoms are tested in this order: the ends'
+                // identities first, then named ports, flags, L7. Terms
+                // that fail on their peer then fail on a chain of bit
+                // tests, which the table skips in one node (`ANY`); a
+                // named port first made chains of port tests no node
+                // skips (the generated 100k policy: 7.9 a packet).
+                t.atoms
+                    .sort_unstable_by_key(|a| (test_rank(&atoms.list[*a as usize]), *a));
                 t.atoms.dedup();
                 for set in t.fields.iter_mut().flatten() {
                     *set = super::normalise(set);
@@ -209,6 +216,16 @@ fn terms_of(r: &Rule, v6: bool, outcome: Outcome, atoms: &mut Atoms) -> Vec<Term
         }
     }
     out
+}
+
+/// Where an atom's test goes among a term's (see `terms_of`).
+fn test_rank(a: &Atom) -> u8 {
+    match a {
+        Atom::Subject(_) | Atom::End(..) => 0,
+        Atom::NamedPort(_) => 1,
+        Atom::Flags(..) => 2,
+        Atom::L7(_) => 3,
+    }
 }
 
 /// Build every hook's diagrams.

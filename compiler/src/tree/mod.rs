@@ -132,6 +132,7 @@ pub enum Outcome {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Term {
     pub fields: [Option<Vec<(u128, u128)>>; 7],
+    /// Tested in this order (ends first: see `build::terms_of`).
     pub atoms: Vec<AtomId>,
     pub outcome: Outcome,
 }
