@@ -691,7 +691,10 @@ static long walk_step(__u32 i, void *arg)
 		if (kind == CILC_T_BIT) {
 			yes = walk_bit(c, n->field, n->arg);
 		} else if (kind == CILC_T_PORT) {
-			yes = c->dst_ports[n->arg & (CILC_NAMED_PORTS - 1)] == c->dport;
+			/* A slot of 0: the endpoint names no such port, and a
+			 * packet to port 0 must not match it (as the tree's code). */
+			__u16 named = c->dst_ports[n->arg & (CILC_NAMED_PORTS - 1)];
+			yes = named != 0 && named == c->dport;
 		} else if (kind == CILC_T_ANY) {
 			__u32 q = n->arg & (CILC_PRED_WORDS - 1);
 			__u64 *bits = n->field ? c->dst_bits : c->src_bits;
