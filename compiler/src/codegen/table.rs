@@ -930,11 +930,7 @@ fn encode_hook(h: &HookPlan<'_>) -> HookTable {
 fn skip_known(nodes: &mut [TNode]) {
     let test = |t: &TNode| matches!(t.kind, BIT | PORT | FLAGS);
     let same = |t: &TNode, u: &TNode| {
-        test(t)
-            && u.kind == t.kind
-            && u.field == t.field
-            && u.arg == t.arg
-            && (t.kind != FLAGS || u.c == t.c)
+        u.kind == t.kind && u.field == t.field && u.arg == t.arg && (t.kind != FLAGS || u.c == t.c)
     };
     for i in 0..nodes.len() {
         let t = nodes[i];

@@ -471,9 +471,7 @@ impl Build<'_> {
         out: &mut Parts,
     ) {
         if self.opts.merge && classes.len() > 1 {
-            let key = self.key(subject, &classes);
-            let found = key.as_ref().and_then(|k| self.cached(k));
-            let merged = found.unwrap_or_else(|| {
+            let merged = self.cached_or(subject, &classes, || {
                 let mut all: Vec<TermId> = classes
                     .iter()
                     .flat_map(|(_, c)| c.iter().copied())
@@ -483,15 +481,13 @@ impl Build<'_> {
                 b.budget = all.len() * MERGED_NODES + 64;
                 b.work_budget = all.len() * MERGED_WORK + 4096;
                 let root = b.part(subject, self.v6, all);
-                let merged = match b.over {
+                match b.over {
                     true => Parts::default(),
                     false => Parts {
                         nodes: b.nodes,
                         roots: vec![root],
                     },
-                };
-                self.store(key.as_ref(), &merged);
-                merged
+                }
             });
             if !merged.roots.is_empty() {
                 return out.append(merged);
@@ -499,44 +495,35 @@ impl Build<'_> {
         }
         for class in classes {
             let one = [class];
-            let key = self.key(subject, &one);
-            let [(_, live)] = one;
-            let part = key
-                .as_ref()
-                .and_then(|k| self.cached(k))
-                .unwrap_or_else(|| {
-                    let mut b = Builder::new(self.terms, self.opts);
-                    let root = b.part(subject, self.v6, live);
-                    let part = Parts {
-                        nodes: b.nodes,
-                        roots: vec![root],
-                    };
-                    self.store(key.as_ref(), &part);
-                    part
-                });
+            let part = self.cached_or(subject, &one, || {
+                let mut b = Builder::new(self.terms, self.opts);
+                let root = b.part(subject, self.v6, one[0].1.clone());
+                Parts {
+                    nodes: b.nodes,
+                    roots: vec![root],
+                }
+            });
             out.append(part);
         }
     }
 
-    fn key(
+    /// The parts of `classes` of `subject`: from the cache when it holds
+    /// them, else `build`'s (stored when there is a cache).
+    fn cached_or(
         &self,
         subject: Option<AtomId>,
         classes: &[(usize, Vec<TermId>)],
-    ) -> Option<cache::Subject> {
-        self.cache?;
-        Some(cache::Subject::new(
-            self.terms, self.atoms, subject, classes, self.v6, self.opts,
-        ))
-    }
-
-    fn cached(&self, key: &cache::Subject) -> Option<Parts> {
-        self.cache?.get(key)
-    }
-
-    fn store(&self, key: Option<&cache::Subject>, parts: &Parts) {
-        if let (Some(cache), Some(key)) = (self.cache, key) {
-            cache.put(key, parts);
-        }
+        build: impl FnOnce() -> Parts,
+    ) -> Parts {
+        let Some(cache) = self.cache else {
+            return build();
+        };
+        let key = cache::Subject::new(self.terms, self.atoms, subject, classes, self.v6, self.opts);
+        cache.get(&key).unwrap_or_else(|| {
+            let parts = build();
+            cache.put(&key, &parts);
+            parts
+        })
     }
 }
 
