@@ -576,6 +576,29 @@ static __always_inline __u32 walk_split(struct cilc_walk_state *w, struct cilc_t
 	return idx < (arg >> 7) ? n->c + (__u32)idx : n->b;
 }
 
+/* Field f's value for a two-level split's 32-bit cuts: an address past
+ * 32 bits compares as 0xffffffff (the cuts are at most that, and such an
+ * address is not below any of them). */
+static __always_inline __u64 walk_narrow(struct cilc_walk_state *w, __u32 f)
+{
+	if (f < 2) {
+		__u64 hi = w->addr[f][0], lo = w->addr[f][1];
+		return (hi | (lo >> 32)) ? 0xffffffff : lo;
+	}
+	f -= 2;
+	return f < 5 ? w->small[f] : 0;
+}
+
+/* The node a two-level split leads to (cilc.h). */
+static __always_inline __u32 walk_split2(struct cilc_walk_state *w, struct cilc_tnode *n)
+{
+	__u64 c0 = n->cut[0], c1 = n->cut[1];
+	__u32 f = n->field;
+	if (walk_narrow(w, f & 7) < (c0 >> 32))
+		return walk_narrow(w, (f >> 3) & 7) < (__u32)c0 ? n->a : n->b;
+	return walk_narrow(w, n->arg & 7) < (__u32)c1 ? n->c : (__u32)(c1 >> 32);
+}
+
 /* The lowest set bit's place (x is not 0). */
 static __always_inline __u32 walk_ctz(__u64 x)
 {
@@ -658,10 +681,14 @@ static long walk_step(__u32 i, void *arg)
 		if (!n)
 			return 1;
 		__u32 kind = n->kind, k;
-		if (kind == CILC_T_SPLIT || kind == CILC_T_JUMP) {
-			/* Nothing below beats the diagram's best so far. */
-			if (kind == CILC_T_SPLIT && n->c >= w->best_prio)
+		if (kind == CILC_T_SPLIT2 || kind == CILC_T_SPLIT || kind == CILC_T_JUMP) {
+			/* A split's bound: nothing below beats the diagram's best
+			 * so far (a jump has none). */
+			__u32 bound = kind == CILC_T_SPLIT ? n->c : (__u32)n->arg >> 3 << 5;
+			if (kind != CILC_T_JUMP && bound >= w->best_prio)
 				k = CILC_T_NONE;
+			else if (kind == CILC_T_SPLIT2)
+				k = walk_split2(w, n);
 			else
 				k = walk_split(w, n);
 			w->node = k;

@@ -328,6 +328,14 @@ enum cilc_tnode_kind {
 	 * the mask's bits (a copy of that bit's first test); more, a (the
 	 * chain's first test). */
 	CILC_T_ANY = 9,
+	/* Two levels of splits in one node: field f1 below cut 1, then
+	 * (field f0 below cut 0: a, else b), else (field f2 below cut 2: c,
+	 * else d). Cuts are 32 bits (values past them compare as
+	 * 0xffffffff): cuts 0 and 1 are cut[0]'s low and high words, cut 2
+	 * cut[1]'s low word, d its high word. `field`: f1 | f0 << 3; arg: f2
+	 * | (a lower bound of the best priority below, like a split's c,
+	 * >> 5) << 3. */
+	CILC_T_SPLIT2 = 10,
 };
 
 /* Node 5 is a leaf of no decision: where a part not worth walking goes. */

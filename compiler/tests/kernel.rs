@@ -582,7 +582,7 @@ fn a_100k_rule_policy_in_the_table_strategy_matches_the_evaluator() {
 /// around every prefix and port get the evaluator's decision from the
 /// kernel.
 #[test]
-fn table_jump_nodes_decide_as_the_evaluator() {
+fn table_jumps_and_two_level_splits_decide_as_the_evaluator() {
     let mut src = String::from("chain edge on host ingress {\n");
     for i in 0..250u32 {
         let act = if i % 3 == 0 { "drop" } else { "accept" };
@@ -604,20 +604,23 @@ fn table_jump_nodes_decide_as_the_evaluator() {
     src += "  accept tcp 8000-8099\n  drop\n}\n";
     let (ir, _) = cilc::compile_ir(&src).unwrap();
     let out = compile(&ir, &src, &Options::new(Strategy::Table)).unwrap();
-    // The table holds jumps on the source address, the destination
-    // address and the destination port.
+    // The table holds jumps on the source and destination addresses, and
+    // two-level splits (cilc.h `CILC_T_SPLIT2`: fields in the kind's next
+    // byte, three bits each) that test the destination port.
     let file = object::File::parse(&*out.object).unwrap();
     let section =
         object::Object::section_by_name(&file, runtime_loader::manifest::TABLE_SECTION).unwrap();
     let data = object::ObjectSection::data(&section).unwrap();
-    let jumps_on = |field: u8| {
-        data.chunks(32)
-            .filter(|n| n[0] == 8 && n[1] == field)
-            .count()
+    let count = |kind: u8, on: &dyn Fn(u8) -> bool| {
+        data.chunks(32).filter(|n| n[0] == kind && on(n[1])).count()
     };
-    for field in [0, 1, 4] {
-        assert!(jumps_on(field) > 0, "no jump on field {field}");
+    for field in [0, 1] {
+        assert!(count(8, &|f| f == field) > 0, "no jump on field {field}");
     }
+    assert!(
+        count(10, &|f| f & 7 == 4 || f >> 3 == 4) > 0,
+        "no two-level split on the port"
+    );
     let art = Artifact::from_bytes(out.object).unwrap();
     let mut r = Runner::new(Loaded::load(&art).unwrap_or_else(|e| panic!("{e}")));
     let mut rng = cilc::gen::Rng::new(3);

@@ -10,7 +10,9 @@
 //! tests (one per interval bound and atom), so the walker knows only
 //! splits, atom tests and leaves; then (`with_jumps`) each split and the
 //! splits on its field below it become a multi-way jump where that makes
-//! walks shorter: one node visited instead of several levels.
+//! walks shorter: one node visited instead of several levels; last
+//! (`two_levels`) each split on a 32-bit cut is folded with its children
+//! that are such splits too (any field): one node for two levels.
 
 use crate::fx::FxMap;
 
@@ -27,6 +29,16 @@ const FLAGS: u8 = 6;
 const LEAF: u8 = 7;
 const JUMP: u8 = 8;
 const ANY: u8 = 9;
+const SPLIT2: u8 = 10;
+
+/// The largest cut of a two-level split (its cuts are 32 bits; the walker
+/// compares values past them as this).
+const NARROW: u128 = u32::MAX as u128;
+/// A two-level split's `arg` holds, above its third field, the best
+/// priority below it shifted right by this (13 bits at most): a lower
+/// bound, so that a walk prunes there only where the split's own `c`
+/// would have.
+const SPLIT2_PRIO_SHIFT: u32 = 5;
 
 /// Slots of one jump node at most (`arg` holds the count in its 9 high
 /// bits).
@@ -358,17 +370,77 @@ impl Enc {
     }
 }
 
+/// Two levels of splits in one node (`CILC_T_SPLIT2`): field 1 below
+/// cut 1, then (field 0 below cut 0: a, else b), else (field 2 below cut
+/// 2: c, else d). Cuts are 32 bits (values past them compare as
+/// `NARROW`): cuts 0 and 1 the high half's low and high words, cut 2 the
+/// low half's low word, d its high word. Fields 1 and 0 in `field`'s
+/// bits 0-2 and 3-5, field 2 in `arg`'s bits 0-2.
+fn split2(fields: [u8; 3], cuts: [u128; 3], [a, b, c, d]: [u32; 4]) -> TNode {
+    debug_assert!(cuts.iter().all(|c| *c <= NARROW) && fields.iter().all(|f| *f < 8));
+    TNode {
+        kind: SPLIT2,
+        field: fields[1] | fields[0] << 3,
+        arg: u16::from(fields[2]),
+        a,
+        b,
+        c,
+        cut: cuts[1] << 96 | cuts[0] << 64 | u128::from(d) << 32 | cuts[2],
+    }
+}
+
+/// A two-level split's fields, cuts and fourth kid (`split2`'s inverse).
+fn split2_parts(t: &TNode) -> ([u8; 3], [u128; 3], u32) {
+    let w = |i: u32| (t.cut >> i) & NARROW;
+    let fields = [t.field >> 3 & 7, t.field & 7, (t.arg & 7) as u8];
+    (fields, [w(64), w(96), w(0)], w(32) as u32)
+}
+
+/// Every split whose cut fits 32 bits and one of whose children is such a
+/// split too becomes a two-level split of itself and those children: one
+/// node visited where two were (a walk's splits alternate fields, so
+/// folding on one field, as jumps do, leaves most of them). In place:
+/// children come before parents, so going down from the last node each
+/// split is folded with its children as they were; a child still stands
+/// on its own (folded in turn) for whatever else leads to it, and one that
+/// nothing else leads to is left unused.
+fn two_levels(nodes: &mut [TNode]) {
+    let narrow = |t: &TNode| t.kind == SPLIT && t.cut <= NARROW;
+    for i in (0..nodes.len()).rev() {
+        let t = nodes[i];
+        let (l, r) = match narrow(&t) {
+            true => (nodes[t.a as usize], nodes[t.b as usize]),
+            false => continue,
+        };
+        if !narrow(&l) && !narrow(&r) {
+            continue;
+        }
+        // A side that is no such split: a cut of 0, which no value is
+        // below.
+        let side = |s: &TNode, k: u32| match narrow(s) {
+            true => (s.field, s.cut, s.a, s.b),
+            false => (t.field, 0, k, k),
+        };
+        let (fl, cl, a, b) = side(&l, t.a);
+        let (fr, cr, c, d) = side(&r, t.b);
+        nodes[i] = split2([fl, t.field, fr], [cl, t.cut, cr], [a, b, c, d]);
+    }
+}
+
 /// The nodes a node leads to: a jump's fallbacks and slots, an `ANY`'s
-/// two ends and slots, a test's or split's two children, none for a leaf
+/// two ends and slots, a two-level split's four, a test's or split's two
+/// children, none for a leaf
 /// (`moved` changes the same indices).
 fn kids(t: &TNode) -> impl Iterator<Item = u32> {
-    let (two, slots) = match t.kind {
-        LEAF => (0, 0..0),
-        JUMP => (2, t.c..t.c + u32::from(t.arg >> 7)),
-        ANY => (2, t.c..t.c + t.cut.count_ones()),
-        _ => (2, 0..0),
+    let (ab, slots) = ([t.a, t.b, 0, 0], 0..0);
+    let (fixed, n, slots) = match t.kind {
+        LEAF => (ab, 0, slots),
+        JUMP => (ab, 2, t.c..t.c + u32::from(t.arg >> 7)),
+        ANY => (ab, 2, t.c..t.c + t.cut.count_ones()),
+        SPLIT2 => ([t.a, t.b, t.c, split2_parts(t).2], 4, slots),
+        _ => (ab, 2, slots),
     };
-    [t.a, t.b].into_iter().take(two).chain(slots)
+    fixed.into_iter().take(n).chain(slots)
 }
 
 /// The node with every index it holds (those `kids` reads: children,
@@ -377,6 +449,12 @@ fn moved(t: &mut TNode, at: impl Fn(u32) -> u32) {
     match t.kind {
         LEAF => {}
         JUMP | ANY => (t.a, t.b, t.c) = (at(t.a), at(t.b), at(t.c)),
+        SPLIT2 => {
+            let (fields, cuts, d) = split2_parts(t);
+            let prune = t.arg & !7;
+            *t = split2(fields, cuts, [at(t.a), at(t.b), at(t.c), at(d)]);
+            t.arg |= prune;
+        }
         _ => (t.a, t.b) = (at(t.a), at(t.b)),
     }
 }
@@ -456,7 +534,12 @@ impl Plan {
 /// as a range of its own).
 struct Planner<'a> {
     cuts: &'a [u128],
-    /// (lo, hi) → (depth, the jump's shift when a jump is shallower).
+    /// Every cut fits 32 bits: the splits will be folded two levels to a
+    /// node (`two_levels`), so a level of them costs half a visit.
+    narrow: bool,
+    /// (lo, hi) → (depth in half visits: a level of splits is 1 when they
+    /// fold two to a node, else 2, a jump 2; the jump's shift when a jump is
+    /// shallower).
     memo: FxMap<(usize, usize), (u32, Option<u32>)>,
 }
 
@@ -509,19 +592,20 @@ impl Planner<'_> {
             return d;
         }
         let mid = lo + (n - 1) / 2;
-        let binary = 1 + self.depth(lo, mid).max(self.depth(mid + 1, hi));
+        let level = if self.narrow { 1 } else { 2 };
+        let binary = level + self.depth(lo, mid).max(self.depth(mid + 1, hi));
         let mut best = (binary, None);
         if n >= 2 {
             let shift = self.shift(lo, hi);
             let mut d = 0;
             for (k, q) in self.slots(lo, hi, shift) {
                 d = d.max(self.depth(k, q));
-                if 1 + d >= binary {
+                if 2 + d >= binary {
                     break;
                 }
             }
-            if 1 + d < binary {
-                best = (1 + d, Some(shift));
+            if 2 + d < binary {
+                best = (2 + d, Some(shift));
             }
         }
         self.memo.insert((lo, hi), best);
@@ -796,6 +880,7 @@ fn jump(old: &[TNode], n: u32) -> Option<(Vec<u32>, Plan)> {
     }
     let plan = Planner {
         cuts: &cuts,
+        narrow: cuts.iter().all(|c| *c <= NARROW),
         memo: FxMap::default(),
     }
     .build(0, cuts.len());
@@ -840,9 +925,10 @@ pub fn describe(section: &[u8]) -> String {
         .collect();
     let count = |k: u8| nodes.iter().filter(|t| t.kind == k).count();
     let mut out = format!(
-        "{} splits, {} jumps, {} bit tests ({} chains of them with an ANY), {} port tests, \
+        "{} splits, {} two-level splits, {} jumps, {} bit tests ({} chains of them with an ANY), {} port tests, \
          {} flag tests, {} leaves (slots counted as what they copy)",
         count(SPLIT),
+        count(SPLIT2),
         count(JUMP),
         count(BIT),
         count(ANY),
@@ -917,7 +1003,9 @@ fn encode_hook(h: &HookPlan<'_>) -> HookTable {
     for (r, _) in &mut entries {
         *r = at[*r as usize];
     }
-    (enc.t.nodes, entries)
+    let mut nodes = enc.t.nodes;
+    two_levels(&mut nodes);
+    (nodes, entries)
 }
 
 /// A test's side that leads to the same test again (the same bit, port
@@ -1014,8 +1102,10 @@ pub fn encode(hooks: &[HookPlan<'_>]) -> Table {
     // holds a better decision (of an earlier part) goes no further there.
     let memo = reaches(&t.nodes);
     for (n, r) in t.nodes.iter_mut().zip(&memo) {
-        if n.kind == SPLIT {
-            n.c = r.first;
+        match n.kind {
+            SPLIT => n.c = r.first,
+            SPLIT2 => n.arg = n.arg & 7 | ((r.first >> SPLIT2_PRIO_SHIFT).min(0x1fff) << 3) as u16,
+            _ => {}
         }
     }
     for slot in 1..=4 {
@@ -1215,11 +1305,12 @@ mod tests {
     fn follow(nodes: &[TNode], mut n: u32, key: &[u128; 7]) -> u32 {
         loop {
             let t = nodes[n as usize];
-            let v = key[t.field as usize];
+            let v = key[usize::from(t.field & 7)];
             n = match t.kind {
                 LEAF => return t.a,
                 SPLIT | JUMP if v < t.cut => t.a,
                 SPLIT => t.b,
+                SPLIT2 => split2_side(&t, key),
                 JUMP => {
                     let idx = (v - t.cut) >> (t.arg & 127);
                     if idx < u128::from(t.arg >> 7) {
@@ -1233,39 +1324,56 @@ mod tests {
         }
     }
 
+    /// Where a two-level split sends the key, as `walk_split2` in cilc.c:
+    /// values past 32 bits compare as `NARROW`.
+    fn split2_side(t: &TNode, key: &[u128; 7]) -> u32 {
+        let (f, [c0, c1, c2], d) = split2_parts(t);
+        let below = |i: usize, c: u128| key[usize::from(f[i])].min(NARROW) < c;
+        match (below(1, c1), below(0, c0), below(2, c2)) {
+            (true, true, _) => t.a,
+            (true, false, _) => t.b,
+            (false, _, true) => t.c,
+            (false, _, false) => d,
+        }
+    }
+
     /// A table of leaves 5.. (decision i + 1) and a balanced split tree
     /// over `cuts` on `field` leading to them; returns it and its root.
     fn tree(field: u8, cuts: &[u128]) -> (Vec<TNode>, u32) {
         let mut nodes = vec![TNode::default(); 5];
         let leaves: Vec<u32> = (0..=cuts.len())
-            .map(|i| {
-                nodes.push(TNode {
-                    kind: LEAF,
-                    a: i as u32 + 1,
-                    ..TNode::default()
-                });
-                nodes.len() as u32 - 1
-            })
+            .map(|i| push_leaf(&mut nodes, i as u32 + 1))
             .collect();
-        fn build(nodes: &mut Vec<TNode>, f: u8, cuts: &[u128], kids: &[u32]) -> u32 {
-            if cuts.is_empty() {
-                return kids[0];
-            }
-            let m = cuts.len() / 2;
-            let a = build(nodes, f, &cuts[..m], &kids[..=m]);
-            let b = build(nodes, f, &cuts[m + 1..], &kids[m + 1..]);
-            nodes.push(TNode {
-                kind: SPLIT,
-                field: f,
-                cut: cuts[m],
-                a,
-                b,
-                ..TNode::default()
-            });
-            nodes.len() as u32 - 1
-        }
-        let root = build(&mut nodes, field, cuts, &leaves);
+        let root = splits(&mut nodes, field, cuts, &leaves);
         (nodes, root)
+    }
+
+    fn push_leaf(nodes: &mut Vec<TNode>, decision: u32) -> u32 {
+        nodes.push(TNode {
+            kind: LEAF,
+            a: decision,
+            ..TNode::default()
+        });
+        nodes.len() as u32 - 1
+    }
+
+    /// A balanced split tree over `cuts` on `f` leading to `kids`.
+    fn splits(nodes: &mut Vec<TNode>, f: u8, cuts: &[u128], kids: &[u32]) -> u32 {
+        if cuts.is_empty() {
+            return kids[0];
+        }
+        let m = cuts.len() / 2;
+        let a = splits(nodes, f, &cuts[..m], &kids[..=m]);
+        let b = splits(nodes, f, &cuts[m + 1..], &kids[m + 1..]);
+        nodes.push(TNode {
+            kind: SPLIT,
+            field: f,
+            cut: cuts[m],
+            a,
+            b,
+            ..TNode::default()
+        });
+        nodes.len() as u32 - 1
     }
 
     #[test]
@@ -1313,7 +1421,7 @@ mod tests {
     #[test]
     fn jumps_decide_as_the_splits_they_replace() {
         let mut rng = crate::gen::Rng::new(7);
-        let mut jumps = 0;
+        let (mut jumps, mut twos) = (0, 0);
         for round in 0..60 {
             let mut nodes = vec![TNode::default(); 5];
             for i in 0..20 {
@@ -1366,8 +1474,11 @@ mod tests {
             }
             let root = nodes.len() as u32 - 1;
             let (enc, at) = with_jumps(&nodes, [root].into_iter());
-            let new = &enc.t.nodes;
+            let mut new = enc.t.nodes;
             jumps += new.iter().filter(|n| n.kind == JUMP).count();
+            two_levels(&mut new);
+            twos += new.iter().filter(|n| n.kind == SPLIT2).count();
+            let new = &new;
             let mut keys = Vec::new();
             for _ in 0..300 {
                 let mut key = [0u128; 7];
@@ -1390,6 +1501,63 @@ mod tests {
             }
         }
         assert!(jumps > 100, "only {jumps} jumps");
+        assert!(twos > 100, "only {twos} two-level splits");
+    }
+
+    /// Splits on small cuts (no jump fits) become two-level splits that
+    /// decide as they did, also for values past 32 bits (an IPv6 address
+    /// in a split on small cuts) and at every cut and its neighbours; a
+    /// split on a wider cut stays.
+    #[test]
+    fn narrow_splits_fold_two_levels_into_one_node() {
+        let cuts = [7u128, 80, 443, 0xffff_fffe, 0xffff_ffff];
+        // Below the first cut, a port split: another field below.
+        let mut old = vec![TNode::default(); 5];
+        let mut kids: Vec<u32> = (1..=7).map(|d| push_leaf(&mut old, d)).collect();
+        kids[0] = splits(&mut old, 4, &[1024], &kids[..2]);
+        kids.remove(1);
+        let root = splits(&mut old, 0, &cuts, &kids);
+        let mut new = old.clone();
+        two_levels(&mut new);
+        let top = new[root as usize];
+        assert_eq!(top.kind, SPLIT2, "{top:?}");
+        // Each walk meets half as many nodes (rounded up): the longest
+        // went through four splits.
+        assert_eq!(reaches(&old)[root as usize].depth, 5);
+        assert_eq!(reaches(&new)[root as usize].depth, 3);
+        let mut values: Vec<u128> = cuts.iter().flat_map(|c| [c - 1, *c, c + 1]).collect();
+        values.extend([0, 1 << 32, (1 << 64) + 80, u128::MAX]);
+        for v in values {
+            for port in [0, 1023, 1024, 70000] {
+                let key = [v, 0, 0, 0, port, 0, 0];
+                assert_eq!(
+                    follow(&new, root, &key),
+                    follow(&old, root, &key),
+                    "{key:?}"
+                );
+            }
+        }
+        // A cut past 32 bits: that split and its parent stay.
+        let (old, root) = tree(0, &[1 << 40]);
+        let mut new = old.clone();
+        two_levels(&mut new);
+        assert_eq!(new, old);
+        assert_eq!(new[root as usize].kind, SPLIT);
+    }
+
+    /// A two-level split's fields read back as written, and `moved`
+    /// renumbers its fourth kid too and keeps its bound.
+    #[test]
+    fn a_two_level_split_holds_its_fields_cuts_and_kids() {
+        let mut t = split2([6, 0, 4], [1, 2, NARROW], [11, 12, 13, 14]);
+        t.arg |= 0x1234 << 3;
+        assert_eq!(TNode::from_bytes(&t.bytes()), t);
+        assert_eq!(split2_parts(&t), ([6, 0, 4], [1, 2, NARROW], 14));
+        assert_eq!(kids(&t).collect::<Vec<_>>(), [11, 12, 13, 14]);
+        moved(&mut t, |k| k + 100);
+        assert_eq!(kids(&t).collect::<Vec<_>>(), [111, 112, 113, 114]);
+        assert_eq!(split2_parts(&t).0, [6, 0, 4]);
+        assert_eq!(t.arg >> 3, 0x1234);
     }
 
     /// A split's bound is the best priority of a decision below it, a
@@ -1474,6 +1642,7 @@ mod tests {
                 LEAF => return t.a,
                 SPLIT if v < t.cut => t.a,
                 SPLIT => t.b,
+                SPLIT2 => split2_side(&t, &[v; 7]),
                 BIT if words[usize::from(t.arg / 64)] >> (t.arg % 64) & 1 != 0 => t.a,
                 BIT => t.b,
                 // Word 7 holds the named-port slots that equal the port.
