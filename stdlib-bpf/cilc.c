@@ -681,14 +681,23 @@ static long walk_step(__u32 i, void *arg)
 		if (!n)
 			return 1;
 		__u32 kind = n->kind, k;
-		if (kind == CILC_T_SPLIT2 || kind == CILC_T_SPLIT || kind == CILC_T_JUMP) {
-			/* A split's bound: nothing below beats the diagram's best
-			 * so far (a jump has none). */
-			__u32 bound = kind == CILC_T_SPLIT ? n->c : (__u32)n->arg >> 3 << 5;
-			if (kind != CILC_T_JUMP && bound >= w->best_prio)
+		/* Two-level splits apart from splits and jumps: one branch for
+		 * the three measured ~15 % slower (fw1_100k). */
+		if (kind == CILC_T_SPLIT2) {
+			/* As a split's c: nothing below beats the best so far. */
+			if (((__u32)n->arg >> 3 << 5) >= w->best_prio)
 				k = CILC_T_NONE;
-			else if (kind == CILC_T_SPLIT2)
+			else
 				k = walk_split2(w, n);
+			w->node = k;
+			if (k == 0)
+				return 1;
+			continue;
+		}
+		if (kind == CILC_T_SPLIT || kind == CILC_T_JUMP) {
+			/* Nothing below beats the diagram's best so far. */
+			if (kind == CILC_T_SPLIT && n->c >= w->best_prio)
+				k = CILC_T_NONE;
 			else
 				k = walk_split(w, n);
 			w->node = k;
