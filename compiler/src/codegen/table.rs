@@ -450,10 +450,9 @@ fn moved(t: &mut TNode, at: impl Fn(u32) -> u32) {
         LEAF => {}
         JUMP | ANY => (t.a, t.b, t.c) = (at(t.a), at(t.b), at(t.c)),
         SPLIT2 => {
-            let (fields, cuts, d) = split2_parts(t);
-            let prune = t.arg & !7;
-            *t = split2(fields, cuts, [at(t.a), at(t.b), at(t.c), at(d)]);
-            t.arg |= prune;
+            let d = u128::from(at(split2_parts(t).2));
+            (t.a, t.b, t.c) = (at(t.a), at(t.b), at(t.c));
+            t.cut = t.cut & !(NARROW << 32) | d << 32;
         }
         _ => (t.a, t.b) = (at(t.a), at(t.b)),
     }
