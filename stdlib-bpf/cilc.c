@@ -491,19 +491,17 @@ struct {
 /* Nodes followed in one bpf_loop step at most. */
 #define CILC_WALK_NODES 16
 
-/* Where a walk is, kept between steps of bpf_loop. */
+/* Where a walk is, kept between steps of bpf_loop. Kept small: it is on
+ * the stack, which the entry, cilc_judge, the classifier and walk_step
+ * share (512 bytes, each frame rounded up to 16; three-tier table object:
+ * 32 + 352 + 96 + 32). */
 struct cilc_walk_state {
-	/* The numeric fields splits read (tree::Field order): the addresses
-	 * (high, low), then protocol, ports, ICMP type and code (16 bits
-	 * each is enough). Kept small: this state is on the stack, which the
-	 * entry, cilc_judge, the classifier and walk_step share (512 bytes,
-	 * each frame rounded up to 16; three-tier table object: 32 + 352 +
-	 * 96 + 32). */
-	__u64 addr[2][2];
+	/* The packet: splits read its fields (walk_fields, addresses), atom
+	 * tests its identities. */
+	struct cilc_ctx *ctx;
 	/* The inner table, looked up once per walk: a swap in the middle of
 	 * a walk does not mix two tables. */
 	void *table;
-	__u16 small[5];
 	__u32 entry;
 	__u32 end;
 	__u32 node;
@@ -512,8 +510,6 @@ struct cilc_walk_state {
 	__u32 best_prio;
 	__u32 accepted;
 	__u32 result;
-	/* A key for the scratch map. */
-	__u32 zero;
 };
 
 static long (*bpf_loop)(__u32 nr_loops, void *callback_fn, void *callback_ctx,
@@ -548,10 +544,11 @@ static __always_inline __u32 walk_split(struct cilc_walk_state *w, struct cilc_t
 	__u32 f = n->field;
 	__u64 hi = 0, lo;
 	if (f < 2) {
-		hi = w->addr[f][0];
-		lo = w->addr[f][1];
+		const __u64 *addr = f ? w->ctx->dst : w->ctx->src;
+		hi = addr[0];
+		lo = addr[1];
 	} else if (f < 7) {
-		lo = w->small[f - 2];
+		lo = w->ctx->walk_fields[f];
 	} else {
 		return 0;
 	}
@@ -576,27 +573,17 @@ static __always_inline __u32 walk_split(struct cilc_walk_state *w, struct cilc_t
 	return idx < (arg >> 7) ? n->c + (__u32)idx : n->b;
 }
 
-/* Field f's value for a two-level split's 32-bit cuts: an address past
- * 32 bits compares as 0xffffffff (the cuts are at most that, and such an
- * address is not below any of them). */
-static __always_inline __u64 walk_narrow(struct cilc_walk_state *w, __u32 f)
-{
-	if (f < 2) {
-		__u64 hi = w->addr[f][0], lo = w->addr[f][1];
-		return (hi | (lo >> 32)) ? 0xffffffff : lo;
-	}
-	f -= 2;
-	return f < 5 ? w->small[f] : 0;
-}
-
-/* The node a two-level split leads to (cilc.h). */
+/* The node a two-level split leads to (cilc.h): its fields read as
+ * 32-bit values (walk_fields: an address past 32 bits is not below any
+ * 32-bit cut). */
 static __always_inline __u32 walk_split2(struct cilc_walk_state *w, struct cilc_tnode *n)
 {
+	const __u32 *v = w->ctx->walk_fields;
 	__u64 c0 = n->cut[0], c1 = n->cut[1];
 	__u32 f = n->field;
-	if (walk_narrow(w, f & 7) < (c0 >> 32))
-		return walk_narrow(w, (f >> 3) & 7) < (__u32)c0 ? n->a : n->b;
-	return walk_narrow(w, n->arg & 7) < (__u32)c1 ? n->c : (__u32)(c1 >> 32);
+	if (v[f & 7] < (c0 >> 32))
+		return v[(f >> 3) & 7] < (__u32)c0 ? n->a : n->b;
+	return v[n->arg & 7] < (__u32)c1 ? n->c : (__u32)(c1 >> 32);
 }
 
 /* The lowest set bit's place (x is not 0). */
@@ -629,10 +616,10 @@ static __always_inline __u32 walk_enter(struct cilc_walk_state *w)
 		return 0;
 	w->flags = en->b;
 	if (en->b & CILC_T_GUARD) {
-		struct cilc_ctx *c = bpf_map_lookup_elem(&cilc_scratch, &w->zero);
+		struct cilc_ctx *c = w->ctx;
 		__u64 skip = en->cut[1];
 		__u32 run = skip & 0xffffff, bit = en->arg & (CILC_PRED_WORDS * 64 - 1);
-		if (!c || run == 0)
+		if (run == 0)
 			return 0;
 		__u64 word = en->field ? c->dst_bits[bit / 64] : c->src_bits[bit / 64];
 		if (!((word >> (bit % 64)) & 1)) {
@@ -672,9 +659,9 @@ static long walk_step(__u32 i, void *arg)
 		if (w->node == 0)
 			return 1;
 	}
-	/* The node is looked up by its place in the state, the scratch map by
-	 * the state's zero: keys on this callback's own stack would add to the
-	 * 512 bytes the entry, cilc_judge, the classifier and this share. */
+	/* The node is looked up by its place in the state: a key on this
+	 * callback's own stack would add to the 512 bytes the entry,
+	 * cilc_judge, the classifier and this share. */
 #pragma unroll
 	for (int j = 0; j < CILC_WALK_NODES; j++) {
 		struct cilc_tnode *n = bpf_map_lookup_elem(w->table, &w->node);
@@ -720,9 +707,7 @@ static long walk_step(__u32 i, void *arg)
 			continue;
 		}
 		/* Atom tests read the packet's identities. */
-		struct cilc_ctx *c = bpf_map_lookup_elem(&cilc_scratch, &w->zero);
-		if (!c)
-			return 1;
+		struct cilc_ctx *c = w->ctx;
 		int yes;
 		if (kind == CILC_T_BIT) {
 			yes = walk_bit(c, n->field, n->arg);
@@ -774,9 +759,17 @@ __u32 cilc_walk(struct cilc_ctx *ctx, __u32 direction)
 	struct cilc_tnode *h = bpf_map_lookup_elem(table, &head);
 	if (!h || h->kind != CILC_T_HEAD)
 		return CILC_DEFAULT_DENY;
+	__u32 *v = ctx->walk_fields;
+	v[0] = (ctx->src[0] | (ctx->src[1] >> 32)) ? 0xffffffff : (__u32)ctx->src[1];
+	v[1] = (ctx->dst[0] | (ctx->dst[1] >> 32)) ? 0xffffffff : (__u32)ctx->dst[1];
+	v[2] = ctx->proto;
+	v[3] = ctx->sport;
+	v[4] = ctx->dport;
+	v[5] = ctx->icmp_type;
+	v[6] = ctx->icmp_code;
+	v[7] = 0;
 	struct cilc_walk_state w = {
-		.addr = { { ctx->src[0], ctx->src[1] }, { ctx->dst[0], ctx->dst[1] } },
-		.small = { ctx->proto, ctx->sport, ctx->dport, ctx->icmp_type, ctx->icmp_code },
+		.ctx = ctx,
 		.table = table,
 		.entry = h->a,
 		.end = h->a + h->b,

@@ -74,6 +74,12 @@ struct cilc_ctx {
 	__u64 nat_new[2];
 	__u32 nat_old_port;
 	__u32 nat_new_port;
+	/* The table walk's numeric fields by tree::Field number, as 32-bit
+	 * splits read them: the addresses (an address past 32 bits as
+	 * 0xffffffff), protocol, ports, ICMP type and code, and 0 for no
+	 * field. Indexed by a node's field, so a split reads a field with one
+	 * load and no branch. */
+	__u32 walk_fields[8];
 };
 
 _Static_assert(__builtin_offsetof(struct cilc_ctx, proto) == 32, "layout");
@@ -82,7 +88,7 @@ _Static_assert(__builtin_offsetof(struct cilc_ctx, src_bits) == 64, "layout");
 _Static_assert(__builtin_offsetof(struct cilc_ctx, dst_bits) == 128, "layout");
 _Static_assert(__builtin_offsetof(struct cilc_ctx, dst_ports) == 192, "layout");
 _Static_assert(__builtin_offsetof(struct cilc_ctx, slots) == 224, "layout");
-_Static_assert(sizeof(struct cilc_ctx) == 360, "layout");
+_Static_assert(sizeof(struct cilc_ctx) == 392, "layout");
 
 /* Outcome of parsing. */
 enum cilc_parsed {
