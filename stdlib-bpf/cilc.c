@@ -494,7 +494,7 @@ struct {
 /* Where a walk is, kept between steps of bpf_loop. Kept small: it is on
  * the stack, which the entry, cilc_judge, the classifier and walk_step
  * share (512 bytes, each frame rounded up to 16; three-tier table object:
- * 32 + 352 + 96 + 32). */
+ * 32 + 352 + 64 + 32). The packet's fields stay in the context. */
 struct cilc_walk_state {
 	/* The packet: splits read its fields (walk_fields, addresses), atom
 	 * tests its identities. */
