@@ -331,8 +331,8 @@ enum cilc_tnode_kind {
 	/* A chain of tests of the predicate bits of end `field` in the mask
 	 * cut (cut[1] of word `arg`, cut[0] of word arg + 1): none of them
 	 * set, b (where the chain ends then); one, node c + its rank among
-	 * the mask's bits (a copy of that bit's first test); more, a (the
-	 * chain's first test). */
+	 * the mask's bits (a copy of the node that bit's first test leads
+	 * to when set); more, a (the chain's first test). */
 	CILC_T_ANY = 9,
 	/* Two levels of splits in one node: field f1 below cut 1, then
 	 * (field f0 below cut 0: a, else b), else (field f2 below cut 2: c,

@@ -807,8 +807,11 @@ fn with_jumps(old: &[TNode], roots: impl Iterator<Item = u32>) -> (Enc, Vec<u32>
                             let mask = firsts
                                 .iter()
                                 .fold(0u128, |m, (b, _)| m | 1 << (b - word * 64));
-                            let new = |at: u32| plain[at as usize];
-                            let slots: Vec<u32> = firsts.iter().map(|(_, at)| new(*at)).collect();
+                            // Each bit's slot is where its first test goes
+                            // when the bit is set: the walk that found it the
+                            // one bit set need not test it again.
+                            let set = |at: u32| enc.t.nodes[plain[at as usize] as usize].a;
+                            let slots: Vec<u32> = firsts.iter().map(|(_, at)| set(*at)).collect();
                             let c = enc.block(&slots);
                             enc.push(TNode {
                                 kind: ANY,
@@ -847,8 +850,9 @@ const ANY_CHAIN: usize = 3;
 /// that each need one peer selector, say): the lower word, each bit's
 /// first test in the chain, by bit, and where the chain ends when none is
 /// set, if it is `ANY_CHAIN` tests or more. A packet with none of its bits
-/// then skips the chain in one node, and one with one of them goes to that
-/// bit's first test (the tests before it fail).
+/// then skips the chain in one node, and one with one of them goes where
+/// that bit's first test leads when set (the tests before it fail, that
+/// one holds).
 fn chain(old: &[TNode], n: u32) -> Option<Chain> {
     let first = &old[n as usize];
     let (mut lo, mut hi) = (first.arg / 64, first.arg / 64);
@@ -1683,6 +1687,16 @@ mod tests {
         let (new, at) = with_jumps(&old, [root].into_iter());
         let new = new.t.nodes;
         assert!(new.iter().filter(|t| t.kind == ANY).count() >= 2, "{new:?}");
+        // A bit's slot is past its test: the walk that found the bit set
+        // does not test it again.
+        for t in new.iter().filter(|t| t.kind == ANY) {
+            let bits = (0..128u16).filter(|b| t.cut >> b & 1 != 0);
+            for (i, b) in bits.enumerate() {
+                let s = new[(t.c + i as u32) as usize];
+                let again = s.kind == BIT && s.field == t.field && s.arg == t.arg * 64 + b;
+                assert!(!again, "slot {i} of {t:?} tests its bit again");
+            }
+        }
         let distinct = [0u16, 3, 5, 7, 9, 66, 70, 200];
         for set in 0..1u32 << distinct.len() {
             let mut words = [0u64; 8];
