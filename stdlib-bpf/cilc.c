@@ -672,7 +672,7 @@ static long walk_step(__u32 i, void *arg)
 		 * the three measured ~15 % slower (fw1_100k). */
 		if (kind == CILC_T_SPLIT2) {
 			/* As a split's c: nothing below beats the best so far. */
-			if (((__u32)n->arg >> 3 << 5) >= w->best_prio)
+			if (((__u32)n->arg >> 3 << CILC_T_SPLIT2_PRIO_SHIFT) >= w->best_prio)
 				k = CILC_T_NONE;
 			else
 				k = walk_split2(w, n);

@@ -340,9 +340,12 @@ enum cilc_tnode_kind {
 	 * 0xffffffff): cuts 0 and 1 are cut[0]'s low and high words, cut 2
 	 * cut[1]'s low word, d its high word. `field`: f1 | f0 << 3; arg: f2
 	 * | (a lower bound of the best priority below, like a split's c,
-	 * >> 5) << 3. */
+	 * >> CILC_T_SPLIT2_PRIO_SHIFT) << 3. */
 	CILC_T_SPLIT2 = 10,
 };
+
+/* table.rs `SPLIT2_PRIO_SHIFT`. */
+#define CILC_T_SPLIT2_PRIO_SHIFT 5
 
 /* Node 5 is a leaf of no decision: where a part not worth walking goes. */
 #define CILC_T_NONE 5u

@@ -37,7 +37,7 @@ const NARROW: u128 = u32::MAX as u128;
 /// A two-level split's `arg` holds, above its third field, the best
 /// priority below it shifted right by this (13 bits at most): a lower
 /// bound, so that a walk prunes there only where the split's own `c`
-/// would have.
+/// would have (`CILC_T_SPLIT2_PRIO_SHIFT` in cilc.h).
 const SPLIT2_PRIO_SHIFT: u32 = 5;
 
 /// Slots of one jump node at most (`arg` holds the count in its 9 high
