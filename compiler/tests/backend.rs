@@ -10,8 +10,12 @@ const CHAIN: &str = "chain edge on host ingress {\n  drop from 192.0.2.0/24 as s
 
 const SELECTORS: &str = "select web = app=web in namespace shop\nselect api = app=api in namespace shop\n\npolicy api on api {\n  ingress {\n    allow from web tcp 8080 as from-web\n    deny from 2001:db8::/32 as v6-block\n  }\n}\n";
 
+/// A scratch directory under the target's (`CARGO_TARGET_TMPDIR`), not
+/// the system's: nextest runs each test in a process of its own, and each
+/// would leave one behind in /tmp.
 fn dir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("cilc-backend-{tag}-{}", std::process::id()));
+    let d = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("cilc-backend-{tag}-{}", std::process::id()));
     std::fs::create_dir_all(&d).unwrap();
     d
 }

@@ -89,8 +89,7 @@ fn fmt_prints_checks_and_refuses_broken_input() {
 
 #[test]
 fn fmt_write_rewrites_in_place() {
-    let dir = std::env::temp_dir().join(format!("cilc-fmt-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = temp_dir("fmt");
     let path = dir.join("p.cpl");
     std::fs::write(
         &path,
@@ -111,8 +110,12 @@ fn generated_policies_check_without_errors() {
     assert!(err.contains(" 0 errors"), "{err}");
 }
 
+/// A scratch directory under the target's (`CARGO_TARGET_TMPDIR`), not
+/// the system's: nextest runs each test in a process of its own, and each
+/// would leave one behind in /tmp.
 fn temp_dir(tag: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("cilc-{tag}-{}", std::process::id()));
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("cilc-{tag}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }

@@ -389,7 +389,8 @@ fn bench_sample_spreads_over_the_input() {
 fn run_judges_a_capture_frame_by_frame() {
     use pcap_file::pcap::{PcapHeader, PcapPacket, PcapWriter};
     let root = root();
-    let dir = std::env::temp_dir().join(format!("cilc-pcap-{}", std::process::id()));
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("cilc-pcap-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let src = std::fs::read_to_string(root.join("examples/three-tier.cpl")).unwrap();
     let (ir, _) = cilc::compile_ir(&src).unwrap();

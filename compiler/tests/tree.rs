@@ -272,7 +272,8 @@ fn classbench_lyxocs_ipc1_10k_through_the_diagram() {
 #[test]
 fn cached_parts_build_the_same_diagrams() {
     use cilc::tree::cache::Cache;
-    let dir = std::env::temp_dir().join(format!("cilc-part-cache-{}", std::process::id()));
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("cilc-part-cache-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let text = |ir: &cilc::ir::Validated, f: &tree::Forest| tree::dump::forest(ir, f);
     let src = cilc::gen::policy(11, 1500);

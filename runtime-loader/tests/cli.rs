@@ -70,7 +70,8 @@ fn every_verb_has_help() {
 
 #[test]
 fn errors_say_what_to_do() {
-    let dir = std::env::temp_dir().join(format!("cilc-node-cli-{}", std::process::id()));
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("cilc-node-cli-{}", std::process::id()));
     let run = dir.to_str().unwrap();
     let (code, _, err) = node(&["status", "--name", "nope", "--run-dir", run]);
     assert_eq!(code, 1);
