@@ -2,10 +2,10 @@
 //! timed per packet in the kernel.
 //!
 //! Stage: **(`ir::Validated`, packets) → `Report`**. For each strategy the
-//! object is compiled (timed), loaded (timed: the verifier's work), and
-//! every sampled packet is run through `BPF_PROG_TEST_RUN` `repeat` times;
-//! the kernel reports the mean time of one run, and a strategy's figure is
-//! the mean over the packets. Every judged packet is also checked against
+//! object is compiled (timed) and loaded (timed: the verifier's work); then
+//! every sampled packet is run through `BPF_PROG_TEST_RUN` `repeat` times
+//! under each strategy in turn; the kernel reports the mean time of one
+//! run, and a strategy's figure is the mean over the packets. Every judged packet is also checked against
 //! the reference evaluator (rule and reason): a fast wrong answer is no
 //! answer. Parse-only decides nothing and is not checked.
 
@@ -65,68 +65,108 @@ pub fn sample<T: Clone>(items: &[T], n: usize) -> Vec<T> {
     (0..n).map(|i| items[i * items.len() / n].clone()).collect()
 }
 
+/// One strategy's program, loaded and ready to time.
+struct Timed {
+    strategy: Strategy,
+    compile: Duration,
+    load: Duration,
+    instructions: usize,
+    runner: Runner,
+    total: Duration,
+    wrong: usize,
+}
+
+/// Compile and load `strategy`'s object: its program, or the row that says
+/// why there is none (it does not load). An object that does not compile
+/// is an error.
+fn prepare(
+    ir: &Validated,
+    src: &str,
+    strategy: Strategy,
+    opts: &Options,
+) -> Result<Result<Timed, Row>, String> {
+    let t = Instant::now();
+    let out = codegen::compile(ir, src, &codegen::Options::new(strategy)).map_err(|d| {
+        d.first()
+            .map_or("cannot compile".into(), |d| d.message.clone())
+    })?;
+    let compile = t.elapsed();
+    let art = runtime_loader::Artifact::from_bytes(out.object).map_err(|e| e.to_string())?;
+    let t = Instant::now();
+    let loaded = match runtime_loader::Loaded::load(&art) {
+        Ok(l) => l,
+        Err(e) => {
+            // The verifier's verdict, without its log.
+            let why = e.to_string();
+            let why = why
+                .lines()
+                .find(|l| l.contains("too large") || l.contains("too complex"))
+                .unwrap_or_else(|| why.lines().next().unwrap_or(""))
+                .to_string();
+            return Ok(Err(Row {
+                strategy: strategy.as_str(),
+                compile_s: compile.as_secs_f64(),
+                load_s: t.elapsed().as_secs_f64(),
+                instructions: 0,
+                ns_per_packet: 0.0,
+                wrong: 0,
+                failed: Some(format!("does not load: {why}")),
+            }));
+        }
+    };
+    let load = t.elapsed();
+    let program = crate::kernel::program(crate::resolve::Direction::Ingress, opts.tc);
+    let instructions = loaded
+        .instructions()
+        .into_iter()
+        .find(|(name, _)| name == program)
+        .map_or(0, |(_, n)| n);
+    let mut runner = Runner::new(loaded);
+    runner.local_wins = opts.local_wins;
+    Ok(Ok(Timed {
+        strategy,
+        compile,
+        load,
+        instructions,
+        runner,
+        total: Duration::ZERO,
+        wrong: 0,
+    }))
+}
+
 pub fn run(
     ir: &Validated,
     src: &str,
     packets: &[Packet],
     opts: &Options,
 ) -> Result<Report, String> {
-    let mut rows = Vec::new();
-    let mut examples = Vec::new();
     let expected: Vec<eval::Decision> = packets.iter().map(|p| eval::evaluate(ir, p)).collect();
+    // Every strategy is compiled and loaded first; then each packet is
+    // timed under every strategy in turn (the first one rotating), so that
+    // the machine's speed drifting over the run (a shared VM's does, by
+    // tens of percent) moves every strategy's figure alike and their
+    // ratios stay fair.
+    let mut slots: Vec<Result<Timed, Row>> = Vec::new();
     for &strategy in &opts.strategies {
-        let t = Instant::now();
-        let out = codegen::compile(ir, src, &codegen::Options::new(strategy)).map_err(|d| {
-            d.first()
-                .map_or("cannot compile".into(), |d| d.message.clone())
-        })?;
-        let compile = t.elapsed();
-        let art = runtime_loader::Artifact::from_bytes(out.object).map_err(|e| e.to_string())?;
-        let t = Instant::now();
-        let loaded = match runtime_loader::Loaded::load(&art) {
-            Ok(l) => l,
-            Err(e) => {
-                // The verifier's verdict, without its log.
-                let why = e.to_string();
-                let why = why
-                    .lines()
-                    .find(|l| l.contains("too large") || l.contains("too complex"))
-                    .unwrap_or_else(|| why.lines().next().unwrap_or(""))
-                    .to_string();
-                rows.push(Row {
-                    strategy: strategy.as_str(),
-                    compile_s: compile.as_secs_f64(),
-                    load_s: t.elapsed().as_secs_f64(),
-                    instructions: 0,
-                    ns_per_packet: 0.0,
-                    wrong: 0,
-                    failed: Some(format!("does not load: {why}")),
-                });
+        slots.push(prepare(ir, src, strategy, opts)?);
+    }
+    let mut examples = Vec::new();
+    let live: Vec<usize> = (0..slots.len()).filter(|i| slots[*i].is_ok()).collect();
+    for (k, (p, want)) in packets.iter().zip(&expected).enumerate() {
+        for turn in 0..live.len() {
+            let Ok(t) = &mut slots[live[(k + turn) % live.len()]] else {
                 continue;
-            }
-        };
-        let load = t.elapsed();
-        let program = crate::kernel::program(crate::resolve::Direction::Ingress, opts.tc);
-        let instructions = loaded
-            .instructions()
-            .into_iter()
-            .find(|(name, _)| name == program)
-            .map_or(0, |(_, n)| n);
-        let mut runner = Runner::new(loaded);
-        runner.local_wins = opts.local_wins;
-        let mut total = Duration::ZERO;
-        let mut wrong = 0;
-        for (p, want) in packets.iter().zip(&expected) {
-            let j = runner.judge(p, opts.tc, opts.repeat)?;
-            total += j.duration;
-            if strategy != Strategy::ParseOnly
+            };
+            let j = t.runner.judge(p, opts.tc, opts.repeat)?;
+            t.total += j.duration;
+            if t.strategy != Strategy::ParseOnly
                 && (j.rule != want.rule || j.reason.as_str() != want.reason.as_str())
             {
-                wrong += 1;
+                t.wrong += 1;
                 if examples.len() < 5 {
                     examples.push(format!(
                         "{}: {p}: kernel rule {:?} ({}), evaluator rule {:?} ({})",
-                        strategy.as_str(),
+                        t.strategy.as_str(),
                         j.rule,
                         j.reason.as_str(),
                         want.rule,
@@ -135,16 +175,22 @@ pub fn run(
                 }
             }
         }
-        rows.push(Row {
-            strategy: strategy.as_str(),
-            compile_s: compile.as_secs_f64(),
-            load_s: load.as_secs_f64(),
-            instructions,
-            ns_per_packet: total.as_nanos() as f64 / packets.len().max(1) as f64,
-            wrong,
-            failed: None,
-        });
     }
+    let rows = slots
+        .into_iter()
+        .map(|slot| match slot {
+            Ok(t) => Row {
+                strategy: t.strategy.as_str(),
+                compile_s: t.compile.as_secs_f64(),
+                load_s: t.load.as_secs_f64(),
+                instructions: t.instructions,
+                ns_per_packet: t.total.as_nanos() as f64 / packets.len().max(1) as f64,
+                wrong: t.wrong,
+                failed: None,
+            },
+            Err(row) => row,
+        })
+        .collect();
     let conntrack = if opts.conntrack {
         Some(conntrack(ir, src, packets, opts)?)
     } else {
