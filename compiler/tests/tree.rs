@@ -181,21 +181,55 @@ fn the_verifier_catches_a_wrong_diagram() {
     assert!(verify::structure(&cyclic, false).is_err());
 }
 
+/// The diagrams of `src` as text, every leaf one term (each cut shown).
+fn dump_with_leaves_of_one(src: &str) -> String {
+    let (ir, _) = cilc::compile_ir(src).unwrap();
+    let opts = Options {
+        leaf_size: 1,
+        ..Options::default()
+    };
+    tree::dump::forest(&ir, &tree::build::build(&ir, &opts))
+}
+
 #[test]
 fn dump_of_a_small_policy() {
     let src = "select web = app=web\n\npolicy web on web {\n  ingress {\n    allow from 10.0.0.0/8 tcp 80, 443\n    deny from 10.1.0.0/16\n    allow from { app=lb } tcp 8080\n  }\n}\n\nchain edge on host ingress {\n  drop from 192.0.2.0/24\n  accept tcp 22 flags syn/syn|ack\n  drop\n}\n";
-    let (ir, _) = cilc::compile_ir(src).unwrap();
-    let forest = tree::build::build(
-        &ir,
-        &Options {
-            leaf_size: 1,
-            ..Options::default()
-        },
-    );
-    let text = tree::dump::forest(&ir, &forest);
+    let text = dump_with_leaves_of_one(src);
     insta::with_settings!({snapshot_path => "../../tests/snapshots", prepend_module_to_snapshot => false}, {
         insta::assert_snapshot!("tree_small_policy", text);
     });
+}
+
+/// Address sets that cluster (here two blocks, 10.0.0.0/12 and
+/// 172.16.0.0/20) are cut at the top by halving the address space, which
+/// leaves each prefix whole, not at the median boundary.
+#[test]
+fn clustered_prefixes_are_cut_at_aligned_halves_first() {
+    let mut src = String::from("chain edge on host ingress {\n");
+    for i in 0..16 {
+        src += &format!("  drop from 10.{i}.0.0/16 tcp {}\n", 1000 + i);
+        src += &format!("  accept from 172.16.{i}.0/24 udp 53\n");
+    }
+    src += "  drop\n}\n";
+    let text = dump_with_leaves_of_one(&src);
+    let cuts: Vec<&str> = text
+        .lines()
+        .filter_map(|l| {
+            l.split_once("src < ")
+                .map(|(_, r)| r.split(' ').next().unwrap_or(""))
+        })
+        .collect();
+    assert_eq!(cuts.first(), Some(&"128.0.0.0"), "{text}");
+    for half in [
+        "64.0.0.0",
+        "16.0.0.0",
+        "8.0.0.0",
+        "192.0.0.0",
+        "160.0.0.0",
+        "176.0.0.0",
+    ] {
+        assert!(cuts.contains(&half), "no cut at {half}: {text}");
+    }
 }
 
 fn classbench_trace(filters: &str, trace: &str, truth: Option<&str>) {
