@@ -151,12 +151,11 @@ pub fn run(
         slots.push(prepare(ir, src, strategy, opts)?);
     }
     let mut examples = Vec::new();
-    let live: Vec<usize> = (0..slots.len()).filter(|i| slots[*i].is_ok()).collect();
+    let mut live: Vec<&mut Timed> = slots.iter_mut().filter_map(|s| s.as_mut().ok()).collect();
+    let n = live.len();
     for (k, (p, want)) in packets.iter().zip(&expected).enumerate() {
-        for turn in 0..live.len() {
-            let Ok(t) = &mut slots[live[(k + turn) % live.len()]] else {
-                continue;
-            };
+        for turn in 0..n {
+            let t = &mut *live[(k + turn) % n];
             let j = t.runner.judge(p, opts.tc, opts.repeat)?;
             t.total += j.duration;
             if t.strategy != Strategy::ParseOnly
