@@ -232,6 +232,41 @@ fn clustered_prefixes_are_cut_at_aligned_halves_first() {
     }
 }
 
+/// A linear leaf keeps no term an earlier one shadows in its region:
+/// copies of a rule (which no cut separates) leave it, a rule that is
+/// only partly covered stays, and the leaf still decides as the rules do.
+#[test]
+fn linear_leaves_drop_the_terms_an_earlier_one_shadows() {
+    let src = "chain edge on host egress {
+  accept to 10.28.0.0/16 tcp 443
+  accept to 10.0.0.0/8 tcp 443
+  accept to 10.28.0.0/16 tcp 443
+  accept to 10.28.0.0/16 tcp 80
+  accept to 10.28.0.0/16 tcp 443
+  accept to 10.28.0.0/16 tcp 443
+  drop
+}
+";
+    let (ir, _) = cilc::compile_ir(src).unwrap();
+    let forest = tree::build::build(&ir, &Options::default());
+    let text = tree::dump::forest(&ir, &forest);
+    assert!(
+        text.contains("first of [r0 (edge/1), r1 (edge/2), r6 (edge/7)]"),
+        "{text}"
+    );
+    for copy in ["r2 ", "r4 ", "r5 "] {
+        assert!(!text.contains(copy), "{copy}is a copy of r0: {text}");
+    }
+    for dst in ["10.28.1.1", "10.1.1.1", "192.0.2.1"] {
+        for dport in [80, 443, 8080] {
+            let line = format!("egress local host peer world 10.200.0.5 -> {dst} tcp 1000 {dport}");
+            let pkt = parse_packet(&line).unwrap();
+            let (want, got) = (evaluate(&ir, &pkt), forest.decide(&ir, &pkt));
+            assert!(same(&want, &got), "{line}: {want:?} vs {got:?}");
+        }
+    }
+}
+
 fn classbench_trace(filters: &str, trace: &str, truth: Option<&str>) {
     let Some(dir) = common::shared() else { return };
     let read = |p: &str| std::fs::read_to_string(dir.join(p)).unwrap();

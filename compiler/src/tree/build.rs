@@ -339,6 +339,32 @@ fn covers(set: &Option<Set>, (lo, hi): (u128, u128)) -> bool {
         .is_none_or(|s| s.iter().any(|(a, b)| *a <= lo && hi <= *b))
 }
 
+/// Does `outer` hold every value of `inner` within `(lo, hi)`? (Sets are
+/// sorted; touching intervals count as one.)
+fn holds(outer: &Option<Set>, inner: &Option<Set>, (lo, hi): (u128, u128)) -> bool {
+    let Some(outer) = outer else {
+        return true;
+    };
+    let whole = [(lo, hi)];
+    let inner = inner.as_deref().unwrap_or(&whole);
+    inner.iter().all(|&(a, b)| {
+        let (mut a, b) = (a.max(lo), b.min(hi));
+        if a > b {
+            return true;
+        }
+        // Walk the outer intervals from the one that holds `a` on.
+        for &(c, d) in outer {
+            if c <= a && a <= d {
+                if d >= b {
+                    return true;
+                }
+                a = d + 1;
+            }
+        }
+        false
+    })
+}
+
 /// Is the field's set wide: unconstrained, or with one interval covering at
 /// least half of the field's domain?
 fn wide(set: &Option<Set>, top: u128) -> bool {
@@ -534,6 +560,10 @@ impl Build<'_> {
 /// one, the same at 8), fw1_100k's walks visited 22.4, 21.1, 21.8 and 22.6
 /// nodes a packet (32.1 with median cuts only).
 const ALIGNED_LEVELS: usize = 8;
+
+/// Regions of at most this many live terms drop the shadowed ones
+/// (`unshadowed`: quadratic in them; a region this small is near a leaf).
+const SHADOW_TERMS: usize = 64;
 const ALIGNED_TERMS: usize = 16;
 
 /// Nodes per term a subject's merged part may take (see `diagram`;
@@ -692,7 +722,7 @@ impl Builder<'_> {
             return 0;
         }
         if live.len() <= self.opts.leaf_size || depth >= self.opts.max_depth {
-            return self.add(Node::Linear(live));
+            return self.linear(region, live);
         }
         let aligned = match depth < ALIGNED_LEVELS && live.len() >= ALIGNED_TERMS {
             true => self.aligned_cut(region, &live),
@@ -718,7 +748,7 @@ impl Builder<'_> {
             && live.len() <= self.opts.leaf_size * 8
             && larger * 20 >= live.len() * 19
         {
-            return self.add(Node::Linear(live));
+            return self.linear(region, live);
         }
         region[i] = (lo, cut - 1);
         let lo_node = self.node(region, left, depth + 1);
@@ -735,6 +765,41 @@ impl Builder<'_> {
                 hi: hi_node,
             })
         }
+    }
+
+    /// A linear leaf of `live`, less the terms shadowed in the region.
+    fn linear(&mut self, region: &[(u128, u128); 7], live: Vec<TermId>) -> NodeId {
+        let live = match !self.opts.index && live.len() <= SHADOW_TERMS {
+            true => self.unshadowed(region, live),
+            false => live,
+        };
+        self.add(Node::Linear(live))
+    }
+
+    /// `live` without the terms an earlier live term shadows here: one
+    /// that matches every packet of the region the later one matches (its
+    /// sets hold the later one's, within the region, and it needs no atom
+    /// the later one does not) is always the first match, so the later
+    /// one never decides in this region. Policies repeat rules across
+    /// policies (the generated policy's host egress holds ~30 copies of
+    /// `allow to c28 tcp 443 snat to …`, which no cut separates), and a
+    /// wide term cut into a region an earlier narrow one fills is dead
+    /// there.
+    fn unshadowed(&self, region: &[(u128, u128); 7], live: Vec<TermId>) -> Vec<TermId> {
+        let mut kept: Vec<TermId> = Vec::with_capacity(live.len());
+        for t in live {
+            let later = &self.terms[t as usize];
+            let shadowed = kept.iter().any(|k| {
+                let earlier = &self.terms[*k as usize];
+                earlier.atoms.iter().all(|a| later.atoms.contains(a))
+                    && (0..FIELDS.len())
+                        .all(|i| holds(&earlier.fields[i], &later.fields[i], region[i]))
+            });
+            if !shadowed {
+                kept.push(t);
+            }
+        }
+        kept
     }
 
     /// Halve an address field's region (it is aligned: a power-of-two
