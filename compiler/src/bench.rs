@@ -7,14 +7,19 @@
 //! under each strategy in turn; the kernel reports the mean time of one
 //! run, and a strategy's figure is the mean over the packets. Every judged packet is also checked against
 //! the reference evaluator (rule and reason): a fast wrong answer is no
-//! answer. Parse-only decides nothing and is not checked.
+//! answer. Parse-only decides nothing and is not checked. The table
+//! strategy's packets are also walked in user space (`codegen::walk`):
+//! its decision is checked the same way, and its count of nodes visited
+//! is a figure the machine's noise does not move.
 
 use std::time::{Duration, Instant};
 
-use crate::codegen::{self, Strategy};
+use crate::codegen::table::TNode;
+use crate::codegen::{self, walk, Strategy};
 use crate::eval::{self, Packet};
 use crate::ir::Validated;
 use crate::kernel::Runner;
+use runtime_loader::manifest::Reason;
 
 pub struct Options {
     pub strategies: Vec<Strategy>,
@@ -37,7 +42,12 @@ pub struct Row {
     /// Instructions of the ingress program as loaded (entry and classifier).
     pub instructions: usize,
     pub ns_per_packet: f64,
-    /// Packets whose kernel rule and reason differ from the evaluator's.
+    /// Nodes a packet visits in the table strategy's walk (counted by the
+    /// user-space walk, `codegen::walk`, which must decide as the kernel).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nodes_per_packet: Option<f64>,
+    /// Packets whose kernel rule and reason differ from the evaluator's
+    /// (or, in the table strategy, whose user-space walk's do).
     pub wrong: usize,
     /// Why the strategy has no figures (it did not compile or load).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -74,6 +84,10 @@ struct Timed {
     runner: Runner,
     total: Duration,
     wrong: usize,
+    /// The table strategy's nodes, walked in user space too, and the
+    /// nodes those walks visited.
+    table: Option<Vec<TNode>>,
+    visits: u64,
 }
 
 /// Compile and load `strategy`'s object: its program, or the row that says
@@ -91,6 +105,12 @@ fn prepare(
             .map_or("cannot compile".into(), |d| d.message.clone())
     })?;
     let compile = t.elapsed();
+    let table = match strategy {
+        Strategy::Table => Some(codegen::table::decode(
+            runtime_loader::table::nodes(&out.object, &out.manifest).map_err(|e| e.to_string())?,
+        )),
+        _ => None,
+    };
     let art = runtime_loader::Artifact::from_bytes(out.object).map_err(|e| e.to_string())?;
     let t = Instant::now();
     let loaded = match runtime_loader::Loaded::load(&art) {
@@ -109,6 +129,7 @@ fn prepare(
                 load_s: t.elapsed().as_secs_f64(),
                 instructions: 0,
                 ns_per_packet: 0.0,
+                nodes_per_packet: None,
                 wrong: 0,
                 failed: Some(format!("does not load: {why}")),
             }));
@@ -131,7 +152,15 @@ fn prepare(
         runner,
         total: Duration::ZERO,
         wrong: 0,
+        table,
+        visits: 0,
     }))
+}
+
+/// Does the classifier see this packet (the parser drops malformed
+/// packets and later fragments before it)?
+fn walked(p: &Packet) -> bool {
+    !p.malformed && p.fragment != eval::Fragment::Later
 }
 
 pub fn run(
@@ -158,19 +187,30 @@ pub fn run(
             let t = &mut *live[(k + turn) % n];
             let j = t.runner.judge(p, opts.tc, opts.repeat)?;
             t.total += j.duration;
-            if t.strategy != Strategy::ParseOnly
-                && (j.rule != want.rule || j.reason.as_str() != want.reason.as_str())
-            {
-                t.wrong += 1;
-                if examples.len() < 5 {
-                    examples.push(format!(
-                        "{}: {p}: kernel rule {:?} ({}), evaluator rule {:?} ({})",
-                        t.strategy.as_str(),
-                        j.rule,
-                        j.reason.as_str(),
-                        want.rule,
-                        want.reason.as_str()
-                    ));
+            let mut answers = vec![("kernel", j.rule, j.reason)];
+            if let Some(nodes) = t.table.as_ref().filter(|_| walked(p)) {
+                let (src, dst) = t.runner.ends(p)?;
+                let w = walk::walk(nodes, &walk::Input::new(p, src, dst))
+                    .map_err(|e| format!("{p}: the user-space walk: {e}"))?;
+                t.visits += u64::from(w.visits);
+                let rule = (w.code >> 4).checked_sub(1);
+                answers.push(("user-space walk", rule, Reason::from_code(w.code & 0xf)));
+            }
+            for (who, rule, reason) in answers {
+                if t.strategy != Strategy::ParseOnly
+                    && (rule != want.rule || reason.as_str() != want.reason.as_str())
+                {
+                    t.wrong += 1;
+                    if examples.len() < 5 {
+                        examples.push(format!(
+                            "{}: {p}: {who} rule {:?} ({}), evaluator rule {:?} ({})",
+                            t.strategy.as_str(),
+                            rule,
+                            reason.as_str(),
+                            want.rule,
+                            want.reason.as_str()
+                        ));
+                    }
                 }
             }
         }
@@ -184,6 +224,9 @@ pub fn run(
                 load_s: t.load.as_secs_f64(),
                 instructions: t.instructions,
                 ns_per_packet: t.total.as_nanos() as f64 / packets.len().max(1) as f64,
+                nodes_per_packet: t.table.as_ref().map(|_| {
+                    t.visits as f64 / packets.iter().filter(|p| walked(p)).count().max(1) as f64
+                }),
                 wrong: t.wrong,
                 failed: None,
             },
@@ -226,7 +269,7 @@ impl Report {
         );
         let _ = writeln!(
             o,
-            "{:<11} {:>9} {:>8} {:>13} {:>10} {:>12} {:>10} {:>6}",
+            "{:<11} {:>9} {:>8} {:>13} {:>10} {:>12} {:>10} {:>6} {:>6}",
             "strategy",
             "compile",
             "load",
@@ -234,7 +277,8 @@ impl Report {
             "ns/packet",
             "/parse-only",
             "linear/",
-            "wrong"
+            "wrong",
+            "nodes"
         );
         for r in &self.rows {
             if let Some(why) = &r.failed {
@@ -260,7 +304,7 @@ impl Report {
             };
             let _ = writeln!(
                 o,
-                "{:<11} {:>8.2}s {:>7.2}s {:>13} {:>10.1} {:>12} {:>10} {:>6}",
+                "{:<11} {:>8.2}s {:>7.2}s {:>13} {:>10.1} {:>12} {:>10} {:>6} {:>6}",
                 r.strategy,
                 r.compile_s,
                 r.load_s,
@@ -268,7 +312,8 @@ impl Report {
                 r.ns_per_packet,
                 ratio(floor, true),
                 ratio(linear, false),
-                r.wrong
+                r.wrong,
+                r.nodes_per_packet.map_or("-".into(), |n| format!("{n:.2}"))
             );
         }
         for x in &self.examples {

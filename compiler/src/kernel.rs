@@ -61,20 +61,17 @@ impl Runner {
         }
     }
 
-    /// Run one packet. Fails when both ends share an address but not an
-    /// identity (the map cannot say both), or when the kernel refuses.
-    pub fn judge(&mut self, pkt: &Packet, tc: bool, repeat: u32) -> Result<Judged, String> {
+    /// The identity bits of the packet's source and destination, as the
+    /// identity map will give them. Fails when both ends share an address
+    /// but not an identity (the map cannot say both).
+    pub fn ends(&self, pkt: &Packet) -> Result<(Bits, Bits), String> {
         let (src, dst) = match pkt.direction {
             Direction::Ingress => (&pkt.peer, &pkt.local),
             Direction::Egress => (&pkt.local, &pkt.peer),
         };
         let m = &self.obj.manifest;
         let sel = &self.selectors;
-        let (mut sb, mut db, world) = (
-            bits(m, sel, src),
-            bits(m, sel, dst),
-            bits(m, sel, &Identity::World),
-        );
+        let (sb, db) = (bits(m, sel, src), bits(m, sel, dst));
         if pkt.src == pkt.dst && sb != db {
             if !self.local_wins {
                 return Err(format!(
@@ -83,8 +80,15 @@ impl Runner {
                 ));
             }
             let local = bits(m, sel, &pkt.local);
-            (sb, db) = (local.clone(), local);
+            return Ok((local.clone(), local));
         }
+        Ok((sb, db))
+    }
+
+    /// Run one packet. Fails as `ends` does, or when the kernel refuses.
+    pub fn judge(&mut self, pkt: &Packet, tc: bool, repeat: u32) -> Result<Judged, String> {
+        let (sb, db) = self.ends(pkt)?;
+        let world = bits(&self.obj.manifest, &self.selectors, &Identity::World);
         // World is what an unknown address is: it needs no entry.
         let mut want: HashMap<IpAddr, Bits> = HashMap::new();
         for (addr, b) in [(pkt.src, sb), (pkt.dst, db)] {

@@ -337,7 +337,12 @@ fn bench_times_every_strategy_and_checks_its_verdicts() {
     assert!(packets.len() >= 10);
     let (ir, _) = cilc::compile_ir(&src).unwrap();
     let opts = cilc::bench::Options {
-        strategies: vec![Strategy::ParseOnly, Strategy::Linear, Strategy::Tree],
+        strategies: vec![
+            Strategy::ParseOnly,
+            Strategy::Linear,
+            Strategy::Tree,
+            Strategy::Table,
+        ],
         repeat: 50,
         tc: false,
         local_wins: false,
@@ -356,11 +361,18 @@ fn bench_times_every_strategy_and_checks_its_verdicts() {
         r.table()
     );
     let names: Vec<&str> = r.rows.iter().map(|x| x.strategy).collect();
-    assert_eq!(names, ["parse-only", "linear", "tree"]);
+    assert_eq!(names, ["parse-only", "linear", "tree", "table"]);
+    // (The table's packets are walked in user space too: its wrong
+    // counts that walk's disagreements with the evaluator as well.)
     assert_eq!(r.wrong(), 0, "{}", r.table());
     for row in &r.rows {
         assert!(row.ns_per_packet > 0.0, "{row:?}");
         assert!(row.instructions > 0, "{row:?}");
+        // Nodes walked: the table's figure, no one else's.
+        match row.strategy {
+            "table" => assert!(row.nodes_per_packet.is_some_and(|n| n >= 1.0), "{row:?}"),
+            _ => assert_eq!(row.nodes_per_packet, None, "{row:?}"),
+        }
     }
     // Parse-only decides nothing, so it is the smallest program.
     assert!(

@@ -10,6 +10,7 @@
 mod llvm;
 pub mod region;
 pub mod table;
+pub mod walk;
 
 use cilc_grammar::ast::Span;
 use runtime_loader::manifest::{self, Manifest};
@@ -111,7 +112,7 @@ pub struct HookPlan<'a> {
 // Reasons (`enum cilc_reason`).
 const MATCHED_ALLOW: u32 = 0;
 const MATCHED_DENY: u32 = 1;
-const DEFAULT_DENY: u32 = 2;
+pub(crate) const DEFAULT_DENY: u32 = 2;
 pub(crate) const NO_POLICY: u32 = 3;
 const CHAIN_ACCEPT: u32 = 4;
 pub(crate) const CHAIN_DROP: u32 = 5;

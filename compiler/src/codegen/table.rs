@@ -20,16 +20,16 @@ use super::region::{self, Region, Regions};
 use super::{AtomCode, DiagramPlan, HookPlan};
 use crate::tree::{Field, Node, NodeId, Side, TermId};
 
-const HEAD: u8 = 1;
-const ENTRY: u8 = 2;
-const SPLIT: u8 = 3;
-const BIT: u8 = 4;
-const PORT: u8 = 5;
-const FLAGS: u8 = 6;
-const LEAF: u8 = 7;
-const JUMP: u8 = 8;
-const ANY: u8 = 9;
-const SPLIT2: u8 = 10;
+pub(super) const HEAD: u8 = 1;
+pub(super) const ENTRY: u8 = 2;
+pub(super) const SPLIT: u8 = 3;
+pub(super) const BIT: u8 = 4;
+pub(super) const PORT: u8 = 5;
+pub(super) const FLAGS: u8 = 6;
+pub(super) const LEAF: u8 = 7;
+pub(super) const JUMP: u8 = 8;
+pub(super) const ANY: u8 = 9;
+pub(super) const SPLIT2: u8 = 10;
 
 /// The largest cut of a two-level split (its cuts are 32 bits; the walker
 /// compares values past them as this).
@@ -38,7 +38,7 @@ const NARROW: u128 = u32::MAX as u128;
 /// priority below it shifted right by this (13 bits at most): a lower
 /// bound, so that a walk prunes there only where the split's own `c`
 /// would have (`CILC_T_SPLIT2_PRIO_SHIFT` in cilc.h).
-const SPLIT2_PRIO_SHIFT: u32 = 5;
+pub(super) const SPLIT2_PRIO_SHIFT: u32 = 5;
 
 /// Slots of one jump node at most (`arg` holds the count in its 9 high
 /// bits).
@@ -47,12 +47,12 @@ const JUMP_SLOTS: u128 = 256;
 const GATHER: usize = 255;
 
 /// The leaf of no decision (`CILC_T_NONE` in cilc.h).
-const NONE: u32 = 5;
+pub(super) const NONE: u32 = 5;
 
-const POLICY: u32 = 1;
-const LAST: u32 = 2;
+pub(super) const POLICY: u32 = 1;
+pub(super) const LAST: u32 = 2;
 /// The entry's part needs a predicate bit (`CILC_T_GUARD`).
-const GUARD: u32 = 4;
+pub(super) const GUARD: u32 = 4;
 
 /// One `struct cilc_tnode`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
@@ -921,11 +921,17 @@ fn run(entries: &[(u32, u32)], guards: &[Guard], i: usize) -> usize {
 /// What a table section holds, for `cilc inspect`: nodes by kind, then per
 /// hook its parts, how many are guarded by a subject, and by how many
 /// subjects.
-pub fn describe(section: &[u8]) -> String {
-    let nodes: Vec<TNode> = section
+/// The nodes of a table section (its bytes as `Table::write_into` wrote
+/// them).
+pub fn decode(section: &[u8]) -> Vec<TNode> {
+    section
         .chunks_exact(NODE)
         .map(|c| TNode::from_bytes(c.try_into().unwrap_or(&[0; NODE])))
-        .collect();
+        .collect()
+}
+
+pub fn describe(section: &[u8]) -> String {
+    let nodes = decode(section);
     let count = |k: u8| nodes.iter().filter(|t| t.kind == k).count();
     let mut out = format!(
         "{} splits, {} two-level splits, {} jumps, {} bit tests ({} chains of them with an ANY), {} port tests, \
