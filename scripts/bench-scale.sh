@@ -5,7 +5,8 @@
 # rules, the linear first-match build (beyond, linear is not run: its code
 # is past the verifier's 1M-instruction budget). Prints one markdown table;
 # "wrong" counts verdicts that differ from the reference evaluator, over
-# every build of the row. Needs root and ../shared/bench/classbench (the 100k sets
+# every build of the row; "nodes/packet" is the table's walk, counted in
+# user space (codegen/walk.rs). Needs root and ../shared/bench/classbench (the 100k sets
 # have no trace: the 10k traces of the same family give their packets).
 # Usage: scripts/bench-scale.sh [--sample N] [--repeat N]
 set -euo pipefail
@@ -54,12 +55,13 @@ if lin and lin.get("failed"):
 wrong = sum(x["wrong"] for x in rows.values() if ok(x))
 print(f"| {name} | {r['rules']:,} | {chosen} | {float(secs):.1f} s | {int(kb)//1024} MB | {nodes} | "
       f"{f(s, 'load_s', '{:.2f} s')} | {f(s, 'instructions', '{:,}')} | {f(floor, 'ns_per_packet', '{:.0f}')} | "
-      f"{lin_ns} | {f(s, 'ns_per_packet', '{:.0f}')} | {ratio} | {speedup} | {wrong} |")
+      f"{lin_ns} | {f(s, 'ns_per_packet', '{:.0f}')} | {ratio} | {speedup} | {wrong} | "
+      f"{'{:.2f}'.format(s['nodes_per_packet']) if ok(s) and s.get('nodes_per_packet') else '-'} |")
 EOF
 }
 
-echo "| set | rules | strategy (auto) | compile | peak RSS | table nodes | load | instructions | parse-only ns | linear ns | ns/packet | ÷ parse-only | linear ÷ | wrong |"
-echo "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+echo "| set | rules | strategy (auto) | compile | peak RSS | table nodes | load | instructions | parse-only ns | linear ns | ns/packet | ÷ parse-only | linear ÷ | wrong | nodes/packet |"
+echo "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 for set in acl1_1k fw1_1k ipc1_1k fw1_10k ipc1_10k; do
   "$cilc" import classbench "$cb/lyxocs_ruleSet/$set" > "$out/$set.cpl"
   row "lyxocs $set" "$out/$set.cpl" --trace "$cb/lyxocs_ruleSet/${set}_trace" linear
