@@ -200,17 +200,22 @@ fn dump_of_a_small_policy() {
     });
 }
 
-/// Address sets that cluster (here two blocks, 10.0.0.0/12 and
-/// 172.16.0.0/20) are cut at the top by halving the address space, which
-/// leaves each prefix whole, not at the median boundary.
-#[test]
-fn clustered_prefixes_are_cut_at_aligned_halves_first() {
+/// 32 rules in two clustered blocks, 10.0.0.0/12 and 172.16.0.0/20.
+fn clustered_policy() -> String {
     let mut src = String::from("chain edge on host ingress {\n");
     for i in 0..16 {
         src += &format!("  drop from 10.{i}.0.0/16 tcp {}\n", 1000 + i);
         src += &format!("  accept from 172.16.{i}.0/24 udp 53\n");
     }
-    src += "  drop\n}\n";
+    src + "  drop\n}\n"
+}
+
+/// Address sets that cluster (here two blocks, 10.0.0.0/12 and
+/// 172.16.0.0/20) are cut at the top by halving the address space, which
+/// leaves each prefix whole, not at the median boundary.
+#[test]
+fn clustered_prefixes_are_cut_at_aligned_halves_first() {
+    let src = clustered_policy();
     let text = dump_with_leaves_of_one(&src);
     let cuts: Vec<&str> = text
         .lines()
@@ -265,6 +270,26 @@ fn linear_leaves_drop_the_terms_an_earlier_one_shadows() {
             assert!(same(&want, &got), "{line}: {want:?} vs {got:?}");
         }
     }
+}
+
+/// Without aligned cuts (the tree strategy's diagrams), the same policy's
+/// first cut is a median boundary, not the half of the address space.
+#[test]
+fn without_aligned_cuts_the_first_cut_is_a_median() {
+    let src = clustered_policy();
+    let (ir, _) = cilc::compile_ir(&src).unwrap();
+    let opts = Options {
+        leaf_size: 1,
+        aligned: false,
+        ..Options::default()
+    };
+    let text = tree::dump::forest(&ir, &tree::build::build(&ir, &opts));
+    let first = text.lines().find_map(|l| {
+        l.split_once(" < ")
+            .map(|(_, r)| r.split(' ').next().unwrap_or(""))
+    });
+    assert!(first.is_some_and(|c| c != "128.0.0.0"), "{text}");
+    assert!(!text.contains("src < 128.0.0.0"), "{text}");
 }
 
 fn classbench_trace(filters: &str, trace: &str, truth: Option<&str>) {

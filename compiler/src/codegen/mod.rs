@@ -250,15 +250,31 @@ pub fn compile(ir: &Validated, src: &str, opts: &Options) -> Result<Output, Vec<
         "building the decision diagrams of {} rules",
         ir.rules.len()
     ));
-    let forest = crate::timed("diagrams", || {
-        build::build_with(ir, &build::Options::default(), opts.cache.as_deref())
-    });
+    // A tree is built without aligned cuts (they deepen the diagram,
+    // which code pays per level); a table, and `auto`'s choice, with them.
+    let diagrams = |aligned: bool| {
+        let b = build::Options {
+            aligned,
+            ..build::Options::default()
+        };
+        crate::timed("diagrams", || {
+            build::build_with(ir, &b, opts.cache.as_deref())
+        })
+    };
+    let forest = diagrams(opts.strategy != Strategy::Tree);
     let (strategy, choice) = match opts.strategy {
         Strategy::Auto => {
             let (s, why) = choose(&forest);
             (s, Some(why))
         }
         s => (s, None),
+    };
+    let forest = match (opts.strategy, strategy) {
+        (Strategy::Auto, Strategy::Tree) => {
+            progress("building the decision diagrams again for code");
+            diagrams(false)
+        }
+        _ => forest,
     };
     let forest = match strategy {
         // (`choose` never answers auto.)

@@ -344,6 +344,7 @@ pub fn lint(ir: &Validated, forest: &Forest) -> Vec<Diagnostic> {
         // An index lists every term in its leaves: merged parts would
         // copy the wide ones everywhere.
         merge: false,
+        aligned: true,
     };
     // Per section and hook: do its allows cover everything? Does any allow
     // reach its subject?
