@@ -30,6 +30,33 @@ pub struct Judged {
 
 pub use runtime_loader::identity::{bits, selectors};
 
+/// The identity bits of `pkt`'s source and destination under `m`'s
+/// selectors. Both ends at one address with different identities: the
+/// local side's for both with `local_wins` (see `Runner`), else an error.
+pub fn ends(
+    m: &runtime_loader::manifest::Manifest,
+    sel: &[(u32, Selector)],
+    pkt: &Packet,
+    local_wins: bool,
+) -> Result<(Bits, Bits), String> {
+    let (src, dst) = match pkt.direction {
+        Direction::Ingress => (&pkt.peer, &pkt.local),
+        Direction::Egress => (&pkt.local, &pkt.peer),
+    };
+    let (sb, db) = (bits(m, sel, src), bits(m, sel, dst));
+    if pkt.src == pkt.dst && sb != db {
+        if !local_wins {
+            return Err(format!(
+                "{} is both ends with different identities",
+                pkt.src
+            ));
+        }
+        let local = bits(m, sel, &pkt.local);
+        return Ok((local.clone(), local));
+    }
+    Ok((sb, db))
+}
+
 /// Which program judges a packet.
 pub fn program(direction: Direction, tc: bool) -> &'static str {
     match (direction, tc) {
@@ -65,24 +92,7 @@ impl Runner {
     /// identity map will give them. Fails when both ends share an address
     /// but not an identity (the map cannot say both).
     pub fn ends(&self, pkt: &Packet) -> Result<(Bits, Bits), String> {
-        let (src, dst) = match pkt.direction {
-            Direction::Ingress => (&pkt.peer, &pkt.local),
-            Direction::Egress => (&pkt.local, &pkt.peer),
-        };
-        let m = &self.obj.manifest;
-        let sel = &self.selectors;
-        let (sb, db) = (bits(m, sel, src), bits(m, sel, dst));
-        if pkt.src == pkt.dst && sb != db {
-            if !self.local_wins {
-                return Err(format!(
-                    "{} is both ends with different identities",
-                    pkt.src
-                ));
-            }
-            let local = bits(m, sel, &pkt.local);
-            return Ok((local.clone(), local));
-        }
-        Ok((sb, db))
+        ends(&self.obj.manifest, &self.selectors, pkt, self.local_wins)
     }
 
     /// Run one packet. Fails as `ends` does, or when the kernel refuses.

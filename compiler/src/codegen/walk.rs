@@ -50,15 +50,23 @@ impl Input {
             direction: u32::from(pkt.direction == Direction::Egress),
             v6: pkt.src.is_ipv6(),
             fields,
-            // As the frame carries it (eval::frame): a data offset of 5
-            // where the word leaves it 0.
-            tcp_flags: match (pkt.proto, pkt.tcp_flags >> 12) {
-                (6, 0) => 0x5000 | pkt.tcp_flags,
-                (6, _) => pkt.tcp_flags,
+            tcp_flags: match pkt.proto {
+                6 => crate::eval::frame::tcp_word(pkt.tcp_flags),
                 _ => 0,
             },
             src,
             dst,
+        }
+    }
+}
+
+impl Input {
+    /// The predicate bits of end `field` (0 source, else destination).
+    fn end(&self, field: u8) -> &[u64; PRED_WORDS] {
+        if field != 0 {
+            &self.dst.bits
+        } else {
+            &self.src.bits
         }
     }
 }
@@ -173,11 +181,7 @@ impl State<'_> {
             FLAGS => pick(n, u32::from(c.tcp_flags & n.arg) == n.c),
             ANY => {
                 let q = usize::from(n.arg) & (PRED_WORDS - 1);
-                let bits = if n.field != 0 {
-                    &c.dst.bits
-                } else {
-                    &c.src.bits
-                };
+                let bits = c.end(n.field);
                 let (lo, hi) = (n.cut as u64, (n.cut >> 64) as u64);
                 let m0 = bits[q] & lo;
                 let m1 = bits[(q + 1) & (PRED_WORDS - 1)] & hi;
@@ -256,12 +260,7 @@ impl State<'_> {
                 return Err(format!("entry {} guards no run", self.entry));
             }
             let b = u32::from(en.arg) & (PRED_WORDS as u32 * 64 - 1);
-            let bits = if en.field != 0 {
-                &self.inp.dst.bits
-            } else {
-                &self.inp.src.bits
-            };
-            let word = bits[(b / 64) as usize];
+            let word = self.inp.end(en.field)[(b / 64) as usize];
             if (word >> (b % 64)) & 1 == 0 {
                 let later = word & (en.cut >> 64) as u64;
                 if later != 0 {
@@ -316,6 +315,5 @@ fn pick(n: &TNode, yes: bool) -> u32 {
 /// Predicate bit `arg` of end `field` (0 source, else destination).
 fn bit(c: &Input, field: u8, arg: u32) -> bool {
     let b = arg & (PRED_WORDS as u32 * 64 - 1);
-    let bits = if field != 0 { &c.dst.bits } else { &c.src.bits };
-    (bits[(b / 64) as usize] >> (b % 64)) & 1 == 1
+    (c.end(field)[(b / 64) as usize] >> (b % 64)) & 1 == 1
 }

@@ -14,6 +14,15 @@ use super::{Fragment, Packet};
 
 const ETH: usize = 14;
 
+/// TCP's data-offset-and-flags word as a frame carries `tcp_flags`: data
+/// offset 5 where the word leaves it 0.
+pub fn tcp_word(flags: u16) -> u16 {
+    match flags >> 12 {
+        0 => 0x5000 | flags,
+        _ => flags,
+    }
+}
+
 fn l4(pkt: &Packet) -> Vec<u8> {
     if pkt.fragment == Fragment::Later {
         return vec![0; 8];
@@ -24,10 +33,7 @@ fn l4(pkt: &Packet) -> Vec<u8> {
             h.extend_from_slice(&pkt.sport.to_be_bytes());
             h.extend_from_slice(&pkt.dport.to_be_bytes());
             h.extend_from_slice(&[0; 8]); // sequence, acknowledgement
-            let word = match pkt.tcp_flags >> 12 {
-                0 => 0x5000 | pkt.tcp_flags,
-                _ => pkt.tcp_flags,
-            };
+            let word = tcp_word(pkt.tcp_flags);
             h.extend_from_slice(&word.to_be_bytes());
             h.extend_from_slice(&[0xff, 0xff, 0, 0, 0, 0]); // window, checksum, urgent
         }

@@ -44,7 +44,7 @@ pub struct Options {
     /// Halve clustered address blocks at the top of each part
     /// (`aligned_cut`): a table's walk visits fewer nodes, but the
     /// diagram is deeper, and a tree's code pays every level as a compare
-    /// (ipc1_10k: mean depth 13.2 → 16.2, 1.35× → 1.57× parse-only).
+    /// (ipc1_10k: mean depth 13.1 → 16.2, 1.35× → 1.57× parse-only).
     pub aligned: bool,
 }
 
@@ -566,11 +566,11 @@ impl Build<'_> {
 /// one, the same at 8), fw1_100k's walks visited 22.4, 21.1, 21.8 and 22.6
 /// nodes a packet (32.1 with median cuts only).
 const ALIGNED_LEVELS: usize = 8;
+const ALIGNED_TERMS: usize = 16;
 
 /// Regions of at most this many live terms drop the shadowed ones
 /// (`unshadowed`: quadratic in them; a region this small is near a leaf).
 const SHADOW_TERMS: usize = 64;
-const ALIGNED_TERMS: usize = 16;
 
 /// Nodes per term a subject's merged part may take (see `diagram`;
 /// acl1_100k merged takes 1.6).
