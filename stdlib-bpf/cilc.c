@@ -720,10 +720,12 @@ static long walk_step(__u32 i, void *arg)
 			__u32 q = n->arg & (CILC_PRED_WORDS - 1);
 			__u64 *bits = n->field ? c->dst_bits : c->src_bits;
 			__u64 lo = n->cut[1], hi = n->cut[0];
-			__u64 m0 = bits[q] & lo;
+			__u64 flip = (__u32)n->arg >> CILC_T_ANY_FLIP_SHIFT;
+			__u64 m0 = (bits[q] ^ flip) & lo;
 			__u64 m1 = bits[(q + 1) & (CILC_PRED_WORDS - 1)] & hi;
-			/* One bit of the chain set: where its first test leads
-			 * (set), by its rank among the chain's bits. */
+			/* One bit of the chain on its other side: where its
+			 * first test leads then, by its rank among the chain's
+			 * bits. */
 			__u32 rank = 0xffffffff;
 			if (m0 && !(m0 & (m0 - 1)) && !m1)
 				rank = __builtin_popcountll(lo & (m0 - 1));

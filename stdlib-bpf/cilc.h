@@ -329,10 +329,14 @@ enum cilc_tnode_kind {
 	 * slots are consecutive nodes, each a copy of the node it leads to. */
 	CILC_T_JUMP = 8,
 	/* A chain of tests of the predicate bits of end `field` in the mask
-	 * cut (cut[1] of word `arg`, cut[0] of word arg + 1): none of them
-	 * set, b (where the chain ends then); one, node c + its rank among
-	 * the mask's bits (a copy of the node that bit's first test leads
-	 * to when set); more, a (the chain's first test). */
+	 * cut (cut[1] of word `arg` & 7, cut[0] of the word after it), each
+	 * bit's tests going on to the next when it is clear, or when it is
+	 * set for the bits in arg >> CILC_T_ANY_FLIP_SHIFT (a mask of the
+	 * low word's bits 0-1: tests of none of the world or host bit).
+	 * None of them on its other side: b (where the chain ends then);
+	 * one, node c + its rank among the mask's bits (a copy of the node
+	 * that bit's first test leads to then); more, a (the chain's first
+	 * test). */
 	CILC_T_ANY = 9,
 	/* Two levels of splits in one node: field f1 below cut 1, then
 	 * (field f0 below cut 0: a, else b), else (field f2 below cut 2: c,
@@ -343,6 +347,9 @@ enum cilc_tnode_kind {
 	 * >> CILC_T_SPLIT2_PRIO_SHIFT) << 3. */
 	CILC_T_SPLIT2 = 10,
 };
+
+/* table.rs `ANY_FLIP_SHIFT`. */
+#define CILC_T_ANY_FLIP_SHIFT 14
 
 /* table.rs `SPLIT2_PRIO_SHIFT`. */
 #define CILC_T_SPLIT2_PRIO_SHIFT 5

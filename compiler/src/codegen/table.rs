@@ -15,6 +15,7 @@
 //! that are such splits too (any field): one node for two levels.
 
 use crate::fx::FxMap;
+use runtime_loader::manifest::{PRED_HOST, PRED_WORLD};
 
 use super::region::{self, Region, Regions};
 use super::{AtomCode, DiagramPlan, HookPlan};
@@ -753,8 +754,8 @@ fn with_jumps(old: &[TNode], roots: impl Iterator<Item = u32>) -> (Enc, Vec<u32>
     let mut entered = vec![false; old.len()];
     for t in old {
         for k in kids(t) {
-            let fails_in =
-                k == t.b && (next_in_chain(t, &old[k as usize]) || matches!(t.kind, PORT | FLAGS));
+            let fails_in = (k == t.b && matches!(t.kind, PORT | FLAGS))
+                || link(old, t).is_some_and(|(next, _)| next == k);
             if !fails_in {
                 entered[k as usize] = true;
             }
@@ -792,31 +793,45 @@ fn with_jumps(old: &[TNode], roots: impl Iterator<Item = u32>) -> (Enc, Vec<u32>
                 }
                 _ => {
                     // A chain's own link goes to the next test, not its ANY.
-                    let b = match next_in_chain(&t, &old[t.b as usize]) {
-                        true => plain[t.b as usize],
-                        false => memo[t.b as usize],
+                    let next = link(old, &t).map(|(next, _)| next);
+                    let to = |k: u32| match next == Some(k) {
+                        true => plain[k as usize],
+                        false => memo[k as usize],
                     };
                     let id = enc.push(TNode {
-                        a: memo[t.a as usize],
-                        b,
+                        a: to(t.a),
+                        b: to(t.b),
                         ..t
                     });
                     plain[n as usize] = id;
                     match (entered[n as usize]).then(|| chain(old, n)).flatten() {
                         Some((word, firsts, end)) => {
-                            let mask = firsts
+                            let bit = |b: u16| 1u128 << (b - word * 64);
+                            let mask = firsts.iter().fold(0, |m, (b, ..)| m | bit(*b));
+                            let flip = firsts
                                 .iter()
-                                .fold(0u128, |m, (b, _)| m | 1 << (b - word * 64));
+                                .filter(|(.., set)| *set)
+                                .fold(0, |m, (b, ..)| m | bit(*b));
+                            debug_assert!(flip >> FLIPPABLE == 0);
                             // Each bit's slot is where its first test goes
-                            // when the bit is set: the walk that found it the
-                            // one bit set need not test it again.
-                            let set = |at: u32| enc.t.nodes[plain[at as usize] as usize].a;
-                            let slots: Vec<u32> = firsts.iter().map(|(_, at)| set(*at)).collect();
+                            // when the bit is on its other side: the walk
+                            // that found it the one bit there need not test
+                            // it again.
+                            let other = |at: u32, set: bool| {
+                                let t = &enc.t.nodes[plain[at as usize] as usize];
+                                if set {
+                                    t.b
+                                } else {
+                                    t.a
+                                }
+                            };
+                            let slots: Vec<u32> =
+                                firsts.iter().map(|(_, at, set)| other(*at, *set)).collect();
                             let c = enc.block(&slots);
                             enc.push(TNode {
                                 kind: ANY,
                                 field: t.field,
-                                arg: word,
+                                arg: word | (flip as u16) << ANY_FLIP_SHIFT,
                                 cut: mask,
                                 a: id,
                                 b: memo[end as usize],
@@ -832,43 +847,73 @@ fn with_jumps(old: &[TNode], roots: impl Iterator<Item = u32>) -> (Enc, Vec<u32>
     (enc, memo)
 }
 
-/// Is `u` the next test of a chain (`chain`) that `t` is in?
-fn next_in_chain(t: &TNode, u: &TNode) -> bool {
-    t.kind == BIT && u.kind == BIT && u.field == t.field && (t.arg / 64).abs_diff(u.arg / 64) <= 1
+/// Predicate bits below this (the world and host bits, word 0) may be
+/// tested in a chain on their "set" side: a test that holds when the bit
+/// is clear (`from cluster`: none of the world bit) goes on to the next
+/// term when it is set.
+const FLIPPABLE: u16 = 2;
+const _: () = assert!(PRED_WORLD < FLIPPABLE as u32);
+const _: () = assert!(PRED_HOST < FLIPPABLE as u32);
+
+/// Where an `ANY`'s flipped bits sit in its `arg` (cilc.h
+/// `CILC_T_ANY_FLIP_SHIFT`): a mask of the chain's bits below
+/// `FLIPPABLE` whose tests go on when the bit is set.
+pub(super) const ANY_FLIP_SHIFT: u32 = 14;
+
+/// The link from the bit test `t` to the next test of a chain it is in,
+/// if it has one: the next test (of the same end, its bit in a word next
+/// to `t`'s) and whether `t` goes on to it when its bit is set. A test
+/// goes on where its bit is clear, or (a bit below `FLIPPABLE` whose clear
+/// side leads elsewhere) where it is set.
+fn link(old: &[TNode], t: &TNode) -> Option<(u32, bool)> {
+    let near = |k: u32| {
+        let u = &old[k as usize];
+        u.kind == BIT && u.field == t.field && (t.arg / 64).abs_diff(u.arg / 64) <= 1
+    };
+    match t.kind == BIT {
+        true if near(t.b) => Some((t.b, false)),
+        true if t.arg < FLIPPABLE && near(t.a) => Some((t.a, true)),
+        _ => None,
+    }
 }
 
-/// A chain of bit tests: its lower word, each bit's first test (by bit),
-/// and where it ends.
-type Chain = (u16, Vec<(u16, u32)>, u32);
+/// A chain of bit tests: its lower word, each bit's first test (by bit)
+/// and whether the chain goes on when that bit is set, and where it ends.
+type Chain = (u16, Vec<(u16, u32, bool)>, u32);
 
-/// Bit tests in a row of at least this many, along their "not set"
-/// sides, get an `ANY` in front.
+/// Bit tests in a row of at least this many, along their links, get an
+/// `ANY` in front.
 const ANY_CHAIN: usize = 3;
 
-/// The chain of bit tests from `n` along their "not set" sides while they
-/// test one end's bits in two words next to each other (a run of terms
-/// that each need one peer selector, say): the lower word, each bit's
-/// first test in the chain, by bit, and where the chain ends when none is
-/// set, if it is `ANY_CHAIN` tests or more. A packet with none of its bits
-/// then skips the chain in one node, and one with one of them goes where
-/// that bit's first test leads when set (the tests before it fail, that
-/// one holds).
+/// The chain of bit tests from `n` along their links (`link`: mostly the
+/// "not set" sides) while they test one end's bits in two words next to
+/// each other (a run of terms that each need one peer selector, or none
+/// of the world bit, say), each bit on one side throughout: the lower
+/// word, each bit's first test in the chain, by bit, and where the chain
+/// ends when no bit is on its other side, if it is `ANY_CHAIN` tests or
+/// more. A packet with none of its bits on the other side then skips the
+/// chain in one node, and one with one of them goes where that bit's first
+/// test leads then (the tests before it go on, that one does not).
 fn chain(old: &[TNode], n: u32) -> Option<Chain> {
     let first = &old[n as usize];
     let (mut lo, mut hi) = (first.arg / 64, first.arg / 64);
-    let (mut firsts, mut len, mut at) = (Vec::new(), 0, n);
+    let (mut firsts, mut len, mut at): (Vec<(u16, u32, bool)>, _, _) = (Vec::new(), 0, n);
     loop {
         let t = &old[at as usize];
         let w = t.arg / 64;
         if t.kind != BIT || t.field != first.field || w.max(hi) - w.min(lo) > 1 {
             break;
         }
-        (lo, hi) = (lo.min(w), hi.max(w));
-        if !firsts.iter().any(|(b, _)| *b == t.arg) {
-            firsts.push((t.arg, at));
+        // The last test goes on where its bit is clear (the chain's end).
+        let (next, set) = link(old, t).unwrap_or((t.b, false));
+        match firsts.iter().find(|(b, ..)| *b == t.arg) {
+            Some((.., s)) if *s != set => break,
+            Some(_) => {}
+            None => firsts.push((t.arg, at, set)),
         }
+        (lo, hi) = (lo.min(w), hi.max(w));
         len += 1;
-        at = t.b;
+        at = next;
     }
     firsts.sort_unstable();
     (len >= ANY_CHAIN).then_some((lo, firsts, at))
@@ -1760,11 +1805,13 @@ mod tests {
     /// The leaf a walk from `n` reaches, for split key `v` on every field
     /// and predicate bits `words` (of both ends), as cilc.c walks splits,
     /// bit tests and `ANY` chains.
-    fn decide(nodes: &[TNode], mut n: u32, v: u128, words: &[u64; 8]) -> u32 {
+    fn decide(nodes: &[TNode], mut n: u32, v: u128, words: &[u64; 8]) -> (u32, usize) {
+        let mut visits = 0;
         loop {
             let t = nodes[n as usize];
+            visits += 1;
             n = match t.kind {
-                LEAF => return t.a,
+                LEAF => return (t.a, visits),
                 SPLIT if v < t.cut => t.a,
                 SPLIT => t.b,
                 SPLIT2 => split2_side(&t, &[v; 7]),
@@ -1774,8 +1821,9 @@ mod tests {
                 PORT if words[7] >> (t.arg % 64) & 1 != 0 => t.a,
                 PORT => t.b,
                 ANY => {
-                    let q = usize::from(t.arg);
-                    let m = u128::from(words[q % 8] & t.cut as u64)
+                    let q = usize::from(t.arg) % 8;
+                    let flip = u64::from(t.arg >> ANY_FLIP_SHIFT);
+                    let m = u128::from((words[q] ^ flip) & t.cut as u64)
                         | u128::from(words[(q + 1) % 8] & (t.cut >> 64) as u64) << 64;
                     match m.count_ones() {
                         0 => t.b,
@@ -1828,8 +1876,8 @@ mod tests {
                 }
             }
             for v in [50, 150] {
-                let want = decide(&old, root, v, &words);
-                let got = decide(&new, at[root as usize], v, &words);
+                let (want, _) = decide(&old, root, v, &words);
+                let (got, _) = decide(&new, at[root as usize], v, &words);
                 assert_eq!(got, want, "bits {words:x?}, v {v}");
             }
         }
@@ -1866,7 +1914,7 @@ mod tests {
         // the end.
         assert_eq!(new[root as usize].b, old[cluster as usize].b, "{new:?}");
         assert_eq!(new[cluster as usize].a, end, "{new:?}");
-        let walk = |nodes: &[TNode], words: &[u64; 8]| decide(nodes, root, 0, words);
+        let walk = |nodes: &[TNode], words: &[u64; 8]| decide(nodes, root, 0, words).0;
         for bits in 0..4u64 {
             for ports in 0..1u64 << n {
                 let words = [bits, 0, 0, 0, 0, 0, 0, ports];
@@ -2075,6 +2123,75 @@ mod tests {
             old.len(),
             new.len()
         );
+    }
+
+    #[test]
+    fn chains_go_on_past_tests_of_none_of_the_world_bit() {
+        // A pod's ingress: terms `from sN` (bit N) between terms `from
+        // cluster tcp named metrics-K` (none of the world bit, then a
+        // named port), then one `from world` (the world bit set: its
+        // chain would go on where the bit is clear, so it ends the chain).
+        let world = Side::Src;
+        let mut codes = vec![
+            AtomCode::NoBit(world, vec![PRED_WORLD]),
+            AtomCode::Bit(world, PRED_WORLD),
+        ];
+        codes.extend((0..4).map(AtomCode::Port));
+        codes.extend([20, 53, 64, 70, 90].map(|b| AtomCode::Bit(world, b)));
+        // (first atom, second atom) by term, in priority order.
+        let terms: [(u32, Option<u32>); 10] = [
+            (6, None),
+            (0, Some(2)),
+            (7, None),
+            (0, Some(3)),
+            (8, None),
+            (0, Some(4)),
+            (9, None),
+            (0, Some(5)),
+            (10, None),
+            (1, None),
+        ];
+        let mut enc = Enc::new();
+        let mut next = enc.leaf(999, 999);
+        for (i, (a, b)) in terms.iter().enumerate().rev() {
+            let hit = enc.leaf(i as u32 + 1, i as u32);
+            let yes = match b {
+                Some(b) => enc.atom(&codes, *b, hit, next),
+                None => hit,
+            };
+            next = enc.atom(&codes, *a, yes, next);
+        }
+        let root = enc.split(Field::DstPort, 100, next, NONE);
+        let old = enc.t.nodes;
+        let (new, at) = with_jumps(&old, [root].into_iter());
+        let new = new.t.nodes;
+        // One ANY over the selector bits and the world bit, flipped.
+        let any = new
+            .iter()
+            .find(|t| t.kind == ANY)
+            .unwrap_or_else(|| panic!("no ANY in {new:?}"));
+        let bits: Vec<u16> = (0..128u16).filter(|b| any.cut >> b & 1 != 0).collect();
+        assert_eq!(bits, [0, 20, 53, 64, 70, 90]);
+        assert_eq!(any.arg >> ANY_FLIP_SHIFT, 1);
+        // Every combination of the bits and named ports decides as before,
+        // and a world peer (the world bit alone) passes the chain in one
+        // node: the split, the ANY, the `from world` test, its leaf.
+        let distinct = [0u16, 20, 53, 64, 70, 90];
+        for set in 0..1u32 << (distinct.len() + 4) {
+            let mut words = [0u64; 8];
+            for (i, b) in distinct.iter().enumerate() {
+                if set >> i & 1 != 0 {
+                    words[usize::from(b / 64)] |= 1 << (b % 64);
+                }
+            }
+            words[7] = u64::from(set >> distinct.len());
+            let (want, _) = decide(&old, root, 50, &words);
+            let (got, visits) = decide(&new, at[root as usize], 50, &words);
+            assert_eq!(got, want, "bits {words:x?}");
+            if words[..7] == [1, 0, 0, 0, 0, 0, 0] {
+                assert_eq!((got, visits), (10, 4), "a world peer");
+            }
+        }
     }
 
     #[test]

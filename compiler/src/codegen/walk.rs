@@ -12,8 +12,8 @@ use runtime_loader::identity::Bits;
 use runtime_loader::manifest::{NAMED_PORTS, PRED_WORDS};
 
 use super::table::{
-    TNode, ANY, BIT, ENTRY, FLAGS, GUARD, HEAD, JUMP, LAST, LEAF, NONE, POLICY, PORT, SPLIT,
-    SPLIT2, SPLIT2_PRIO_SHIFT,
+    TNode, ANY, ANY_FLIP_SHIFT, BIT, ENTRY, FLAGS, GUARD, HEAD, JUMP, LAST, LEAF, NONE, POLICY,
+    PORT, SPLIT, SPLIT2, SPLIT2_PRIO_SHIFT,
 };
 use super::{CHAIN_DROP, DEFAULT_DENY, NO_POLICY};
 use crate::eval::Packet;
@@ -181,9 +181,10 @@ impl State<'_> {
             FLAGS => pick(n, u32::from(c.tcp_flags & n.arg) == n.c),
             ANY => {
                 let q = usize::from(n.arg) & (PRED_WORDS - 1);
+                let flip = u64::from(n.arg >> ANY_FLIP_SHIFT);
                 let bits = c.end(n.field);
                 let (lo, hi) = (n.cut as u64, (n.cut >> 64) as u64);
-                let m0 = bits[q] & lo;
+                let m0 = (bits[q] ^ flip) & lo;
                 let m1 = bits[(q + 1) & (PRED_WORDS - 1)] & hi;
                 if m0.count_ones() == 1 && m1 == 0 {
                     n.c + (lo & (m0 - 1)).count_ones()
