@@ -84,6 +84,10 @@ struct Gen<'ctx> {
     p: PointerValue<'ctx>,
     i64t: IntType<'ctx>,
     i32t: IntType<'ctx>,
+    /// `llvm.bpf.passthrough` on a pointer, and its next sequence number
+    /// (see `leaf_slot`).
+    pass: FunctionValue<'ctx>,
+    seq: std::cell::Cell<u64>,
 }
 
 /// A field's value as loaded for one test. IPv6 addresses are two 64-bit
@@ -107,6 +111,39 @@ impl<'ctx> Gen<'ctx> {
                     &[self.i64t.const_int(offset, false)],
                     "",
                 )
+                .map_err(e)
+        }
+    }
+
+    /// A slot, addressed afresh for one way out of a part. The same
+    /// address in every leaf would be hoisted by LLVM (SimplifyCFG hoists
+    /// what both sides of a branch compute) up to the part's root, live
+    /// across all of it and spilled: each leaf then read it back from the
+    /// stack, and the kernel's stack liveness pass (6.17+) runs over the
+    /// whole function each time a path reads a stack slot it had not seen
+    /// (fw1_10k's tree: 27,908 such reads, 142 s to load). Behind
+    /// `llvm.bpf.passthrough` (removed by the BPF back end before
+    /// instruction selection) with its own sequence number, the address is
+    /// the leaf's own: the context pointer plus the slot's offset, folded
+    /// into the store.
+    fn leaf_slot(&self, offset: u64) -> Result<PointerValue<'ctx>, Err> {
+        let seq = self.seq.replace(self.seq.get() + 1);
+        let p = self
+            .b
+            .build_call(
+                self.pass,
+                &[self.i32t.const_int(seq, false).into(), self.p.into()],
+                "",
+            )
+            .map_err(e)?
+            .try_as_basic_value()
+            .basic()
+            .ok_or("llvm.bpf.passthrough returned nothing")?
+            .into_pointer_value();
+        // SAFETY: the slot offsets are within struct cilc_ctx.
+        unsafe {
+            self.b
+                .build_in_bounds_gep(self.ctx.i8_type(), p, &[self.k(offset)], "")
                 .map_err(e)
         }
     }
@@ -514,11 +551,9 @@ impl<'ctx> Gen<'ctx> {
             // happens once, after the part. (Stores, not PHI inputs: LLVM
             // folds a block that only jumps into its PHI input by input,
             // quadratic in the thousands of exits of a large diagram.)
-            let found_t = self.slot(layout::SLOT_FOUND_T)?;
-            let found = self.slot(layout::SLOT_FOUND)?;
             let leave = |tv: IntValue<'ctx>, code: IntValue<'ctx>| -> Result<(), Err> {
-                self.store_narrow(found_t, tv)?;
-                self.store_narrow(found, code)?;
+                self.store_narrow(self.leaf_slot(layout::SLOT_FOUND_T)?, tv)?;
+                self.store_narrow(self.leaf_slot(layout::SLOT_FOUND)?, code)?;
                 self.b.build_unconditional_branch(exit).map_err(e)?;
                 Ok(())
             };
@@ -604,8 +639,8 @@ impl<'ctx> Gen<'ctx> {
                 }
             }
             self.b.position_at_end(exit);
-            let tv = self.load_wide(found_t)?;
-            let code = self.load_wide(found)?;
+            let tv = self.load_wide(self.slot(layout::SLOT_FOUND_T)?)?;
+            let code = self.load_wide(self.slot(layout::SLOT_FOUND)?)?;
             self.keep_if_earlier(tv, code)?;
         }
         self.load_ptr(i32t, best)
@@ -765,6 +800,10 @@ pub fn emit(
         .ok_or("cilc_classify has no direction parameter")?
         .into_int_value();
     let entry = ctx.append_basic_block(f, "entry");
+    let ptr = p.get_type();
+    let pass = inkwell::intrinsics::Intrinsic::find("llvm.bpf.passthrough")
+        .and_then(|i| i.get_declaration(&module, &[ptr.into(), ptr.into()]))
+        .ok_or("LLVM has no llvm.bpf.passthrough")?;
     let g = Gen {
         ctx: &ctx,
         b: ctx.create_builder(),
@@ -772,6 +811,8 @@ pub fn emit(
         p,
         i64t: ctx.i64_type(),
         i32t: ctx.i32_type(),
+        pass,
+        seq: std::cell::Cell::new(0),
     };
     g.b.position_at_end(entry);
     // The walker: inlined where the table strategy calls it, dropped
