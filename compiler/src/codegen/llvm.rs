@@ -102,15 +102,15 @@ struct Val<'ctx> {
 impl<'ctx> Gen<'ctx> {
     /// A working slot in the context (see `slots` in cilc.h).
     fn slot(&self, offset: u64) -> Result<PointerValue<'ctx>, Err> {
-        // SAFETY: the slot offsets are within struct cilc_ctx.
+        self.at(self.p, offset)
+    }
+
+    /// `offset` bytes into the context `p` points to.
+    fn at(&self, p: PointerValue<'ctx>, offset: u64) -> Result<PointerValue<'ctx>, Err> {
+        // SAFETY: the slot and field offsets are within struct cilc_ctx.
         unsafe {
             self.b
-                .build_in_bounds_gep(
-                    self.ctx.i8_type(),
-                    self.p,
-                    &[self.i64t.const_int(offset, false)],
-                    "",
-                )
+                .build_in_bounds_gep(self.ctx.i8_type(), p, &[self.k(offset)], "")
                 .map_err(e)
         }
     }
@@ -140,12 +140,7 @@ impl<'ctx> Gen<'ctx> {
             .basic()
             .ok_or("llvm.bpf.passthrough returned nothing")?
             .into_pointer_value();
-        // SAFETY: the slot offsets are within struct cilc_ctx.
-        unsafe {
-            self.b
-                .build_in_bounds_gep(self.ctx.i8_type(), p, &[self.k(offset)], "")
-                .map_err(e)
-        }
+        self.at(p, offset)
     }
 
     /// Every load from and store to the context is volatile: LLVM neither

@@ -753,9 +753,9 @@ fn with_jumps(old: &[TNode], roots: impl Iterator<Item = u32>) -> (Enc, Vec<u32>
     // 100k policy took 8.7M nodes). The chain's first test has its `ANY`.
     let mut entered = vec![false; old.len()];
     for t in old {
+        let next = link(old, t).map(|(next, _)| next);
         for k in kids(t) {
-            let fails_in = (k == t.b && matches!(t.kind, PORT | FLAGS))
-                || link(old, t).is_some_and(|(next, _)| next == k);
+            let fails_in = (k == t.b && matches!(t.kind, PORT | FLAGS)) || next == Some(k);
             if !fails_in {
                 entered[k as usize] = true;
             }
