@@ -770,6 +770,10 @@ pub fn emit(
     // SAFETY: the handler only prints and exits.
     unsafe { inkwell::support::error_handling::install_fatal_error_handler(fatal) };
     Target::initialize_bpf(&InitializationConfig::default());
+    // inkwell leaves out the BPF asm parser; the walk's loop (cilc.c
+    // `can_loop`) is an inline `may_goto`.
+    // SAFETY: LLVM's own initialiser, idempotent.
+    unsafe { llvm_sys::target::LLVMInitializeBPFAsmParser() };
     options();
     let ctx = Context::create();
     let buf = MemoryBuffer::create_from_memory_range_copy(stdlib, "cilc.bc");

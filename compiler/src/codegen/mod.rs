@@ -231,8 +231,11 @@ pub fn choose(forest: &Forest) -> (Strategy, String) {
     }
 }
 
-/// `CILC_WALK_MAX` in stdlib-bpf/cilc.c.
-const WALK_MAX: u64 = 1 << 20;
+/// Most nodes a walk of the table may visit: the kernel ends the walk's
+/// `may_goto` loop (stdlib-bpf/cilc.c `can_loop`) once its budget,
+/// millions of turns, is spent; a table whose longest walk (every root's
+/// depth, summed) is longer than this is refused, well within it.
+pub(super) const WALK_MAX: u64 = 1 << 20;
 
 fn error(message: String) -> Vec<Diagnostic> {
     vec![Diagnostic::error(Code::Internal, Span::default(), message)]
@@ -364,7 +367,7 @@ pub fn compile(ir: &Validated, src: &str, opts: &Options) -> Result<Output, Vec<
     if let Some(t) = &table {
         if t.max_steps > WALK_MAX {
             return Err(error(format!(
-                "a walk of the table could take {} steps; the walker stops at {WALK_MAX}",
+                "a walk of the table could visit {} nodes; the walker stops at {WALK_MAX}",
                 t.max_steps
             )));
         }

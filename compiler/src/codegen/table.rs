@@ -3,8 +3,8 @@
 //! Stage: **`[HookPlan]` → `Table`** (nodes of `struct cilc_tnode`, see
 //! stdlib-bpf/cilc.h), which the object carries in its section
 //! `.cilc.table` and a loader copies into the map `cilc_table`; the
-//! programs walk it (`cilc_walk`: a `bpf_loop` step follows up to 16
-//! nodes of any kind). The code is then the same for every policy: compile time
+//! programs walk it (`cilc_walk`: one `may_goto` loop, a node of any kind
+//! a turn). The code is then the same for every policy: compile time
 //! is the diagrams' build, the verifier checks one small loop body, and a
 //! policy change is a change of data. Linear leaves become chains of node
 //! tests (one per interval bound and atom), so the walker knows only

@@ -80,9 +80,8 @@ pub struct Walked {
     pub visits: u32,
 }
 
-/// Most nodes one walk may visit (`CILC_WALK_MAX` steps of
-/// `CILC_WALK_NODES`).
-const MAX_VISITS: u32 = (1 << 20) * 16;
+/// Most nodes one walk may visit (a table with a longer walk is refused).
+const MAX_VISITS: u32 = super::WALK_MAX as u32;
 
 struct State<'a> {
     nodes: &'a [TNode],
