@@ -1,7 +1,7 @@
 //! Compiled objects in this kernel: every semantic case, the ClassBench
 //! traces and generated policies with random packets get the verdict,
 //! reason and deciding rule of the reference evaluator, from the loaded
-//! program (BPF_PROG_TEST_RUN), for both strategies.
+//! program (BPF_PROG_TEST_RUN), for every strategy; a damaged table drops.
 //!
 //! These tests load BPF programs: they need root (CI runs as root) and fail,
 //! not skip, without it.
@@ -763,4 +763,80 @@ fn table_dispatch_over_many_subjects_decides_as_the_evaluator() {
         allowed > 200 && allowed < judged - 200,
         "{allowed} of {judged} allowed"
     );
+}
+
+/// A damaged table fails closed, in the kernel and in the user-space walk:
+/// a root that loops on itself (the walk ends when the kernel's budget for
+/// its `may_goto` loop is spent), a node of no known kind, a child past the
+/// map. Each is swapped in as `replace` swaps a table; the packet is then
+/// dropped as `default-deny`, and the good table back decides as before.
+#[test]
+fn a_damaged_table_drops_the_packet() {
+    use cilc::codegen::{table, walk};
+    let src = "chain edge on host ingress {\n  accept from 10.0.0.0/8 tcp 80\n  drop\n}\n";
+    let (ir, _) = cilc::compile_ir(src).unwrap();
+    let out = compile(&ir, src, &Options::new(Strategy::Table)).unwrap();
+    let art = Artifact::from_bytes(out.object.clone()).unwrap();
+    let good = runtime_loader::table::nodes(&out.object, &art.manifest)
+        .unwrap()
+        .to_vec();
+    let mut r = Runner::new(Loaded::load(&art).unwrap_or_else(|e| panic!("{e}")));
+    let p = on_wire(
+        &parse_packet("ingress local host peer world 10.1.2.3 -> 192.0.2.1 tcp 1234 80").unwrap(),
+    );
+    let (sb, db) = r.ends(&p).unwrap();
+    let input = walk::Input::new(&p, sb, db);
+    let install = |r: &Runner, nodes: &[u8]| {
+        let outer = r.obj.map_handle("cilc_table").unwrap();
+        let capacity = runtime_loader::table::capacity((nodes.len() / table::NODE) as u32);
+        let inner = runtime_loader::table::create(capacity, nodes).unwrap();
+        runtime_loader::table::install(&outer, &inner).unwrap();
+    };
+    let accepted = expected(&ir, &p);
+    assert_eq!(accepted.0, "allow", "{accepted:?}");
+    let j = r.judge(&p, false, 1).unwrap();
+    assert_eq!(words(&r, &j), accepted);
+
+    // The ingress IPv4 head (node 1) leads to its first entry, whose `a` is
+    // the part's root (cilc.h: kind, field, arg, a, b, c, cut).
+    let at = |nodes: &[u8], i: usize, off: usize| {
+        u32::from_le_bytes(nodes[i * 32 + off..i * 32 + off + 4].try_into().unwrap()) as usize
+    };
+    let entry = at(&good, 1, 4);
+    assert_eq!(good[entry * 32], 2, "node {entry} is no entry");
+    let root = at(&good, entry, 4);
+    let node = |kind: u8, a: u32, b: u32| {
+        let mut n = [0u8; 32];
+        n[0] = kind;
+        n[1] = 2; // the protocol; a cut of 0: no value is below it
+        n[4..8].copy_from_slice(&a.to_le_bytes());
+        n[8..12].copy_from_slice(&b.to_le_bytes());
+        n
+    };
+    let loops = node(3, root as u32, root as u32);
+    let unknown = node(99, 0, 0);
+    let past = node(3, u32::MAX, u32::MAX);
+    for (what, damage) in [
+        ("loops", loops),
+        ("unknown kind", unknown),
+        ("child past the map", past),
+    ] {
+        let mut bad = good.clone();
+        bad[root * 32..root * 32 + 32].copy_from_slice(&damage);
+        install(&r, &bad);
+        let j = r.judge(&p, false, 1).unwrap();
+        assert_eq!(
+            words(&r, &j),
+            ("drop".to_string(), None, "default-deny".to_string()),
+            "a root that {what}"
+        );
+        let walked = walk::walk(&table::decode(&bad), &input);
+        assert!(
+            walked.is_err(),
+            "the user-space walk of a root that {what}: {walked:?}"
+        );
+    }
+    install(&r, &good);
+    let j = r.judge(&p, false, 1).unwrap();
+    assert_eq!(words(&r, &j), accepted);
 }
