@@ -510,8 +510,9 @@ struct cilc_walk_state {
 
 /* True while the kernel lets a loop go on (the `may_goto` instruction,
  * Linux 6.9+: the verifier checks the loop's body until its states repeat,
- * not once per turn, and the kernel ends the loop once its budget, millions
- * of turns, is spent). The walk is one such loop, a node a turn:
+ * not once per turn, and the kernel ends the loop once its budget is spent:
+ * millions of turns, or on newer kernels a time). The walk is one such
+ * loop, a node a turn:
  * its code is one copy of the node's cases, small enough to stay in the
  * CPU's instruction caches (16 unrolled copies in a bpf_loop callback were
  * ~1.2x slower on fw1_100k, and took twice the verifier's work). */

@@ -290,7 +290,7 @@ enum cilc_ct_event {
  * The decision diagrams as data (compiler/src/codegen/table.rs writes
  * them, the loader fills the map `cilc_table` from the object's section
  * `.cilc.table`), walked by cilc_walk: the code is the same for every
- * policy. Node 0 is unused (a walk at node 0 is between roots); nodes
+ * policy. Node 0 is never a child (a walk that reaches it is over); nodes
  * 1..4 are the hooks' heads (1 + direction * 2 + v6); node 5 is
  * CILC_T_NONE. */
 enum cilc_tnode_kind {

@@ -232,9 +232,10 @@ pub fn choose(forest: &Forest) -> (Strategy, String) {
 }
 
 /// Most nodes a walk of the table may visit: the kernel ends the walk's
-/// `may_goto` loop (stdlib-bpf/cilc.c `can_loop`) once its budget,
-/// millions of turns, is spent; a table whose longest walk (every root's
-/// depth, summed) is longer than this is refused, well within it.
+/// `may_goto` loop (stdlib-bpf/cilc.c `can_loop`) once its budget is spent
+/// (millions of turns, or on newer kernels a time), so a table whose
+/// longest walk (every root's depth, summed) is longer than this is
+/// refused, well within that budget.
 pub(super) const WALK_MAX: u64 = 1 << 20;
 
 fn error(message: String) -> Vec<Diagnostic> {
@@ -367,7 +368,7 @@ pub fn compile(ir: &Validated, src: &str, opts: &Options) -> Result<Output, Vec<
     if let Some(t) = &table {
         if t.max_steps > WALK_MAX {
             return Err(error(format!(
-                "a walk of the table could visit {} nodes; the walker stops at {WALK_MAX}",
+                "a walk of the table could visit {} nodes; the most allowed is {WALK_MAX}",
                 t.max_steps
             )));
         }

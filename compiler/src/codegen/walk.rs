@@ -100,7 +100,8 @@ struct State<'a> {
 
 /// Walk `nodes` (a whole table, heads first) for `inp`. Fails where the
 /// kernel's walk would drop the packet as damaged (a node out of range or
-/// of the wrong kind), or on a walk longer than the kernel's bound.
+/// of the wrong kind), or on a walk longer than the compiler allows
+/// (`WALK_MAX`: the kernel's loop would end it later, as default-deny).
 pub fn walk(nodes: &[TNode], inp: &Input) -> Result<Walked, String> {
     let narrow = |x: u128| u32::try_from(x).unwrap_or(u32::MAX);
     let f = &inp.fields;
