@@ -512,10 +512,10 @@ struct cilc_walk_state {
  * Linux 6.9+: the verifier checks the loop's body until its states repeat,
  * not once per turn, and the kernel ends the loop once its budget is spent:
  * millions of turns, or on newer kernels a time). The walk is one such
- * loop, a node a turn:
- * its code is one copy of the node's cases, small enough to stay in the
- * CPU's instruction caches (16 unrolled copies in a bpf_loop callback were
- * ~1.2x slower on fw1_100k, and took twice the verifier's work). */
+ * loop, a node a turn: its code is one copy of the node's cases, small
+ * enough to stay in the CPU's instruction caches (16 unrolled copies in a
+ * bpf_loop callback were ~1.2x slower on fw1_100k, and took twice the
+ * verifier's work). */
 #define can_loop                                                        \
 	({                                                              \
 		__label__ l_break, l_continue;                          \

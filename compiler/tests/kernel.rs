@@ -797,32 +797,33 @@ fn a_damaged_table_drops_the_packet() {
     let j = r.judge(&p, false, 1).unwrap();
     assert_eq!(words(&r, &j), accepted);
 
-    // The ingress IPv4 head (node 1) leads to its first entry, whose `a` is
-    // the part's root (cilc.h: kind, field, arg, a, b, c, cut).
-    let at = |nodes: &[u8], i: usize, off: usize| {
-        u32::from_le_bytes(nodes[i * 32 + off..i * 32 + off + 4].try_into().unwrap()) as usize
+    // The ingress IPv4 head (node 1) leads to its first entry (kind 2),
+    // whose `a` is the part's root.
+    let nodes = table::decode(&good);
+    let entry = nodes[1].a as usize;
+    assert_eq!(nodes[entry].kind, 2, "node {entry} is no entry");
+    let root = nodes[entry].a;
+    // Splits (kind 3) on the protocol with a cut of 0: no value is below
+    // it, so the walk goes to `b`.
+    let split = |to: u32| table::TNode {
+        kind: 3,
+        field: 2,
+        a: to,
+        b: to,
+        ..Default::default()
     };
-    let entry = at(&good, 1, 4);
-    assert_eq!(good[entry * 32], 2, "node {entry} is no entry");
-    let root = at(&good, entry, 4);
-    let node = |kind: u8, a: u32, b: u32| {
-        let mut n = [0u8; 32];
-        n[0] = kind;
-        n[1] = 2; // the protocol; a cut of 0: no value is below it
-        n[4..8].copy_from_slice(&a.to_le_bytes());
-        n[8..12].copy_from_slice(&b.to_le_bytes());
-        n
+    let unknown = table::TNode {
+        kind: 99,
+        ..Default::default()
     };
-    let loops = node(3, root as u32, root as u32);
-    let unknown = node(99, 0, 0);
-    let past = node(3, u32::MAX, u32::MAX);
     for (what, damage) in [
-        ("loops", loops),
+        ("loops", split(root)),
         ("unknown kind", unknown),
-        ("child past the map", past),
+        ("child past the map", split(u32::MAX)),
     ] {
         let mut bad = good.clone();
-        bad[root * 32..root * 32 + 32].copy_from_slice(&damage);
+        let at = root as usize * table::NODE;
+        bad[at..at + table::NODE].copy_from_slice(&damage.bytes());
         install(&r, &bad);
         let j = r.judge(&p, false, 1).unwrap();
         assert_eq!(

@@ -69,7 +69,7 @@ pub struct TNode {
 
 impl TNode {
     /// The node's bytes (little-endian, like the BPF target).
-    fn bytes(&self) -> [u8; NODE] {
+    pub fn bytes(&self) -> [u8; NODE] {
         let mut out = [0; NODE];
         out[0] = self.kind;
         out[1] = self.field;
